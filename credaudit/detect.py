@@ -1,0 +1,407 @@
+"""Training-free label-error detection from the neighbour graph (SimiFeat-style).
+
+Notation: N rows, K classes, k neighbours; ỹ observed labels, y true labels.
+``T[i, j] = P(observed = j | true = i)`` (rows sum to 1); ``p`` the clean prior.
+
+Score. Row x's k neighbours vote for their labels, each with its cosine similarity as weight:
+v_x[c] = Σ_r w_r·1[ỹ_r = c] (+ ``self_weight`` for x's own label), normalised to sum to 1.
+``error_score = 1 - v̂_x[ỹ_x]``: higher means more likely wrong, in [0, 1].
+
+Flags.
+- ``vote``: flag x when another class has more (plain) vote than ỹ_x.
+- ``rank``: within each observed class j, flag the n_j·r_j highest-scoring rows, where r_j is the
+  estimated share of wrong labels in class j (noise.py). Only rows with at least one disagreeing
+  neighbour can be flagged, so a clean class gets no flags and a unanimous neighbourhood never
+  does. Ties in the score are broken by the unweighted disagreement count, then by the similarity
+  of the nearest neighbour with another label, then by row number: never by flagging a whole tie.
+
+Rounds. Detection repeats on E random 90 % subsamples, neighbours restricted to the subsample; a
+row is a label error when flagged in more than half of the rounds that contained it.
+
+Propagation. With ``propagation_steps`` S > 0 the score is refined S times over the graph:
+neighbours vote with their current belief about their true class instead of their raw label, and
+the row's own label enters by Bayes' rule, b_x[c] ∝ V_x[c]·T[c, ỹ_x]. Step 0 is the plain vote
+above. Measured on the benchmark sets, three steps rank errors far better than the plain vote
+under pair-flip noise (the T-likelihood knows which confusions are common) and somewhat better
+under symmetric noise (it reaches neighbours of neighbours). The neighbourhood enters as a prior
+(an average), which ranks well but is too weak to overrule a confident likelihood, so the ``vote``
+method keeps deciding on the plain vote.
+
+Suggestion. The belief b_x is the posterior of row x's true class given its own label and its
+neighbourhood. A flagged row's suggestion is the most probable class other than ỹ_x, with that
+class's posterior probability as ``suggestion_confidence`` (the chance the suggestion is right).
+An unflagged row keeps its label, with the posterior of that label as confidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from credaudit.neighbors import NeighborGraph, restrict_graph
+from credaudit.progress import NullProgress, Progress
+
+
+@dataclass(frozen=True)
+class VoteScores:
+    """Per-row neighbour vote statistics.
+
+    Attributes
+    ----------
+    error_score : ndarray of shape (N,), dtype float64
+        1 - (belief in the row's own label); in [0, 1]; higher = more likely wrong.
+        NaN for rows outside a subsample.
+    posterior : ndarray of shape (N, K), dtype float64
+        ``posterior[x, c]``: belief that row x's true class is c (rows sum to 1; zeros outside a
+        subsample).
+    n_disagree : ndarray of shape (N,), dtype int64
+        Neighbours whose label differs from the row's (the first tie-break key).
+    other_similarity : ndarray of shape (N,), dtype float64
+        Similarity of the nearest neighbour with another label (-inf if none): second tie-break.
+    vote_top : ndarray of shape (N,), dtype int64
+        The class with the most *plain* (unpropagated) vote; the own label when it ties for the
+        top. The ``vote`` method flags rows where this is not their label.
+    """
+
+    error_score: np.ndarray
+    posterior: np.ndarray
+    n_disagree: np.ndarray
+    other_similarity: np.ndarray
+    vote_top: np.ndarray
+
+
+def score_label_errors(
+    labels: np.ndarray,
+    graph: NeighborGraph,
+    *,
+    n_classes: int,
+    transition_matrix: np.ndarray | None = None,
+    propagation_steps: int = 0,
+    self_weight: float = 0.0,
+) -> VoteScores:
+    """Similarity-weighted neighbour vote for every row, optionally propagated over the graph.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (N,), dtype int64
+        Observed label codes 0..K-1.
+    graph : NeighborGraph
+        ``indices`` (N, k), nearest first, never the row; -1 marks rows outside a subsample.
+    n_classes : int
+        K.
+    transition_matrix : ndarray of shape (K, K), optional
+        ``T[i, j] = P(observed = j | true = i)``; required when ``propagation_steps > 0``.
+    propagation_steps : int
+        0: the plain vote, v̂_x[c] ∝ Σ_r w_r·1[ỹ_r = c] (+ ``self_weight`` on ỹ_x).
+        S > 0: S rounds of  V_x = normalised Σ_r w_r·b_r ;  b_x[c] ∝ V_x[c]·T[c, ỹ_x],  starting
+        from b = one-hot(ỹ). Each round, neighbours vote with their current belief about their
+        true class instead of their raw label, and the row's own label enters as the likelihood
+        T[c, ỹ_x] (Bayes' rule with the neighbourhood as prior). Step 1 is the plain vote
+        reweighted by T; later steps reach neighbours of neighbours.
+    self_weight : float
+        Plain vote only: weight of the row's own label, on the scale of one neighbour at
+        similarity 1.
+
+    Returns
+    -------
+    VoteScores
+    """
+    n_rows, k = graph.indices.shape
+    inside = graph.indices[:, 0] >= 0
+    nbr = np.where(graph.indices >= 0, graph.indices, 0)
+    nbr_labels = labels[nbr]
+    # Similarities can be slightly negative for unrelated rows; they then carry (almost) no vote.
+    weights = np.clip(graph.similarities.astype(np.float64), 0.0, None) + 1e-6
+    weights[~inside] = 0.0
+    weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+    rows = np.repeat(np.arange(n_rows), k)
+    flat = rows * n_classes + nbr_labels.ravel()
+    vote = np.bincount(flat, weights=weights.ravel(), minlength=n_rows * n_classes).reshape(n_rows, n_classes)
+
+    plain = vote.copy()
+    plain[np.arange(n_rows), labels] += self_weight
+    own_plain = plain[np.arange(n_rows), labels]
+    # The top class; prefer the own label when it ties for the top (never flag on a tie).
+    top = plain.argmax(axis=1)
+    top = np.where(own_plain >= plain[np.arange(n_rows), top], labels, top)
+    if propagation_steps == 0:
+        belief = plain / np.maximum(plain.sum(axis=1, keepdims=True), 1e-12)
+    else:
+        # Floor T so a zero cell cannot veto a class outright; rows of the floored T still sum ~1.
+        likelihood = np.clip(transition_matrix, 1e-4, None)[:, labels].T  # (N, K): T[c, ỹ_x]
+        belief = vote * likelihood
+        belief /= np.maximum(belief.sum(axis=1, keepdims=True), 1e-300)
+        if propagation_steps > 1:
+            from scipy.sparse import csr_matrix
+
+            # W[x, r] = normalised similarity weight of neighbour r in x's vote: one sparse
+            # product per step instead of an (N, k, K) gather.
+            adjacency = csr_matrix((weights.ravel(), (rows, nbr.ravel())), shape=(n_rows, n_rows))
+        for _ in range(propagation_steps - 1):
+            belief = (adjacency @ belief) * likelihood
+            belief /= np.maximum(belief.sum(axis=1, keepdims=True), 1e-300)
+    belief[~inside] = 0.0
+
+    own = belief[np.arange(n_rows), labels]
+    error_score = np.where(inside, np.clip(1.0 - own, 0.0, 1.0), np.nan)
+
+    differs = nbr_labels != labels[:, None]
+    n_disagree = np.where(inside, differs.sum(axis=1), 0)
+    first_other = differs.argmax(axis=1)
+    other_similarity = np.where(
+        differs.any(axis=1), graph.similarities[np.arange(n_rows), first_other].astype(np.float64), -np.inf
+    )
+    return VoteScores(
+        error_score=error_score,
+        posterior=belief,
+        n_disagree=n_disagree,
+        other_similarity=other_similarity,
+        vote_top=top,
+    )
+
+
+def flag_vote(labels: np.ndarray, scores: VoteScores) -> np.ndarray:
+    """Flag rows whose neighbour vote prefers another class.
+
+    Returns
+    -------
+    ndarray of shape (N,), dtype bool
+    """
+    return (scores.vote_top != labels) & ~np.isnan(scores.error_score)
+
+
+def flag_rank(labels: np.ndarray, scores: VoteScores, error_rate: np.ndarray, *, n_classes: int) -> np.ndarray:
+    """Flag, within each observed class j, the n_j·r_j most suspicious rows.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (N,), dtype int64
+        Observed label codes.
+    scores : VoteScores
+        From :func:`score_label_errors`; NaN scores (rows outside a subsample) are never flagged.
+    error_rate : ndarray of shape (K,)
+        r_j, the estimated share of wrong labels among rows labelled j.
+    n_classes : int
+        K.
+
+    Returns
+    -------
+    ndarray of shape (N,), dtype bool
+    """
+    eligible = ~np.isnan(scores.error_score) & (scores.n_disagree > 0)
+    n_in_class = np.bincount(labels[~np.isnan(scores.error_score)], minlength=n_classes)
+    budget = np.floor(n_in_class * np.asarray(error_rate) + 0.5).astype(np.int64)
+    # One lexicographic sort: by class, then most suspicious first (score, disagreement count,
+    # similarity to the nearest other-label neighbour), then row number for a total order.
+    candidates = np.flatnonzero(eligible)
+    order = np.lexsort(
+        (
+            candidates,
+            -scores.other_similarity[candidates],
+            -scores.n_disagree[candidates],
+            -scores.error_score[candidates],
+            labels[candidates],
+        )
+    )
+    ranked = candidates[order]
+    ranked_labels = labels[ranked]
+    starts = np.searchsorted(ranked_labels, np.arange(n_classes))
+    position = np.arange(len(ranked)) - starts[ranked_labels]
+    flags = np.zeros(len(labels), dtype=bool)
+    flags[ranked[position < budget[ranked_labels]]] = True
+    return flags
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Per-row detection results.
+
+    Attributes
+    ----------
+    method : str
+        ``rank`` or ``vote``.
+    k : int
+        Neighbours per vote.
+    n_rounds : int
+        Subsample rounds E.
+    error_score : ndarray of shape (N,)
+        On the full data; higher = more likely wrong; in [0, 1].
+    flag_rate : ndarray of shape (N,)
+        Share of the rounds containing the row that flagged it.
+    is_label_error : ndarray of shape (N,), dtype bool
+        ``flag_rate > 0.5``.
+    suggested_label : ndarray of shape (N,), dtype int64
+        Label code: the most probable other class for flagged rows, the given label otherwise.
+    suggestion_confidence : ndarray of shape (N,)
+        Posterior probability that ``suggested_label`` is the true label.
+    neighbour_agreement : ndarray of shape (N,)
+        Share of the k neighbours carrying the row's label.
+    """
+
+    method: str
+    k: int
+    n_rounds: int
+    error_score: np.ndarray
+    flag_rate: np.ndarray
+    is_label_error: np.ndarray
+    suggested_label: np.ndarray
+    suggestion_confidence: np.ndarray
+    neighbour_agreement: np.ndarray
+
+
+def detect_label_errors(
+    labels: np.ndarray,
+    graph: NeighborGraph,
+    embeddings: np.ndarray,
+    *,
+    n_classes: int,
+    transition_matrix: np.ndarray,
+    observed_error_rate: np.ndarray,
+    k: int = 10,
+    method: str = "rank",
+    n_rounds: int = 5,
+    subsample_rate: float = 0.9,
+    propagation_steps: int = 3,
+    self_weight: float = 0.0,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> Detection:
+    """Score, flag over subsample rounds, and suggest labels.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (N,), dtype int64
+        Observed label codes 0..K-1.
+    graph : NeighborGraph
+        Built with more than ``k`` neighbours (so subsample rounds can keep k); nearest first.
+    embeddings : ndarray of shape (N, d), dtype float32
+        L2-normalised; only read for the rare rows whose stored neighbours run short in a round.
+    n_classes : int
+        K.
+    transition_matrix : ndarray of shape (K, K)
+        ``T[i, j] = P(observed = j | true = i)``.
+    observed_error_rate : ndarray of shape (K,)
+        r_j, the budget share of the ``rank`` method.
+    k : int
+        Neighbours in each vote.
+    method : {"rank", "vote"}
+    n_rounds : int
+        Subsample rounds E (>= 1).
+    subsample_rate : float
+        Share of rows in each round.
+    propagation_steps, self_weight :
+        See :func:`score_label_errors`.
+    seed : int
+        Seeds the subsamples.
+    progress : Progress, optional
+        One ``advance`` per round.
+
+    Returns
+    -------
+    Detection
+    """
+    progress = progress or NullProgress()
+    n_rows = len(labels)
+    k = min(k, graph.k)
+    full = NeighborGraph(graph.indices[:, :k], graph.similarities[:, :k], graph.method)
+    score_args = dict(
+        n_classes=n_classes,
+        transition_matrix=transition_matrix,
+        propagation_steps=propagation_steps,
+        self_weight=self_weight,
+    )
+    full_scores = score_label_errors(labels, full, **score_args)
+
+    flagged_count = np.zeros(n_rows, dtype=np.int64)
+    contained_count = np.zeros(n_rows, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    progress.start("detection rounds", total=n_rounds)
+    for keep in _subsamples(n_rows, n_rounds, subsample_rate, rng):
+        if keep.all():
+            scores = full_scores
+        else:
+            scores = score_label_errors(labels, restrict_graph(graph, embeddings, keep, k=k), **score_args)
+        flagged_count += _flag(method, labels, scores, observed_error_rate, n_classes)
+        contained_count += keep
+        progress.advance()
+    progress.finish()
+
+    flag_rate = flagged_count / np.maximum(contained_count, 1)
+    is_error = flag_rate > 0.5
+    # A row left out of every round (possible only with very few rounds) is judged on the full data.
+    never = contained_count == 0
+    if never.any():
+        is_error[never] = _flag(method, labels, full_scores, observed_error_rate, n_classes)[never]
+        flag_rate[never] = is_error[never].astype(float)
+
+    suggested, confidence = suggest_labels(labels, full_scores.posterior, is_error)
+    return Detection(
+        method=method,
+        k=k,
+        n_rounds=n_rounds,
+        error_score=full_scores.error_score,
+        flag_rate=flag_rate,
+        is_label_error=is_error,
+        suggested_label=suggested,
+        suggestion_confidence=confidence,
+        neighbour_agreement=1.0 - full_scores.n_disagree / k,
+    )
+
+
+def _flag(method: str, labels, scores: VoteScores, error_rate, n_classes: int) -> np.ndarray:
+    if method == "rank":
+        return flag_rank(labels, scores, error_rate, n_classes=n_classes)
+    if method == "vote":
+        return flag_vote(labels, scores)
+    raise ValueError(f"method must be 'rank' or 'vote'; got {method!r}")
+
+
+def _subsamples(n_rows: int, n_rounds: int, rate: float, rng: np.random.Generator):
+    """Yield E boolean masks, each keeping a random ``rate`` share of the rows.
+
+    Rounds leave out disjoint random blocks while they can (E·(1 - rate) <= 1), so every row is
+    left out of at most one round among those and sits in at least E - 1 of them.
+    """
+    n_out = int(round(n_rows * (1.0 - rate)))
+    if n_out == 0:
+        for _ in range(n_rounds):
+            yield np.ones(n_rows, dtype=bool)
+        return
+    order = rng.permutation(n_rows)
+    position = 0
+    for _ in range(n_rounds):
+        if position + n_out > n_rows:
+            order = rng.permutation(n_rows)
+            position = 0
+        keep = np.ones(n_rows, dtype=bool)
+        keep[order[position : position + n_out]] = False
+        position += n_out
+        yield keep
+
+
+def suggest_labels(
+    labels: np.ndarray, posterior: np.ndarray, is_label_error: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick each row's suggested label and its confidence from the true-class posterior.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (N,), dtype int64
+        Observed label codes.
+    posterior : ndarray of shape (N, K)
+        ``posterior[x, c]`` = P(true class of x is c | evidence); rows sum to 1.
+    is_label_error : ndarray of shape (N,), dtype bool
+        Flagged rows get the most probable class other than their label; the others keep theirs.
+
+    Returns
+    -------
+    suggested_label : ndarray of shape (N,), dtype int64
+    suggestion_confidence : ndarray of shape (N,), dtype float64
+        The posterior probability of the suggested label: the chance that it is right.
+    """
+    rows = np.arange(len(labels))
+    masked = posterior.copy()
+    masked[rows, labels] = -1.0
+    suggested = np.where(is_label_error, masked.argmax(axis=1), labels)
+    return suggested, posterior[rows, suggested]

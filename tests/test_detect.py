@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+
+from credaudit.detect import VoteScores, detect_label_errors, flag_rank, score_label_errors, suggest_labels
+from credaudit.neighbors import NeighborGraph, build_knn_graph
+from credaudit.noise import estimate_noise
+from tests.conftest import make_clusterable, symmetric_t
+
+
+def run(x, labels, k_classes, *, method="rank", seed=0, n_rounds=5, steps=3, n_bootstrap=0):
+    graph = build_knn_graph(x, k=17)
+    estimate = estimate_noise(labels, graph.indices, n_classes=k_classes, n_bootstrap=n_bootstrap, seed=seed)
+    detection = detect_label_errors(
+        labels,
+        graph,
+        x,
+        n_classes=k_classes,
+        transition_matrix=estimate.transition_matrix,
+        observed_error_rate=np.array([r.estimate for r in estimate.observed_error_rate]),
+        method=method,
+        n_rounds=n_rounds,
+        propagation_steps=steps,
+        seed=seed,
+    )
+    return detection, estimate
+
+
+@pytest.mark.parametrize("method", ["rank", "vote"])
+def test_clean_data_gets_no_flags(method, seed):
+    x, true, _ = make_clusterable(2000, 5, None, seed)
+    detection, _ = run(x, true, 5, method=method, seed=seed)
+    assert detection.is_label_error.sum() == 0
+    np.testing.assert_array_equal(detection.suggested_label, true)
+
+
+@pytest.mark.parametrize("method", ["rank", "vote"])
+def test_finds_injected_errors(method, seed):
+    x, true, observed = make_clusterable(3000, 4, symmetric_t(4, 0.2), seed)
+    detection, _ = run(x, observed, 4, method=method, seed=seed)
+    errors = observed != true
+    flagged = detection.is_label_error
+    precision = (flagged & errors).sum() / flagged.sum()
+    recall = (flagged & errors).sum() / errors.sum()
+    assert precision > 0.9 and recall > 0.9
+    assert detection.error_score[errors].mean() > detection.error_score[~errors].mean() + 0.5
+
+
+def test_suggestions_are_calibrated(seed):
+    x, true, observed = make_clusterable(4000, 5, symmetric_t(5, 0.25), seed, spread=0.6)
+    detection, _ = run(x, observed, 5, seed=seed)
+    confident = detection.is_label_error & (detection.suggestion_confidence >= 0.9)
+    assert confident.sum() >= 50
+    assert (detection.suggested_label[confident] == true[confident]).mean() >= 0.85
+
+
+def test_a_one_row_class_and_a_two_row_class_do_not_crash():
+    x, true, _ = make_clusterable(400, 3, None, 0)
+    labels = true.copy()
+    labels[0] = 3
+    labels[1:3] = 4
+    detection, _ = run(x, labels, 5, n_rounds=7)
+    assert detection.is_label_error.shape == (400,)
+    assert np.isfinite(detection.error_score).all()
+
+
+def test_exact_duplicates_with_different_labels():
+    x, true, _ = make_clusterable(300, 3, None, 0)
+    x = np.concatenate([x, x[:20]])  # 20 exact duplicates ...
+    labels = np.concatenate([true, (true[:20] + 1) % 3])  # ... carrying another label
+    detection, _ = run(x, labels, 3)
+    assert detection.is_label_error[300:].sum() >= 18
+    assert detection.is_label_error[:20].sum() <= 2
+
+
+def test_same_seed_same_output_and_other_seed_runs():
+    x, _, observed = make_clusterable(1500, 4, symmetric_t(4, 0.3), 5, spread=0.8)
+    first, _ = run(x, observed, 4, seed=11)
+    second, _ = run(x, observed, 4, seed=11)
+    for field in ("error_score", "flag_rate", "is_label_error", "suggested_label", "suggestion_confidence"):
+        np.testing.assert_array_equal(getattr(first, field), getattr(second, field))
+
+
+def scores_of(error, n_disagree, other_sim) -> VoteScores:
+    n = len(error)
+    return VoteScores(
+        np.asarray(error, float),
+        np.zeros((n, 2)),
+        np.asarray(n_disagree),
+        np.asarray(other_sim, float),
+        np.zeros(n, dtype=int),
+    )
+
+
+def test_rank_breaks_ties_instead_of_flagging_the_whole_tie():
+    labels = np.zeros(6, dtype=int)
+    # All six rows tie on the score; the budget is two rows.
+    scores = scores_of([0.5] * 6, [1, 3, 2, 3, 1, 1], [0.1, 0.5, 0.9, 0.7, 0.2, 0.3])
+    flags = flag_rank(labels, scores, np.array([2 / 6, 0.0]), n_classes=2)
+    assert flags.sum() == 2
+    assert flags[[1, 3]].all(), "most disagreeing neighbours first, then the closest other-label neighbour"
+
+
+def test_rank_never_flags_unanimous_rows_and_has_no_floor():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = scores_of([0.0, 0.0, 0.0, 0.0, 0.4, 0.9], [0, 0, 0, 0, 1, 3], [-np.inf] * 4 + [0.5, 0.6])
+    flags = flag_rank(labels, scores, np.array([1.0, 0.0]), n_classes=2)
+    assert not flags.any(), "class 0's rows all agree with their neighbours; class 1 has a zero budget"
+
+
+def test_plain_vote_is_the_similarity_weighted_share():
+    labels = np.array([0, 0, 1, 1])
+    graph = NeighborGraph(
+        np.array([[1, 2], [0, 3], [3, 0], [2, 1]]),
+        np.array([[0.9, 0.3], [0.9, 0.2], [0.8, 0.3], [0.8, 0.2]], dtype=np.float32),
+        "exact",
+    )
+    scores = score_label_errors(labels, graph, n_classes=2, propagation_steps=0)
+    np.testing.assert_allclose(scores.error_score, [0.3 / 1.2, 0.2 / 1.1, 0.3 / 1.1, 0.2 / 1.0], atol=1e-4)
+    with_self = score_label_errors(labels, graph, n_classes=2, propagation_steps=0, self_weight=1.0)
+    assert (with_self.error_score < scores.error_score).all()
+
+
+def test_suggest_excludes_the_given_label_only_when_flagged():
+    labels = np.array([0, 0])
+    posterior = np.array([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]])
+    suggested, confidence = suggest_labels(labels, posterior, np.array([True, False]))
+    assert suggested.tolist() == [1, 0]
+    np.testing.assert_allclose(confidence, [0.2, 0.7])

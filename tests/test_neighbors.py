@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from credaudit.neighbors import build_knn_graph, normalize_rows, restrict_graph
+from tests.conftest import make_clusterable
+
+
+def brute_force(x: np.ndarray, k: int) -> np.ndarray:
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def test_self_is_never_a_neighbour(seed):
+    x, _, _ = make_clusterable(300, 4, None, seed)
+    graph = build_knn_graph(x, k=10)
+    assert graph.indices.shape == (300, 10)
+    assert not (graph.indices == np.arange(300)[:, None]).any()
+    assert np.all(np.diff(graph.similarities, axis=1) <= 1e-6), "nearest first"
+
+
+def test_exact_duplicates_exclude_self_by_index():
+    rng = np.random.default_rng(0)
+    base = normalize_rows(rng.normal(size=(5, 8)))
+    # Row 0's vector appears 15 times: more copies than k + 1, so self may not even be returned.
+    x = np.concatenate([np.repeat(base[:1], 15, axis=0), base[1:]])
+    graph = build_knn_graph(x, k=10)
+    for row in range(15):
+        assert row not in graph.indices[row]
+        assert set(graph.indices[row]) <= set(range(15)), "its duplicates are its nearest neighbours"
+        assert np.allclose(graph.similarities[row], 1.0, atol=1e-5)
+
+
+def test_k_at_least_rows_minus_one_is_capped():
+    x, _, _ = make_clusterable(6, 2, None, 0)
+    graph = build_knn_graph(x, k=50)
+    assert graph.indices.shape == (6, 5)
+    for row in range(6):
+        assert sorted(graph.indices[row]) == sorted(set(range(6)) - {row})
+
+
+def test_blocked_search_equals_one_block_and_brute_force():
+    x, _, _ = make_clusterable(500, 5, None, 3, spread=1.0)
+    small_blocks = build_knn_graph(x, k=7, block_rows=37)
+    one_block = build_knn_graph(x, k=7, block_rows=10_000)
+    np.testing.assert_array_equal(small_blocks.indices, one_block.indices)
+    np.testing.assert_array_equal(small_blocks.indices, brute_force(x, 7))
+
+
+def test_ivf_is_deterministic_and_close_to_exact():
+    x, _, _ = make_clusterable(3000, 10, None, 1, dim=32, spread=0.5)
+    exact = build_knn_graph(x, k=10, index="exact")
+    ivf_a = build_knn_graph(x, k=10, index="ivf", ivf_probe_share=0.25, seed=5)
+    ivf_b = build_knn_graph(x, k=10, index="ivf", ivf_probe_share=0.25, seed=5)
+    np.testing.assert_array_equal(ivf_a.indices, ivf_b.indices)
+    assert ivf_a.method == "ivf"
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ivf_a.indices, exact.indices, strict=True)])
+    assert recall > 0.9
+    assert not (ivf_a.indices == np.arange(3000)[:, None]).any()
+
+
+def test_restrict_graph_equals_a_fresh_search_on_the_subsample(seed):
+    x, _, _ = make_clusterable(400, 4, None, seed, spread=1.0)
+    graph = build_knn_graph(x, k=8)  # few spare neighbours: some rows need the exact fallback
+    keep = np.random.default_rng(seed).random(400) < 0.7
+    sub = restrict_graph(graph, x, keep, k=6)
+    kept = np.flatnonzero(keep)
+    fresh = kept[brute_force(x[kept], 6)]
+    np.testing.assert_array_equal(sub.indices[kept], fresh)
+    assert (sub.indices[~keep] == -1).all()
+
+
+@pytest.mark.parametrize("rows", [1])
+def test_too_few_rows_is_refused(rows):
+    with pytest.raises(ValueError):
+        build_knn_graph(np.ones((rows, 4), dtype=np.float32), k=3)
+
+
+def test_torch_search_matches_faiss():
+    # The CUDA path is a torch matrix product; its logic is checked here on the CPU.
+    from credaudit.neighbors import _drop_self, _torch_searcher
+
+    x, _, _ = make_clusterable(200, 4, None, 2)
+    sims, idx = _torch_searcher(x, "cpu")(x, 6)
+    out_idx = np.empty((200, 5), dtype=np.int64)
+    out_sim = np.empty((200, 5), dtype=np.float32)
+    _drop_self(idx, sims, np.arange(200), 5, out_idx, out_sim)
+    np.testing.assert_array_equal(out_idx, build_knn_graph(x, k=5).indices)
