@@ -1,0 +1,394 @@
+"""ScanConfig: every setting and its default, in one place.
+
+Layering (pure, testable): defaults <- TOML file (``--config``) <- explicit flags. Every value is
+validated here, once, with a message naming where it came from ("--k must be an int >= 1; got 0",
+"gates.max_noise_rate in ci.toml must be a number in [0, 1]; got 1.5"). ``configs/default.toml``
+mirrors these defaults (a test keeps the two equal). TOML has no null: a setting whose default is
+"none" is absent from the file (documented there as a comment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from credaudit.errors import ConfigError
+
+
+def _opt(default: Any, help: str, **rules: Any) -> Any:
+    """A config field: its default, a one-line help (used in default.toml) and validation rules.
+
+    Rules: ``choices`` (allowed values), ``low``/``high`` (inclusive bounds), ``low_open``/``high_open``
+    (exclusive bounds), ``pattern`` (a callable value -> bool with ``pattern_text`` for messages).
+    """
+    factory = None
+    if isinstance(default, (list, tuple)):
+        frozen = tuple(default)
+        factory = lambda: frozen  # noqa: E731 - a frozen default needs a factory for tuples
+    metadata = {"help": help, **rules}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _is_device(value: str) -> bool:
+    if value in ("auto", "cpu", "cuda"):
+        return True
+    return value.startswith("cuda:") and value[5:].isdigit()
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    text_cols: tuple[str, ...] = _opt(("text",), "column(s) to embed; several are joined with a newline")
+    label_col: str = _opt("label", "the label column (strings, ints or bools)")
+    id_col: str | None = _opt(None, "stable row identifier carried into every output; default: 0-based row number")
+    embedding_col: str | None = _opt(None, "precomputed vectors (list/array column); skips the encoder")
+    drop_unlabelled: bool = _opt(False, "drop rows with a null label instead of failing")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    name: str = _opt("minilm", "encoder name (`credaudit encoders`) or a local sentence-transformers directory")
+    device: str = _opt(
+        "auto",
+        "auto (CUDA if available, else CPU), cpu, cuda or cuda:N",
+        pattern=_is_device,
+        pattern_text="auto, cpu, cuda or cuda:N",
+    )
+    batch_size: int | None = _opt(None, "encoder batch size; default: chosen for the device", low=1)
+    cache: bool = _opt(True, "reuse embeddings of texts seen before (keyed by encoder fingerprint + text hash)")
+    cache_dir: str | None = _opt(None, "embedding cache location; default: the user cache dir (~/.cache/credaudit)")
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    index: str = _opt(
+        "auto",
+        "neighbour search: exact, ivf (approximate, faster), or auto (exact up to exact_max_rows)",
+        choices=("auto", "exact", "ivf"),
+    )
+    exact_max_rows: int = _opt(50_000, "rows above which `auto` uses the IVF index", low=1)
+    ivf_probe_share: float = _opt(0.04, "share of IVF lists each query visits (recall vs time)", low_open=0.0, high=1.0)
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    n_restarts: int = _opt(4, "initialisations of the transition-matrix fit", low=1)
+    max_iter: int = _opt(300, "L-BFGS iterations per initialisation", low=1)
+    triple_share: float = _opt(
+        0.75, "share of rows, tightest neighbourhoods first, whose label triples fit T", low_open=0.0, high=1.0
+    )
+    n_bootstrap: int = _opt(40, "bootstrap resamples for the 95% intervals (0: no intervals)", low=0)
+    bootstrap_max_iter: int = _opt(20, "L-BFGS iterations per bootstrap refit (warm-started)", low=1)
+    confidence_level: float = _opt(0.95, "coverage of the reported intervals", low_open=0.0, high_open=1.0)
+    min_class_rows: int = _opt(30, "classes with fewer rows are reported as too small to estimate", low=0)
+    min_knn_agreement: float = _opt(
+        0.5, "below this k-NN label agreement the features are reported as weak", low=0.0, high=1.0
+    )
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    k: int = _opt(10, "neighbours used by detection", low=1)
+    method: str = _opt(
+        "rank", "rank (transition-matrix-driven budget) or vote (neighbour majority)", choices=("rank", "vote")
+    )
+    n_rounds: int = _opt(5, "random subsample rounds; a row is an error when flagged in more than half", low=1)
+    subsample_rate: float = _opt(0.9, "share of rows in each round", low_open=0.0, high=1.0)
+    propagation_steps: int = _opt(3, "vote refinements over the graph (0: plain neighbour vote)", low=0)
+    self_weight: float = _opt(
+        0.0,
+        "weight of a row's own label in the plain vote (the vote method, and the score when propagation_steps = 0)",
+        low=0.0,
+    )
+
+
+@dataclass(frozen=True)
+class GatesConfig:
+    max_noise_rate: float | None = _opt(None, "fail if the estimated noise rate is above", low=0.0, high=1.0)
+    min_credibility: float | None = _opt(None, "fail if credibility is below", low=0.0, high=1.0)
+    max_flagged: int | float | None = _opt(
+        None, "fail if flagged rows exceed N (int) or a fraction (float < 1)", low=0.0
+    )
+    gate_on: str = _opt(
+        "estimate",
+        "compare gates to the point estimate or to the 95% interval's pessimistic bound",
+        choices=("estimate", "bound"),
+    )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    out: str | None = _opt(None, "output directory; default: ./credaudit-out/<data stem>/")
+    clean: str = _opt(
+        "drop",
+        "cleaned data: drop flagged rows, relabel confident ones (drop the rest), or flag (add columns)",
+        choices=("drop", "relabel", "flag"),
+    )
+    min_confidence: float = _opt(0.9, "suggestion confidence needed to relabel", low=0.0, high=1.0)
+    format: str = _opt(
+        "rich", "terminal output: rich, json (report on stdout) or quiet (one line)", choices=("rich", "json", "quiet")
+    )
+    top_rows: int = _opt(20, "most suspicious rows listed in the reports", low=0)
+    excerpt_chars: int = _opt(160, "text excerpt length in the reports", low=10)
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Every setting of a scan. Sections mirror ``configs/default.toml``."""
+
+    seed: int = _opt(0, "one seed for every random choice", low=0)
+    input: InputConfig = field(default_factory=InputConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    gates: GatesConfig = field(default_factory=GatesConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+
+SECTIONS: dict[str, type] = {
+    f.name: f.default_factory for f in dataclasses.fields(ScanConfig) if f.default_factory is not dataclasses.MISSING
+}
+TOP_LEVEL = ("seed",)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, unreadable or not valid TOML.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def merge(
+    file_values: dict[str, Any] | None = None,
+    *,
+    file_name: str = "the config file",
+    overrides: dict[str, tuple[Any, str]] | None = None,
+) -> ScanConfig:
+    """Build a validated ScanConfig from defaults, a TOML document and flag overrides.
+
+    Parameters
+    ----------
+    file_values : dict, optional
+        A parsed TOML document: top-level keys (``seed``) and one table per section.
+    file_name : str
+        How messages name the file ("ci.toml").
+    overrides : dict, optional
+        ``"section.key"`` (or ``"seed"``) -> ``(value, flag name)``; these win over the file.
+
+    Returns
+    -------
+    ScanConfig
+
+    Raises
+    ------
+    ConfigError
+        Unknown section or key (the message lists the valid ones), or a value of the wrong type or
+        out of range (the message names the flag or the file key).
+    """
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    top: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, value in (file_values or {}).items():
+        if key in TOP_LEVEL:
+            top[key] = value
+            sources[key] = f"{key} in {file_name}"
+        elif key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}] in {file_name} must be a table; got {_show(value)}")
+            valid = [f.name for f in dataclasses.fields(SECTIONS[key])]
+            for sub, sub_value in value.items():
+                if sub not in valid:
+                    raise ConfigError(
+                        f"unknown key {key}.{sub} in {file_name}; valid keys in [{key}] are: {', '.join(valid)}"
+                    )
+                values[key][sub] = sub_value
+                sources[f"{key}.{sub}"] = f"{key}.{sub} in {file_name}"
+        else:
+            valid = list(TOP_LEVEL) + [f"[{s}]" for s in SECTIONS]
+            raise ConfigError(f"unknown key {key} in {file_name}; valid top-level keys are: {', '.join(valid)}")
+    for dotted, (value, flag) in (overrides or {}).items():
+        if value is None:
+            continue
+        if "." in dotted:
+            section, sub = dotted.split(".", 1)
+            values[section][sub] = value
+        else:
+            top[dotted] = value
+        sources[dotted] = flag
+
+    sections = {}
+    for name, cls in SECTIONS.items():
+        checked = {
+            key: _check(cls, key, value, sources.get(f"{name}.{key}", f"{name}.{key}"))
+            for key, value in values[name].items()
+        }
+        sections[name] = cls(**checked)
+    checked_top = {key: _check(ScanConfig, key, value, sources.get(key, key)) for key, value in top.items()}
+    return ScanConfig(**checked_top, **sections)
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _check(cls: type, key: str, value: Any, source: str) -> Any:
+    """Coerce and validate one value against its field's type and rules."""
+    spec = {f.name: f for f in dataclasses.fields(cls)}[key]
+    hint = typing.get_type_hints(cls)[key]
+    rules = spec.metadata
+    allowed = _allowed_types(hint)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ConfigError(f"{source} must be set; got nothing")
+
+    def fail(expected: str) -> typing.NoReturn:
+        raise ConfigError(f"{source} must be {expected}; got {_show(value)}")
+
+    if tuple in allowed:
+        if isinstance(value, str):
+            value = (value,)
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
+            fail("a non-empty list of column names")
+        return tuple(value)
+    if bool in allowed:
+        if not isinstance(value, bool):
+            fail("true or false")
+        return value
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if int in allowed and float in allowed:
+        if not is_number:
+            fail("a number")
+        if isinstance(value, float) and value >= 1:
+            if not value.is_integer():
+                fail("a row count (int) or a fraction below 1 (float)")
+            value = int(value)
+    elif int in allowed:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            fail(f"an int{_range_text(rules)}")
+    elif float in allowed:
+        if not is_number:
+            fail(f"a number{_range_text(rules)}")
+        value = float(value)
+    elif str in allowed:
+        if not isinstance(value, str) or not value:
+            fail("a non-empty string")
+    if "choices" in rules and value not in rules["choices"]:
+        fail("one of " + ", ".join(rules["choices"]))
+    if "pattern" in rules and not rules["pattern"](value):
+        fail(rules["pattern_text"])
+    if is_number or isinstance(value, (int, float)):
+        low, high = rules.get("low"), rules.get("high")
+        low_open, high_open = rules.get("low_open"), rules.get("high_open")
+        kind = "an int" if isinstance(value, int) and float not in allowed else "a number"
+        if (
+            (low is not None and value < low)
+            or (high is not None and value > high)
+            or (low_open is not None and value <= low_open)
+            or (high_open is not None and value >= high_open)
+        ):
+            fail(f"{kind}{_range_text(rules)}")
+    return value
+
+
+def _allowed_types(hint: Any) -> set[type]:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        result: set[type] = set()
+        for arg in typing.get_args(hint):
+            result |= _allowed_types(arg)
+        return result
+    if origin is tuple:
+        return {tuple}
+    return {hint}
+
+
+def _range_text(rules: typing.Mapping[str, Any]) -> str:
+    low = rules.get("low", rules.get("low_open"))
+    high = rules.get("high", rules.get("high_open"))
+    left = "(" if "low_open" in rules else "["
+    right = ")" if "high_open" in rules else "]"
+    if low is not None and high is not None:
+        return f" in {left}{_num(low)}, {_num(high)}{right}"
+    if low is not None:
+        return f" {'>' if 'low_open' in rules else '>='} {_num(low)}"
+    if high is not None:
+        return f" {'<' if 'high_open' in rules else '<='} {_num(high)}"
+    return ""
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def render_default_toml() -> str:
+    """The text of ``configs/default.toml``: every key, its default and its help line."""
+    lines = [
+        "# credaudit configuration: every key with its default.",
+        "# Use with `credaudit scan DATA --config FILE`; command-line flags win over this file.",
+        '# Keys whose default is "none" are commented out (TOML has no null).',
+        "",
+    ]
+
+    def emit(spec: dataclasses.Field, value: Any) -> None:
+        lines.append(f"# {spec.metadata['help']}")
+        if value is None:
+            lines.append(f"# {spec.name} = ...  (default: none)")
+        else:
+            lines.append(f"{spec.name} = {_toml_value(value)}")
+
+    defaults = ScanConfig()
+    for spec in dataclasses.fields(ScanConfig):
+        if spec.name in TOP_LEVEL:
+            emit(spec, getattr(defaults, spec.name))
+    for name in SECTIONS:
+        lines += ["", f"[{name}]"]
+        section = getattr(defaults, name)
+        for spec in dataclasses.fields(section):
+            emit(spec, getattr(section, spec.name))
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)

@@ -1,0 +1,527 @@
+"""Reading the user's data and writing every output: the only file I/O in credaudit.
+
+Everything read is validated here, once, with messages that name the file, the column and the row.
+Outputs are staged in a temporary directory beside the output directory and moved into place only
+when all of them are written, so a failed run leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io as _io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from credaudit.errors import (
+    DataReadError,
+    EmptyDataError,
+    InputError,
+    MissingColumnError,
+    OutputWriteError,
+    SingleClassError,
+)
+
+FORMATS_TEXT = ".parquet, .jsonl or .ndjson (optionally .gz), .csv, or a directory of .parquet files"
+MIN_ROWS = 3  # a row and two neighbours: the smallest consensus triple
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """How a dataset is stored: ``kind`` is parquet, parquet-dir, jsonl or csv; ``gzip`` whether compressed."""
+
+    kind: str
+    gzip: bool = False
+
+    def cleaned_name(self) -> str:
+        """File name of the cleaned copy, in the input's own format."""
+        ext = {"parquet": ".parquet", "parquet-dir": ".parquet", "jsonl": ".jsonl", "csv": ".csv"}[self.kind]
+        return "cleaned" + ext + (".gz" if self.gzip else "")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A validated dataset, ready for the audit.
+
+    Attributes
+    ----------
+    path : Path
+        The input as given.
+    format : DataFormat
+    frame : polars.DataFrame
+        Every input column, rows in input order (minus unlabelled rows if they were dropped).
+    texts : list of str, or None
+        Per row, the text columns joined with a newline (null -> ""); None when no text column
+        exists (precomputed embeddings only).
+    label_values : list
+        Per row, the label as the user wrote it (Python scalars).
+    row_ids : list
+        Per row, the ``--id-col`` value or the 0-based input row number.
+    embeddings : ndarray of shape (N, d), dtype float32, or None
+        From ``--embedding-col``.
+    n_empty_texts : int
+        Rows whose text is null or empty.
+    n_dropped_unlabelled : int
+        Rows removed by ``--drop-unlabelled``.
+    sha256 : str
+        Of the input file (for a directory: of its files' hashes in name order).
+    text_cols : tuple of str
+        The text columns found and used.
+    """
+
+    path: Path
+    format: DataFormat
+    frame: pl.DataFrame
+    texts: list[str] | None
+    label_values: list[Any]
+    row_ids: list[Any]
+    embeddings: np.ndarray | None
+    n_empty_texts: int
+    n_dropped_unlabelled: int
+    sha256: str
+    text_cols: tuple[str, ...]
+
+    @property
+    def n_rows(self) -> int:
+        return self.frame.height
+
+
+def detect_format(path: Path) -> DataFormat:
+    """The format of ``path`` from its name (or a directory of parquet files).
+
+    Raises
+    ------
+    DataReadError
+        The path does not exist or its extension is not one credaudit reads.
+    """
+    if not path.exists():
+        raise DataReadError(f"{path} does not exist")
+    if path.is_dir():
+        return DataFormat("parquet-dir")
+    name = path.name.lower()
+    compressed = name.endswith(".gz")
+    stem = name[:-3] if compressed else name
+    if stem.endswith(".parquet") and not compressed:
+        return DataFormat("parquet")
+    if stem.endswith((".jsonl", ".ndjson")):
+        return DataFormat("jsonl", gzip=compressed)
+    if stem.endswith(".csv"):
+        return DataFormat("csv", gzip=compressed)
+    raise DataReadError(f"{path} has an unknown extension; credaudit reads {FORMATS_TEXT}")
+
+
+def read_frame(path: Path, fmt: DataFormat) -> pl.DataFrame:
+    """Read the whole file into a DataFrame, mapping every failure to a one-line DataReadError."""
+    try:
+        if fmt.kind == "parquet":
+            return _read_parquet(path)
+        if fmt.kind == "parquet-dir":
+            files = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and p.is_file())
+            if not files:
+                raise DataReadError(f"directory {path} holds no .parquet files")
+            frames = [_read_parquet(f) for f in files]
+            try:
+                return pl.concat(frames, how="vertical")
+            except (pl.exceptions.PolarsError, ValueError) as exc:
+                raise DataReadError(
+                    f"the parquet files in {path} do not share one schema: {_first_line(exc)}"
+                ) from None
+        raw = _read_bytes(path, fmt)
+        if not raw.strip():
+            raise EmptyDataError(f"{path} is empty")
+        if fmt.kind == "jsonl":
+            return _read_jsonl(path, raw)
+        return _read_csv(path, raw)
+    except PermissionError:
+        raise DataReadError(f"{path} cannot be read: permission denied") from None
+    except IsADirectoryError:
+        raise DataReadError(f"{path} is a directory, not a {fmt.kind} file") from None
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        if isinstance(exc, PermissionError):
+            raise
+        raise DataReadError(f"{path} is not a readable parquet file ({_first_line(exc)})") from None
+
+
+def _read_bytes(path: Path, fmt: DataFormat) -> bytes:
+    data = path.read_bytes()
+    if fmt.gzip:
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise DataReadError(f"{path} is not a valid gzip file ({_first_line(exc)})") from None
+    return data
+
+
+def _read_jsonl(path: Path, raw: bytes) -> pl.DataFrame:
+    try:
+        return pl.read_ndjson(_io.BytesIO(raw), infer_schema_length=None)
+    except (pl.exceptions.PolarsError, ValueError, RuntimeError):
+        pass
+    # polars does not say which line is bad: find it, and fall back to a line-by-line parse when
+    # every line is valid JSON (blank lines, schema quirks).
+    records = []
+    for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataReadError(f"{path} line {number}: invalid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise DataReadError(f"{path} line {number}: expected a JSON object, found {type(record).__name__}")
+        records.append(record)
+    if not records:
+        raise EmptyDataError(f"{path} has no rows")
+    try:
+        return pl.from_dicts(records, infer_schema_length=None)
+    except (pl.exceptions.PolarsError, ValueError, TypeError) as exc:
+        raise DataReadError(f"{path}: the JSON objects do not form one table ({_first_line(exc)})") from None
+
+
+def _read_csv(path: Path, raw: bytes) -> pl.DataFrame:
+    try:
+        return pl.read_csv(_io.BytesIO(raw), infer_schema_length=None)
+    except pl.exceptions.NoDataError:
+        raise EmptyDataError(f"{path} has no rows") from None
+    except (pl.exceptions.PolarsError, ValueError) as exc:
+        raise DataReadError(f"{path} is not a readable CSV file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, or of a directory's parquet files' hashes in name order."""
+    if path.is_dir():
+        outer = hashlib.sha256()
+        for f in sorted(p for p in path.iterdir() if p.suffix == ".parquet" and p.is_file()):
+            outer.update(f.name.encode() + b"\0" + file_sha256(f).encode())
+        return outer.hexdigest()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_table(
+    source: str | Path | pl.DataFrame,
+    *,
+    text_cols: tuple[str, ...] = ("text",),
+    label_col: str = "label",
+    id_col: str | None = None,
+    embedding_col: str | None = None,
+    drop_unlabelled: bool = False,
+    text_optional: bool = False,
+) -> Table:
+    """Read and validate a dataset.
+
+    Parameters
+    ----------
+    source : path or polars.DataFrame
+        A file or directory (see :data:`FORMATS_TEXT`), or a DataFrame already in memory.
+    text_cols, label_col, id_col, embedding_col, drop_unlabelled :
+        As the ``[input]`` config section.
+    text_optional : bool
+        Missing text columns are allowed (precomputed embeddings and the default text column).
+
+    Returns
+    -------
+    Table
+
+    Raises
+    ------
+    DataReadError, MissingColumnError, EmptyDataError, SingleClassError
+        With a message naming the file, the column and, where one is at fault, the row.
+    """
+    if isinstance(source, pl.DataFrame):
+        path, fmt, frame, sha = Path("<dataframe>"), DataFormat("parquet"), source, _frame_sha256(source)
+    else:
+        path = Path(source)
+        fmt = detect_format(path)
+        frame = read_frame(path, fmt)
+        sha = file_sha256(path)
+    name = path.name if path.name else str(path)
+    if frame.height == 0:
+        raise EmptyDataError(f"{name} has no rows")
+
+    columns = frame.columns
+    available = ", ".join(columns)
+    for column, flag in [(label_col, "--label-col"), (id_col, "--id-col"), (embedding_col, "--embedding-col")]:
+        if column is not None and column not in columns:
+            raise MissingColumnError(f"column '{column}' ({flag}) is not in {name}; columns are: {available}")
+    present_text = tuple(c for c in text_cols if c in columns)
+    missing_text = [c for c in text_cols if c not in columns]
+    if missing_text and not (text_optional and not present_text):
+        raise MissingColumnError(f"column '{missing_text[0]}' (--text-col) is not in {name}; columns are: {available}")
+
+    labels = frame.get_column(label_col)
+    if labels.dtype.is_nested() or labels.dtype == pl.Object:
+        raise InputError(f"column '{label_col}' in {name} must hold one scalar label per row; found {labels.dtype}")
+    n_dropped = 0
+    null_labels = labels.is_null()
+    if labels.dtype.is_float():
+        null_labels = null_labels | labels.is_nan()
+    n_null = int(null_labels.sum())
+    if n_null:
+        if n_null == frame.height:
+            raise EmptyDataError(f"every label in column '{label_col}' of {name} is null")
+        if not drop_unlabelled:
+            first = int(null_labels.arg_true()[0])
+            raise InputError(
+                f"column '{label_col}' in {name} has {n_null} null label(s), the first at row {first}; "
+                "pass --drop-unlabelled to audit only the labelled rows"
+            )
+        frame = frame.filter(~null_labels)
+        n_dropped = n_null
+    if frame.height < MIN_ROWS:
+        raise EmptyDataError(f"{name} has {frame.height} labelled row(s); an audit needs at least {MIN_ROWS}")
+
+    label_values = frame.get_column(label_col).to_list()
+    distinct = frame.get_column(label_col).unique()
+    if len(distinct) < 2:
+        raise SingleClassError(
+            f"all {frame.height} labelled rows of {name} have the label {distinct[0]!r}; "
+            "an audit needs at least two classes"
+        )
+
+    if id_col is not None:
+        ids = frame.get_column(id_col)
+        duplicated = ids.is_duplicated()
+        if bool(duplicated.any()):
+            first = int(duplicated.arg_true()[0])
+            raise InputError(
+                f"column '{id_col}' (--id-col) in {name} is not unique: {ids[first]!r} appears more than once"
+            )
+        row_ids = ids.to_list()
+    else:
+        row_ids = list(range(frame.height)) if not n_dropped else (~null_labels).arg_true().to_list()
+
+    texts = None
+    n_empty = 0
+    if present_text:
+        joined = _join_texts(frame, present_text)
+        texts = joined.to_list()
+        n_empty = int((joined.str.strip_chars() == "").sum())
+
+    embeddings = _embedding_matrix(frame, embedding_col, name) if embedding_col is not None else None
+    return Table(
+        path=path,
+        format=fmt,
+        frame=frame,
+        texts=texts,
+        label_values=label_values,
+        row_ids=row_ids,
+        embeddings=embeddings,
+        n_empty_texts=n_empty,
+        n_dropped_unlabelled=n_dropped,
+        sha256=sha,
+        text_cols=present_text,
+    )
+
+
+def _embedding_matrix(frame: pl.DataFrame, column: str, name: str) -> np.ndarray:
+    """The (N, d) float32 matrix of a list/array column, or an InputError naming the bad row."""
+    series = frame.get_column(column)
+    where = f"column '{column}' (--embedding-col) in {name}"
+    if not isinstance(series.dtype, (pl.List, pl.Array)):
+        raise InputError(f"{where} must hold numeric vectors (lists or arrays); found {series.dtype}")
+    inner = series.dtype.inner
+    if not (inner.is_numeric() or inner == pl.Null):
+        raise InputError(f"{where} must hold numeric vectors; found vectors of {inner}")
+    nulls = series.is_null()
+    if bool(nulls.any()):
+        raise InputError(f"{where} has no vector at row {int(nulls.arg_true()[0])}")
+    if isinstance(series.dtype, pl.List):
+        lengths = series.list.len()
+        dim = int(lengths[0])
+        ragged = lengths != dim
+        if bool(ragged.any()):
+            row = int(ragged.arg_true()[0])
+            raise InputError(f"{where} is ragged: row {row} has {int(lengths[row])} values, row 0 has {dim}")
+        flat = series.explode().cast(pl.Float32)
+    else:
+        dim = series.dtype.size
+        flat = series.arr.explode().cast(pl.Float32)
+    if dim == 0:
+        raise InputError(f"{where} holds empty vectors")
+    if bool(flat.is_null().any()) or bool(flat.is_nan().any()) or bool(flat.is_infinite().any()):
+        bad = flat.is_null() | flat.is_nan() | flat.is_infinite()
+        raise InputError(f"{where} has a missing or non-finite value at row {int(bad.arg_true()[0]) // dim}")
+    return flat.to_numpy().reshape(frame.height, dim).astype(np.float32, copy=False)
+
+
+def _frame_sha256(frame: pl.DataFrame) -> str:
+    buffer = _io.BytesIO()
+    frame.write_ipc(buffer)
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def default_out_dir(path: Path) -> Path:
+    """``./credaudit-out/<data stem>/``."""
+    name = path.name
+    for suffix in (".gz", ".parquet", ".jsonl", ".ndjson", ".csv"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return Path("credaudit-out") / (name or "data")
+
+
+def check_out_dir(out_dir: Path, input_path: Path, output_names: list[str]) -> None:
+    """Fail early, before any work, if the outputs cannot be written or would touch the input.
+
+    Raises
+    ------
+    OutputWriteError
+        ``out_dir`` is the input, inside an input directory, an existing file, would overwrite
+        the input with one of ``output_names``, or is not writable.
+    """
+    out = out_dir.resolve()
+    source = input_path.resolve() if input_path.exists() else None
+    if source is not None:
+        if out == source:
+            raise OutputWriteError(f"--out {out_dir} is the input itself; choose another directory")
+        if source.is_dir() and (out == source or source in out.parents):
+            raise OutputWriteError(
+                f"--out {out_dir} is inside the input directory {input_path}; choose another directory"
+            )
+        for name in output_names:
+            if (out / name) == source:
+                raise OutputWriteError(f"--out {out_dir} would overwrite the input {input_path} with {name}")
+    if out.exists() and not out.is_dir():
+        raise OutputWriteError(f"--out {out_dir} exists and is not a directory")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputWriteError(f"--out {out_dir} is not writable ({existing} does not accept new files)")
+
+
+def write_outputs(out_dir: Path, writers: dict[str, Callable[[Path], None]]) -> list[Path]:
+    """Write every output atomically as a set.
+
+    Each writer receives a path inside a staging directory next to ``out_dir``; only when all have
+    succeeded are the files moved into ``out_dir`` (``os.replace``: atomic per file, same
+    filesystem). A failure leaves ``out_dir`` as it was.
+
+    Raises
+    ------
+    OutputWriteError
+    """
+    out_dir = Path(out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+    created_dir = False
+    try:
+        for name, writer in writers.items():
+            writer(staging / name)
+        if not out_dir.exists():
+            out_dir.mkdir()
+            created_dir = True
+        written = []
+        for name in writers:
+            os.replace(staging / name, out_dir / name)
+            written.append(out_dir / name)
+        return written
+    except OSError as exc:
+        if created_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise OutputWriteError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def atomic_write_file(path: Path, writer: Callable[[Path], None]) -> None:
+    """Write one file through a temporary sibling and rename it into place.
+
+    Raises
+    ------
+    OutputWriteError
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
+    tmp = Path(tmp_name)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_texts(
+    source: str | Path, *, text_cols: tuple[str, ...], id_col: str | None = None
+) -> tuple[list[str], list[Any]]:
+    """Texts (text columns joined with a newline, null -> "") and row ids of a file, without labels.
+
+    Raises
+    ------
+    DataReadError, MissingColumnError, EmptyDataError
+    """
+    path = Path(source)
+    frame = read_frame(path, detect_format(path))
+    if frame.height == 0:
+        raise EmptyDataError(f"{path.name} has no rows")
+    for column, flag in [*((c, "--text-col") for c in text_cols), (id_col, "--id-col")]:
+        if column is not None and column not in frame.columns:
+            raise MissingColumnError(
+                f"column '{column}' ({flag}) is not in {path.name}; columns are: {', '.join(frame.columns)}"
+            )
+    texts = _join_texts(frame, text_cols).to_list()
+    ids = frame.get_column(id_col).to_list() if id_col else list(range(frame.height))
+    return texts, ids
+
+
+def _join_texts(frame: pl.DataFrame, text_cols: tuple[str, ...]) -> pl.Series:
+    columns = [pl.col(c).cast(pl.String).fill_null("") for c in text_cols]
+    return frame.select(pl.concat_str(columns, separator="\n").alias("text")).to_series()
+
+
+def write_frame(frame: pl.DataFrame, path: Path, fmt: DataFormat) -> None:
+    """Write ``frame`` to ``path`` in ``fmt`` (the cleaned copy keeps the input's format)."""
+    if fmt.kind in ("parquet", "parquet-dir"):
+        frame.write_parquet(path)
+        return
+    buffer = _io.BytesIO()
+    if fmt.kind == "jsonl":
+        frame.write_ndjson(buffer)
+    else:
+        frame.write_csv(buffer)
+    data = buffer.getvalue()
+    if fmt.gzip:
+        # mtime=0: the same cleaned data gives the same bytes.
+        data = gzip.compress(data, mtime=0)
+    path.write_bytes(data)
+
+
+def write_text(text: str) -> Callable[[Path], None]:
+    """A writer for :func:`write_outputs` that stores ``text`` as UTF-8."""
+    return lambda path: path.write_text(text, encoding="utf-8")
