@@ -1,0 +1,1 @@
+"""Feature sources: the encoder interface, the registry, and the embedding cache."""

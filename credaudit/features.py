@@ -1,0 +1,95 @@
+"""Features: texts -> L2-normalised embeddings, through the cache.
+
+Identical texts are embedded once. Vectors are rounded to float16 (the cache's storage type)
+whether they were just computed or read back, so a scan's results do not depend on the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from credaudit.encoders.base import Encoder
+from credaudit.encoders.cache import EmbeddingCache, text_keys
+from credaudit.neighbors import normalize_rows
+from credaudit.progress import NullProgress, Progress
+
+# Texts embedded between two cache writes: a killed run loses at most this much work.
+CHUNK_TEXTS = 4096
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Row-aligned vectors and where they came from.
+
+    Attributes
+    ----------
+    vectors : ndarray of shape (N, d), dtype float32
+        Unit L2 rows (zero rows stay zero), float16-rounded.
+    n_unique : int
+        Distinct texts among the N.
+    n_cached : int
+        Distinct texts read from the cache.
+    n_embedded : int
+        Distinct texts the encoder ran on.
+    """
+
+    vectors: np.ndarray
+    n_unique: int
+    n_cached: int
+    n_embedded: int
+
+
+def embed_texts(
+    texts: Sequence[str],
+    encoder: Encoder,
+    *,
+    cache: EmbeddingCache | None = None,
+    progress: Progress | None = None,
+) -> Embeddings:
+    """Embed every text, reusing cached vectors and caching new ones chunk by chunk.
+
+    Parameters
+    ----------
+    texts : sequence of str, length N
+    encoder : Encoder
+    cache : EmbeddingCache, optional
+        None disables caching.
+    progress : Progress, optional
+        Advanced once per text embedded (cached texts count at once).
+
+    Returns
+    -------
+    Embeddings
+    """
+    progress = progress or NullProgress()
+    unique_texts, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+    unique_texts = unique_texts.tolist()
+    keys = text_keys(unique_texts)
+    if cache is not None:
+        found, vectors = cache.lookup(keys)
+    else:
+        found = np.zeros(len(unique_texts), dtype=bool)
+        vectors = np.zeros((len(unique_texts), encoder.dimension), dtype=np.float16)
+    missing = np.flatnonzero(~found)
+    progress.start("embedding", total=len(texts))
+    progress.advance(int(len(texts) - np.isin(inverse, missing).sum()))
+    # Length-sorted so each chunk holds texts of similar length (less padding in the encoder).
+    missing = missing[np.argsort([len(unique_texts[i]) for i in missing], kind="stable")]
+    multiplicity = np.bincount(inverse, minlength=len(unique_texts))
+    for start in range(0, len(missing), CHUNK_TEXTS):
+        rows = missing[start : start + CHUNK_TEXTS]
+        fresh = encoder.encode([unique_texts[i] for i in rows]).astype(np.float16)
+        vectors[rows] = fresh
+        if cache is not None:
+            cache.add(keys[rows], fresh)
+        progress.advance(int(multiplicity[rows].sum()))
+    progress.finish()
+    return Embeddings(
+        vectors=normalize_rows(vectors[inverse].astype(np.float32)),
+        n_unique=len(unique_texts),
+        n_cached=int(found.sum()),
+        n_embedded=len(missing),
+    )

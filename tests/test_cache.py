@@ -1,0 +1,129 @@
+import multiprocessing
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from credaudit.encoders.cache import EmbeddingCache, text_keys
+from credaudit.features import embed_texts
+from tests.fakes import BagOfWordsEncoder
+
+
+def texts(n, start=0):
+    return [f"text number {i} about topic {i % 7}" for i in range(start, start + n)]
+
+
+def test_second_run_embeds_nothing_and_appended_rows_only_embed_new(tmp_path):
+    encoder = BagOfWordsEncoder()
+    cache = EmbeddingCache(tmp_path, encoder.fingerprint, encoder.dimension)
+    first = embed_texts(texts(100), encoder, cache=cache)
+    assert (first.n_embedded, first.n_cached) == (100, 0)
+    second = embed_texts(texts(100), encoder, cache=cache)
+    assert (second.n_embedded, second.n_cached) == (0, 100)
+    np.testing.assert_array_equal(first.vectors, second.vectors)
+    appended = embed_texts(texts(130), encoder, cache=cache)
+    assert (appended.n_embedded, appended.n_cached) == (30, 100)
+    assert encoder.embedded == 130
+
+
+def test_duplicates_are_embedded_once(tmp_path):
+    encoder = BagOfWordsEncoder()
+    result = embed_texts(["a b", "c d", "a b", "a b"], encoder, cache=None)
+    assert result.n_unique == 2 and encoder.embedded == 2
+    np.testing.assert_array_equal(result.vectors[0], result.vectors[2])
+
+
+def test_vectors_are_float16_rounded_with_or_without_cache(tmp_path):
+    encoder = BagOfWordsEncoder()
+    fresh = embed_texts(texts(20), encoder, cache=None).vectors
+    cache = EmbeddingCache(tmp_path, encoder.fingerprint, encoder.dimension)
+    embed_texts(texts(20), encoder, cache=cache)
+    cached = embed_texts(texts(20), encoder, cache=cache).vectors
+    np.testing.assert_array_equal(fresh, cached)
+
+
+def test_another_fingerprint_does_not_reuse_vectors(tmp_path):
+    a, b = BagOfWordsEncoder("v1"), BagOfWordsEncoder("v2")
+    embed_texts(texts(10), a, cache=EmbeddingCache(tmp_path, a.fingerprint, a.dimension))
+    result = embed_texts(texts(10), b, cache=EmbeddingCache(tmp_path, b.fingerprint, b.dimension))
+    assert result.n_embedded == 10
+
+
+def test_unfinished_shard_files_are_ignored(tmp_path):
+    encoder = BagOfWordsEncoder()
+    cache = EmbeddingCache(tmp_path, encoder.fingerprint, encoder.dimension)
+    embed_texts(texts(10), encoder, cache=cache)
+    folder = tmp_path / encoder.fingerprint
+    # What a kill leaves: a temporary file, and a vectors file whose keys file never appeared.
+    (folder / ".x.vecs.npy.tmp").write_bytes(b"garbage")
+    np.save(folder / "99999999999999999999-dead.vecs.npy", np.zeros((3, 32), dtype=np.float16))
+    found, _ = cache.lookup(text_keys(texts(10)))
+    assert found.all()
+    assert embed_texts(texts(12), encoder, cache=cache).n_embedded == 2
+
+
+def _slow_embed(root: str) -> None:
+    class Slow(BagOfWordsEncoder):
+        def encode(self, batch, *, progress=None):
+            time.sleep(0.05)
+            return super().encode(batch, progress=progress)
+
+    import credaudit.features as features
+
+    features.CHUNK_TEXTS = 50
+    encoder = Slow()
+    embed_texts(texts(5000), encoder, cache=EmbeddingCache(root, encoder.fingerprint, encoder.dimension))
+
+
+def test_a_killed_run_leaves_a_usable_cache_and_the_next_run_resumes(tmp_path):
+    process = multiprocessing.get_context("fork").Process(target=_slow_embed, args=(str(tmp_path),))
+    process.start()
+    folder = tmp_path / BagOfWordsEncoder().fingerprint
+    deadline = time.time() + 30
+    while time.time() < deadline and len(list(folder.glob("*.keys.npy"))) < 3:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join()
+    encoder = BagOfWordsEncoder()
+    cache = EmbeddingCache(tmp_path, encoder.fingerprint, encoder.dimension)
+    result = embed_texts(texts(5000), encoder, cache=cache)
+    assert result.n_cached >= 150, "work done before the kill is kept"
+    assert result.n_cached + result.n_embedded == 5000
+    np.testing.assert_array_equal(result.vectors, embed_texts(texts(5000), BagOfWordsEncoder(), cache=None).vectors)
+
+
+def test_two_writers_at_once(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_slow_embed, args=(str(tmp_path),)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+        assert w.exitcode == 0
+    encoder = BagOfWordsEncoder()
+    result = embed_texts(texts(5000), encoder, cache=EmbeddingCache(tmp_path, encoder.fingerprint, encoder.dimension))
+    assert result.n_embedded == 0
+
+
+def test_many_shards_are_compacted_and_size_limit_evicts(tmp_path):
+    encoder = BagOfWordsEncoder()
+    cache = EmbeddingCache(tmp_path, encoder.fingerprint, encoder.dimension)
+    for i in range(40):
+        cache.add(text_keys(texts(5, start=5 * i)), encoder.encode(texts(5, start=5 * i)))
+    assert len(list(cache.dir.glob("*.keys.npy"))) <= 33
+    found, _ = cache.lookup(text_keys(texts(200)))
+    assert found.all()
+    size = cache.size_bytes()
+    cache.evict(size // 2)
+    assert cache.size_bytes() <= size // 2
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_key_search_handles_tiny_shards(tmp_path, n):
+    encoder = BagOfWordsEncoder()
+    cache = EmbeddingCache(tmp_path, encoder.fingerprint, encoder.dimension)
+    cache.add(text_keys(texts(n)), encoder.encode(texts(n)))
+    found, vectors = cache.lookup(text_keys(texts(n + 2)))
+    assert found.tolist() == [True] * n + [False, False]
