@@ -1,0 +1,355 @@
+"""The command line: parse options, build the config, call the pipeline, render, exit.
+
+Exit codes: 0 pass, 1 gate failed, 2 usage/config error, 3 input/runtime error (errors.py).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from credaudit import __version__
+from credaudit.errors import CredauditError, ExitCode
+
+app = typer.Typer(
+    name="credaudit",
+    help="Audit a labelled dataset: estimate label noise, find wrong labels, write a cleaned copy and a report.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+# Shared option types (defaults are None: only flags the user gave override the config).
+DataArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A .parquet, .jsonl/.ndjson (optionally .gz) or .csv file, or a directory of parquet files.",
+        show_default=False,
+    ),
+]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", help="TOML config file; flags win over it.", show_default=False)
+]
+TextColOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--text-col",
+        help="Column to embed (repeat for several; joined with a newline). [default: text]",
+        show_default=False,
+    ),
+]
+LabelColOpt = Annotated[
+    Optional[str], typer.Option("--label-col", help="The label column. [default: label]", show_default=False)
+]
+IdColOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--id-col", help="Stable row identifier carried into every output. [default: row number]", show_default=False
+    ),
+]
+EmbeddingColOpt = Annotated[
+    Optional[str],
+    typer.Option("--embedding-col", help="Column of precomputed vectors; skips the encoder.", show_default=False),
+]
+EncoderOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--encoder",
+        help="Encoder name (see `credaudit encoders`) or a local sentence-transformers directory. [default: minilm]",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[
+    Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N. [default: auto]", show_default=False)
+]
+BatchOpt = Annotated[
+    Optional[int], typer.Option("--batch-size", help="Encoder batch size. [default: auto]", show_default=False)
+]
+CacheDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--cache-dir", help="Embedding cache location. [default: ~/.cache/credaudit]", show_default=False),
+]
+CacheOpt = Annotated[
+    Optional[bool],
+    typer.Option("--cache/--no-cache", help="Reuse cached embeddings. [default: cache]", show_default=False),
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"credaudit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """credaudit: data credibility auditor."""
+
+
+def _guard(debug: bool, body: Callable[[], int]) -> None:
+    """Run a command body; map errors to one stderr line and an exit code (no traceback unless --debug)."""
+    try:
+        code = body()
+    except typer.Exit:
+        raise
+    except CredauditError as exc:
+        if debug:
+            raise
+        typer.echo(f"credaudit: error: {exc}", err=True)
+        if exc.hint:
+            typer.echo(f"  hint: {exc.hint}", err=True)
+        raise typer.Exit(int(exc.exit_code)) from None
+    except MemoryError:
+        if debug:
+            raise
+        typer.echo(
+            "credaudit: error: out of memory; try a smaller --batch-size or a machine with more memory", err=True
+        )
+        raise typer.Exit(int(ExitCode.INPUT_OR_RUNTIME)) from None
+    except KeyboardInterrupt:
+        typer.echo("credaudit: interrupted", err=True)
+        raise typer.Exit(130) from None
+    except Exception as exc:  # the last line of defence: one line, exit 3
+        if debug:
+            raise
+        typer.echo(f"credaudit: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True)
+        raise typer.Exit(int(ExitCode.INPUT_OR_RUNTIME)) from None
+    raise typer.Exit(code)
+
+
+def _config(config_file: Optional[Path], overrides: dict[str, tuple[Any, str]]):
+    from credaudit.config import load_toml, merge
+
+    file_values = load_toml(config_file) if config_file is not None else None
+    return merge(file_values, file_name=str(config_file) if config_file else "", overrides=overrides)
+
+
+def _parse_max_flagged(value: Optional[str]) -> int | float | None:
+    if value is None:
+        return None
+    if re.fullmatch(r"\d+", value.strip()):
+        return int(value)
+    try:
+        return float(value)
+    except ValueError:
+        raise typer.BadParameter(f"must be a row count (int) or a fraction below 1 (float); got {value!r}") from None
+
+
+def _progress(enabled: bool):
+    from credaudit.console import RichProgress
+
+    return RichProgress() if enabled else nullcontext(None)
+
+
+@app.command()
+def scan(
+    data: DataArg,
+    config_file: ConfigOpt = None,
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    id_col: IdColOpt = None,
+    embedding_col: EmbeddingColOpt = None,
+    drop_unlabelled: Annotated[
+        Optional[bool],
+        typer.Option("--drop-unlabelled", help="Skip rows with a null label instead of failing.", show_default=False),
+    ] = None,
+    encoder: EncoderOpt = None,
+    device: DeviceOpt = None,
+    batch_size: BatchOpt = None,
+    k: Annotated[
+        Optional[int], typer.Option("--k", help="Neighbours used by detection. [default: 10]", show_default=False)
+    ] = None,
+    method: Annotated[
+        Optional[str],
+        typer.Option("--method", help="rank (transition-matrix budget) or vote. [default: rank]", show_default=False),
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="Output directory. [default: ./credaudit-out/<data stem>/]", show_default=False),
+    ] = None,
+    clean: Annotated[
+        Optional[str],
+        typer.Option(
+            "--clean",
+            help="drop flagged rows, relabel confident ones, or flag (add columns). [default: drop]",
+            show_default=False,
+        ),
+    ] = None,
+    min_confidence: Annotated[
+        Optional[float],
+        typer.Option(
+            "--min-confidence", help="Suggestion confidence needed to relabel. [default: 0.9]", show_default=False
+        ),
+    ] = None,
+    max_noise_rate: Annotated[
+        Optional[float],
+        typer.Option("--max-noise-rate", help="Gate: fail if the estimated noise rate is above.", show_default=False),
+    ] = None,
+    min_credibility: Annotated[
+        Optional[float],
+        typer.Option("--min-credibility", help="Gate: fail if credibility is below.", show_default=False),
+    ] = None,
+    max_flagged: Annotated[
+        Optional[str],
+        typer.Option(
+            "--max-flagged",
+            help="Gate: fail if flagged rows exceed N (int) or a fraction (float < 1).",
+            show_default=False,
+        ),
+    ] = None,
+    gate_on: Annotated[
+        Optional[str],
+        typer.Option(
+            "--gate-on",
+            help="Compare gates to the point `estimate` or the 95% interval's pessimistic `bound`. [default: estimate]",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        Optional[int], typer.Option("--seed", help="One seed for every random choice. [default: 0]", show_default=False)
+    ] = None,
+    cache_dir: CacheDirOpt = None,
+    cache: CacheOpt = None,
+    output_format: Annotated[
+        Optional[str],
+        typer.Option(
+            "--format",
+            help="rich (tables), json (report on stdout) or quiet (one line). [default: rich]",
+            show_default=False,
+        ),
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Audit DATA: estimate label noise, flag probable errors, write cleaned data and reports."""
+
+    def body() -> int:
+        from credaudit import pipeline
+        from credaudit.console import console_width, is_interactive, write
+        from credaudit.errors import exit_code_for
+        from credaudit.report.json import render_json
+        from credaudit.report.terminal import render_quiet, render_terminal
+
+        config = _config(
+            config_file,
+            {
+                "input.text_cols": (tuple(text_col) if text_col else None, "--text-col"),
+                "input.label_col": (label_col, "--label-col"),
+                "input.id_col": (id_col, "--id-col"),
+                "input.embedding_col": (embedding_col, "--embedding-col"),
+                "input.drop_unlabelled": (drop_unlabelled, "--drop-unlabelled"),
+                "encoder.name": (encoder, "--encoder"),
+                "encoder.device": (device, "--device"),
+                "encoder.batch_size": (batch_size, "--batch-size"),
+                "encoder.cache_dir": (str(cache_dir) if cache_dir else None, "--cache-dir"),
+                "encoder.cache": (cache, "--cache/--no-cache"),
+                "detect.k": (k, "--k"),
+                "detect.method": (method, "--method"),
+                "output.out": (str(out) if out else None, "--out"),
+                "output.clean": (clean, "--clean"),
+                "output.min_confidence": (min_confidence, "--min-confidence"),
+                "output.format": (output_format, "--format"),
+                "gates.max_noise_rate": (max_noise_rate, "--max-noise-rate"),
+                "gates.min_credibility": (min_credibility, "--min-credibility"),
+                "gates.max_flagged": (_parse_max_flagged(max_flagged), "--max-flagged"),
+                "gates.gate_on": (gate_on, "--gate-on"),
+                "seed": (seed, "--seed"),
+            },
+        )
+        fmt = config.output.format
+        with _progress(fmt == "rich" and is_interactive(sys.stderr)) as progress:
+            result, written = pipeline.scan(data, config, progress=progress)
+        if fmt == "json":
+            write(render_json(result.report))
+        elif fmt == "quiet":
+            write(render_quiet(result.report))
+        else:
+            write(
+                render_terminal(
+                    result.report,
+                    color=is_interactive(sys.stdout),
+                    width=console_width(sys.stdout),
+                    outputs=[str(p) for p in written],
+                )
+            )
+        return int(exit_code_for(result))
+
+    _guard(debug, body)
+
+
+@app.command()
+def embed(
+    data: DataArg,
+    config_file: ConfigOpt = None,
+    text_col: TextColOpt = None,
+    encoder: EncoderOpt = None,
+    device: DeviceOpt = None,
+    batch_size: BatchOpt = None,
+    cache_dir: CacheDirOpt = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output",
+            help="Also write the vectors: .npy (N × d float32) or .parquet "
+            "(row_id + embedding column, usable with --embedding-col).",
+            show_default=False,
+        ),
+    ] = None,
+    id_col: IdColOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Compute and cache the embeddings of DATA (a batch pre-step: a later scan reads them from the cache)."""
+
+    def body() -> int:
+        from credaudit import embedding
+        from credaudit.console import is_interactive, write
+
+        config = _config(
+            config_file,
+            {
+                "input.text_cols": (tuple(text_col) if text_col else None, "--text-col"),
+                "input.id_col": (id_col, "--id-col"),
+                "encoder.name": (encoder, "--encoder"),
+                "encoder.device": (device, "--device"),
+                "encoder.batch_size": (batch_size, "--batch-size"),
+                "encoder.cache_dir": (str(cache_dir) if cache_dir else None, "--cache-dir"),
+            },
+        )
+        with _progress(is_interactive(sys.stderr)) as progress:
+            summary = embedding.embed_file(data, config, output=output, progress=progress)
+        write(summary.describe() + "\n")
+        return 0
+
+    _guard(debug, body)
+
+
+@app.command("encoders")
+def list_encoders() -> None:
+    """List the available encoders and where their weights come from."""
+
+    def body() -> int:
+        from credaudit.console import write
+        from credaudit.encoders.registry import list_encoders as registry_list
+
+        for info in registry_list():
+            status = "available" if info.available else "NOT AVAILABLE"
+            write(f"{info.name:<16} {info.description}\n{'':<16} weights: {info.source} ({status})\n")
+        write("Any local sentence-transformers model directory can also be given to --encoder as a path.\n")
+        return 0
+
+    _guard(False, body)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

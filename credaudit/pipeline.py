@@ -1,0 +1,557 @@
+"""The audit pipeline: read -> features -> neighbour graph -> noise estimate -> detection -> outputs.
+
+Each stage is a plain function in its own module; this module only wires them, times them and
+assembles the result. It never touches a terminal: progress goes through the ``Progress`` protocol.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from credaudit import __version__
+from credaudit.config import InputConfig, ScanConfig
+from credaudit.detect import Detection, detect_label_errors
+from credaudit.encoders.base import Encoder, resolve_device
+from credaudit.errors import InputError
+from credaudit.findings import (
+    Finding,
+    find_conflicting_duplicates,
+    find_empty_texts,
+    find_estimate_warnings,
+)
+from credaudit.gates import CheckResult, evaluate_gates, verdict
+from credaudit.io import Table, check_out_dir, default_out_dir, read_table, write_frame, write_outputs, write_text
+from credaudit.labels import LabelCodec
+from credaudit.neighbors import NeighborGraph, build_knn_graph, normalize_rows
+from credaudit.noise import NoiseEstimate, estimate_noise, triple_tightness
+from credaudit.progress import NullProgress, Progress
+from credaudit.report.json import render_json
+from credaudit.report.markdown import render_markdown
+from credaudit.report.model import T_ORIENTATION, AuditReport
+
+# Spare neighbours so that, after a 90 % subsample, nearly every row still has k of them stored.
+_GRAPH_MARGIN = 5
+
+
+@dataclass
+class StageTimes:
+    """Wall seconds per stage, in pipeline order."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+@dataclass(frozen=True)
+class EncoderSummary:
+    name: str
+    source: str
+    dimension: int
+    device: str
+    fingerprint: str | None
+    n_cached: int
+    n_embedded: int
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """Everything an audit produced.
+
+    Attributes
+    ----------
+    report : AuditReport
+        The credibility report (``report.to_dict()`` is report.json).
+    issues : polars.DataFrame
+        One row per audited row: row_id, given_label, suggested_label, suggestion_confidence,
+        error_score, flag_rate, is_label_error, neighbour_agreement.
+    table : Table
+        The validated input.
+    codec : LabelCodec
+        Label values <-> codes.
+    embeddings : ndarray of shape (N, d), dtype float32
+    graph : NeighborGraph
+    noise : NoiseEstimate
+    detection : Detection
+    findings : list of Finding
+    checks : list of CheckResult
+    config : ScanConfig
+    """
+
+    report: AuditReport
+    issues: pl.DataFrame
+    table: Table
+    codec: LabelCodec
+    embeddings: np.ndarray
+    graph: NeighborGraph
+    noise: NoiseEstimate
+    detection: Detection
+    findings: list[Finding]
+    checks: list[CheckResult]
+    config: ScanConfig
+
+    @property
+    def verdict(self) -> str:
+        return self.report.verdict
+
+    def cleaned(self, mode: str | None = None, min_confidence: float | None = None) -> pl.DataFrame:
+        """The input, cleaned.
+
+        Parameters
+        ----------
+        mode : {"drop", "relabel", "flag"}, optional
+            ``drop`` flagged rows; ``relabel`` flagged rows whose suggestion confidence is at
+            least ``min_confidence`` (dropping the other flagged rows); ``flag`` keeps every row and
+            adds ``credaudit_*`` columns. Default: the config's ``output.clean``.
+        min_confidence : float, optional
+            Default: the config's ``output.min_confidence``.
+        """
+        mode = mode or self.config.output.clean
+        threshold = self.config.output.min_confidence if min_confidence is None else min_confidence
+        frame = self.table.frame
+        flagged = pl.Series(self.detection.is_label_error)
+        if mode == "drop":
+            return frame.filter(~flagged)
+        suggested = self.issues.get_column("suggested_label")
+        confident = flagged & (self.issues.get_column("suggestion_confidence") >= threshold)
+        if mode == "relabel":
+            label_col = self.config.input.label_col
+            relabelled = frame.with_columns(
+                pl.when(confident).then(suggested).otherwise(pl.col(label_col)).alias(label_col)
+            )
+            return relabelled.filter(~flagged | confident)
+        if mode == "flag":
+            return frame.with_columns(
+                flagged.alias("credaudit_is_label_error"),
+                suggested.alias("credaudit_suggested_label"),
+                self.issues.get_column("suggestion_confidence").alias("credaudit_suggestion_confidence"),
+                self.issues.get_column("error_score").alias("credaudit_error_score"),
+            )
+        raise ValueError(f"mode must be drop, relabel or flag; got {mode!r}")
+
+
+def audit(
+    data: str | Path | pl.DataFrame,
+    config: ScanConfig | None = None,
+    *,
+    embeddings: np.ndarray | None = None,
+    encoder: Encoder | None = None,
+    progress: Progress | None = None,
+) -> AuditResult:
+    """Audit a labelled dataset.
+
+    Parameters
+    ----------
+    data : path or polars.DataFrame
+        A .parquet / .jsonl / .ndjson (optionally .gz) / .csv file, a directory of parquet files,
+        or a DataFrame.
+    config : ScanConfig, optional
+        Defaults to ``ScanConfig()``.
+    embeddings : ndarray of shape (N, d), optional
+        Precomputed vectors, row-aligned with the data (the Python-API equivalent of
+        ``--embedding-col``); the encoder is then not used.
+    encoder : Encoder, optional
+        An encoder instance to use instead of ``config.encoder.name``.
+    progress : Progress, optional
+        Receives stage progress; nothing is printed otherwise.
+
+    Returns
+    -------
+    AuditResult
+
+    Raises
+    ------
+    CredauditError
+        Any input, encoder or resource problem, with a one-line message.
+    """
+    config = config or ScanConfig()
+    progress = progress or NullProgress()
+    times = StageTimes()
+    started = time.perf_counter()
+
+    with times.stage("read"):
+        table = _read(data, config.input, precomputed=embeddings is not None)
+        codec = LabelCodec.fit(table.label_values)
+        labels = codec.encode(table.label_values)
+        n_classes = codec.n_classes
+
+    device = resolve_device(config.encoder.device)
+    _check_device(device)
+    with times.stage("embed"):
+        vectors, encoder_summary = _features(table, config, embeddings, encoder, device, progress)
+
+    with times.stage("graph"):
+        detect_cfg = config.detect
+        graph_k = detect_cfg.k
+        if detect_cfg.subsample_rate < 1:
+            graph_k = math.ceil(detect_cfg.k / detect_cfg.subsample_rate) + _GRAPH_MARGIN
+        graph_k = max(2, graph_k)  # the consensus triples need two neighbours
+        graph = build_knn_graph(
+            vectors,
+            k=graph_k,
+            index=config.graph.index,
+            exact_max_rows=config.graph.exact_max_rows,
+            ivf_probe_share=config.graph.ivf_probe_share,
+            device=device,
+            seed=config.seed,
+            progress=progress,
+        )
+
+    with times.stage("noise"):
+        noise_cfg = config.noise
+        tightness = triple_tightness(vectors, graph.indices, graph.similarities) if noise_cfg.triple_share < 1 else None
+        estimate = estimate_noise(
+            labels,
+            graph.indices,
+            n_classes=n_classes,
+            tightness=tightness,
+            triple_share=noise_cfg.triple_share,
+            n_restarts=noise_cfg.n_restarts,
+            max_iter=noise_cfg.max_iter,
+            n_bootstrap=noise_cfg.n_bootstrap,
+            bootstrap_max_iter=noise_cfg.bootstrap_max_iter,
+            confidence_level=noise_cfg.confidence_level,
+            seed=config.seed,
+            progress=progress,
+        )
+
+    with times.stage("detect"):
+        detection = detect_label_errors(
+            labels,
+            graph,
+            vectors,
+            n_classes=n_classes,
+            transition_matrix=estimate.transition_matrix,
+            observed_error_rate=np.array([r.estimate for r in estimate.observed_error_rate]),
+            k=detect_cfg.k,
+            method=detect_cfg.method,
+            n_rounds=detect_cfg.n_rounds,
+            subsample_rate=detect_cfg.subsample_rate,
+            propagation_steps=detect_cfg.propagation_steps,
+            self_weight=detect_cfg.self_weight,
+            seed=config.seed,
+            progress=progress,
+        )
+
+    with times.stage("findings"):
+        names = codec.names()
+        counts = np.bincount(labels, minlength=n_classes)
+        knn_agreement = float(detection.neighbour_agreement.mean())
+        findings = [
+            f
+            for f in (
+                find_conflicting_duplicates(table.texts, labels, table.row_ids, names),
+                find_empty_texts(table.n_empty_texts, table.n_rows)
+                if embeddings is None and table.texts is not None
+                else None,
+            )
+            if f is not None
+        ]
+        findings += find_estimate_warnings(
+            estimate,
+            counts,
+            names,
+            knn_label_agreement=knn_agreement,
+            min_class_rows=noise_cfg.min_class_rows,
+            min_knn_agreement=noise_cfg.min_knn_agreement,
+        )
+        n_flagged = int(detection.is_label_error.sum())
+        checks = evaluate_gates(config.gates, estimate, n_flagged, table.n_rows)
+
+    issues = _issues_frame(table, codec, detection, config)
+    times.seconds["total"] = round(time.perf_counter() - started, 4)
+    report = _build_report(
+        table,
+        codec,
+        labels,
+        encoder_summary,
+        graph,
+        estimate,
+        detection,
+        findings,
+        checks,
+        config,
+        times,
+        knn_agreement,
+    )
+    return AuditResult(
+        report=report,
+        issues=issues,
+        table=table,
+        codec=codec,
+        embeddings=vectors,
+        graph=graph,
+        noise=estimate,
+        detection=detection,
+        findings=findings,
+        checks=checks,
+        config=config,
+    )
+
+
+def _read(data: str | Path | pl.DataFrame, cfg: InputConfig, *, precomputed: bool) -> Table:
+    return read_table(
+        data,
+        text_cols=cfg.text_cols,
+        label_col=cfg.label_col,
+        id_col=cfg.id_col,
+        embedding_col=cfg.embedding_col,
+        drop_unlabelled=cfg.drop_unlabelled,
+        # Text is optional with precomputed vectors, unless the user named text columns themselves.
+        text_optional=(precomputed or cfg.embedding_col is not None) and cfg.text_cols == InputConfig().text_cols,
+    )
+
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device} was asked for, but torch sees no CUDA GPU (use --device cpu or auto)")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: torch sees only {torch.cuda.device_count()} GPU(s)")
+
+
+def _features(
+    table: Table,
+    config: ScanConfig,
+    embeddings: np.ndarray | None,
+    encoder: Encoder | None,
+    device: str,
+    progress: Progress,
+) -> tuple[np.ndarray, EncoderSummary]:
+    if embeddings is not None:
+        embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2 or embeddings.shape[0] != table.n_rows:
+            raise InputError(
+                f"embeddings must have shape ({table.n_rows}, d) to match the data; got {embeddings.shape}"
+            )
+        vectors = normalize_rows(embeddings)
+        return vectors, EncoderSummary(
+            "precomputed", "embeddings passed to audit()", vectors.shape[1], "n/a", None, 0, 0
+        )
+    if table.embeddings is not None:
+        vectors = normalize_rows(table.embeddings)
+        return vectors, EncoderSummary(
+            "precomputed", f"column '{config.input.embedding_col}'", vectors.shape[1], "n/a", None, 0, 0
+        )
+    from credaudit.encoders.cache import EmbeddingCache, default_cache_dir
+    from credaudit.encoders.registry import get_encoder
+    from credaudit.features import embed_texts
+
+    enc = encoder or get_encoder(config.encoder.name, device=device, batch_size=config.encoder.batch_size)
+    cache = None
+    if config.encoder.cache:
+        root = Path(config.encoder.cache_dir) if config.encoder.cache_dir else default_cache_dir()
+        cache = EmbeddingCache(root, enc.fingerprint, enc.dimension)
+    result = embed_texts(table.texts, enc, cache=cache, progress=progress)
+    return result.vectors, EncoderSummary(
+        enc.name, enc.source, enc.dimension, enc.device, enc.fingerprint, result.n_cached, result.n_embedded
+    )
+
+
+def _issues_frame(table: Table, codec: LabelCodec, detection: Detection, config: ScanConfig) -> pl.DataFrame:
+    label_dtype = table.frame.schema[config.input.label_col]
+    return pl.DataFrame(
+        {
+            "row_id": table.row_ids,
+            "given_label": pl.Series(table.label_values, dtype=label_dtype),
+            "suggested_label": pl.Series(codec.decode(detection.suggested_label), dtype=label_dtype),
+            "suggestion_confidence": detection.suggestion_confidence,
+            "error_score": detection.error_score,
+            "flag_rate": detection.flag_rate,
+            "is_label_error": detection.is_label_error,
+            "neighbour_agreement": detection.neighbour_agreement,
+        }
+    )
+
+
+def _peak_memory_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def _excerpt(text: str | None, limit: int) -> str | None:
+    if text is None:
+        return None
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _build_report(
+    table: Table,
+    codec: LabelCodec,
+    labels: np.ndarray,
+    encoder: EncoderSummary,
+    graph: NeighborGraph,
+    estimate: NoiseEstimate,
+    detection: Detection,
+    findings: list[Finding],
+    checks: list[CheckResult],
+    config: ScanConfig,
+    times: StageTimes,
+    knn_agreement: float,
+) -> AuditReport:
+    n_classes = codec.n_classes
+    names = codec.names()
+    counts = np.bincount(labels, minlength=n_classes)
+    flagged = detection.is_label_error
+    cfg = config.input
+    run = {
+        "input": {
+            "path": str(table.path),
+            "sha256": table.sha256,
+            "format": table.format.kind + (".gz" if table.format.gzip else ""),
+            "rows": table.n_rows,
+            "rows_dropped_unlabelled": table.n_dropped_unlabelled,
+            "empty_texts": table.n_empty_texts,
+            "columns_used": {
+                "text": list(table.text_cols),
+                "label": cfg.label_col,
+                "id": cfg.id_col,
+                "embedding": cfg.embedding_col,
+            },
+        },
+        "encoder": {
+            "name": encoder.name,
+            "source": encoder.source,
+            "dimension": encoder.dimension,
+            "device": encoder.device,
+            "fingerprint": encoder.fingerprint,
+            "cached_texts": encoder.n_cached,
+            "embedded_texts": encoder.n_embedded,
+        },
+        "graph": {"method": graph.method, "neighbours_stored": graph.k},
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "stage_seconds": times.seconds,
+        "peak_memory_mb": _peak_memory_mb(),
+    }
+    classes = [
+        {"label": value, "name": name, "count": int(counts[j]), "observed_prior": float(estimate.observed_prior[j])}
+        for j, (value, name) in enumerate(zip(codec.values, names, strict=True))
+    ]
+    noise = {
+        "transition_matrix": {
+            "orientation": T_ORIENTATION,
+            "labels": names,
+            "values": np.round(estimate.transition_matrix, 6).tolist(),
+        },
+        "clean_prior": np.round(estimate.clean_prior, 6).tolist(),
+        "noise_rate": estimate.noise_rate.to_dict(),
+        "credibility": estimate.credibility.to_dict(),
+        "per_class": [
+            {
+                "label": names[j],
+                "rows": int(counts[j]),
+                "noise_rate": estimate.class_noise_rate[j].to_dict(),
+                "observed_label_error_rate": estimate.observed_error_rate[j].to_dict(),
+                "diagonally_dominant": bool(estimate.is_diagonally_dominant[j]),
+            }
+            for j in range(n_classes)
+        ],
+        "confidence_level": estimate.confidence_level,
+        "knn_label_agreement": knn_agreement,
+        "trustworthy": not any(f.kind in ("not_diagonally_dominant", "weak_features") for f in findings),
+        "fit": {
+            "loss": estimate.fit.loss,
+            "restart_losses": list(estimate.fit.restart_losses),
+            "n_restarts": len(estimate.fit.restart_losses),
+            "n_bootstrap": estimate.n_bootstrap,
+            "triple_share": estimate.triple_share,
+            "triples_used": estimate.n_triples,
+            "diagonally_dominant": estimate.is_diagonally_dominant.tolist(),
+        },
+    }
+    order = np.lexsort((-detection.flag_rate, -detection.error_score))
+    top = [int(i) for i in order if flagged[i]][: config.output.top_rows]
+    texts = table.texts
+    detection_section = {
+        "method": detection.method,
+        "k": detection.k,
+        "rounds": detection.n_rounds,
+        "propagation_steps": config.detect.propagation_steps,
+        "flagged": int(flagged.sum()),
+        "flagged_rate": float(flagged.mean()),
+        "flagged_per_class": [
+            {"label": names[j], "flagged": int((flagged & (labels == j)).sum())} for j in range(n_classes)
+        ],
+        "top_flagged": [
+            {
+                "row_id": table.row_ids[i],
+                "given_label": table.label_values[i],
+                "suggested_label": codec.values[detection.suggested_label[i]],
+                "suggestion_confidence": round(float(detection.suggestion_confidence[i]), 4),
+                "error_score": round(float(detection.error_score[i]), 4),
+                "excerpt": _excerpt(texts[i] if texts is not None else None, config.output.excerpt_chars),
+            }
+            for i in top
+        ],
+    }
+    return AuditReport(
+        tool_version=__version__,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        run=run,
+        classes=classes,
+        noise=noise,
+        detection=detection_section,
+        findings=[f.to_dict() for f in findings],
+        checks=[c.to_dict() for c in checks],
+        verdict=verdict(checks),
+    )
+
+
+def output_dir(config: ScanConfig, data_path: Path) -> Path:
+    """The output directory: ``--out`` or ``./credaudit-out/<data stem>/``."""
+    return Path(config.output.out) if config.output.out else default_out_dir(data_path)
+
+
+def output_names(table_format_name: str) -> list[str]:
+    return [table_format_name, "issues.parquet", "report.json", "report.md"]
+
+
+def write_scan_outputs(result: AuditResult, out_dir: Path) -> list[Path]:
+    """Write cleaned.<ext>, issues.parquet, report.json and report.md into ``out_dir``, atomically."""
+    fmt = result.table.format
+    cleaned = result.cleaned()
+    writers: dict[str, Any] = {
+        fmt.cleaned_name(): lambda path: write_frame(cleaned, path, fmt),
+        "issues.parquet": lambda path: result.issues.write_parquet(path),
+        "report.json": write_text(render_json(result.report)),
+        "report.md": write_text(render_markdown(result.report)),
+    }
+    return write_outputs(out_dir, writers)
+
+
+def scan(data: str | Path, config: ScanConfig, *, progress: Progress | None = None) -> tuple[AuditResult, list[Path]]:
+    """Audit a file and write every output: what ``credaudit scan`` does.
+
+    The output directory is checked before any work (so a bad ``--out`` fails in a second, not
+    after the embedding), and written only after the audit succeeded.
+    """
+    path = Path(data)
+    out = output_dir(config, path)
+    from credaudit.io import detect_format
+
+    fmt = detect_format(path)
+    check_out_dir(out, path, output_names(fmt.cleaned_name()))
+    result = audit(path, config, progress=progress)
+    return result, write_scan_outputs(result, out)

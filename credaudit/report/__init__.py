@@ -1,0 +1,1 @@
+"""The credibility report: its model and its renderings (JSON, Markdown, terminal)."""

@@ -1,0 +1,27 @@
+"""report.json."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from credaudit.report.model import AuditReport
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN/inf; numpy scalars must become Python numbers.
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def render_json(report: AuditReport, *, indent: int | None = 2) -> str:
+    """The report as JSON text (valid JSON: no NaN, UTF-8 kept)."""
+    return json.dumps(_clean(report.to_dict()), indent=indent, ensure_ascii=False) + "\n"

@@ -1,0 +1,105 @@
+"""report.md: the verdict for people and for CI summaries (GitHub-flavoured Markdown)."""
+
+from __future__ import annotations
+
+from credaudit.report.format import check_line, interval, largest_confusions, pct
+from credaudit.report.model import AuditReport
+
+_MAX_FULL_MATRIX = 12
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: AuditReport) -> str:
+    """The report as Markdown."""
+    noise = report.noise
+    det = report.detection
+    run = report.run
+    mark = "✅ PASS" if report.verdict == "pass" else "❌ FAIL"
+    lines = [
+        f"# credaudit: {mark}",
+        "",
+        f"**{run['input']['path']}** — {run['input']['rows']:,} rows, {len(report.classes)} classes, "
+        f"encoder `{run['encoder']['name']}`",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Estimated noise rate | {interval(noise['noise_rate'])} |",
+        f"| Credibility | {interval(noise['credibility'], 3)} |",
+        f"| Flagged label errors | {det['flagged']:,} ({pct(det['flagged_rate'])}) |",
+        f"| k-NN label agreement | {pct(noise['knn_label_agreement'])} |",
+        "",
+    ]
+    active = [c for c in report.checks if c["status"] != "skipped"]
+    if active:
+        lines += (
+            ["## Gates", ""] + [f"- {'✅' if c['status'] == 'pass' else '❌'} {check_line(c)}" for c in active] + [""]
+        )
+    else:
+        lines += ["No gate was set: the verdict is pass by definition.", ""]
+
+    warnings = [f for f in report.findings if f["severity"] == "warning"]
+    infos = [f for f in report.findings if f["severity"] != "warning"]
+    if warnings or infos:
+        lines += ["## Findings", ""]
+        lines += [f"- ⚠️ {_cell(f['message'])}" for f in warnings] + [f"- {_cell(f['message'])}" for f in infos] + [""]
+
+    lines += [
+        "## Classes",
+        "",
+        "| class | rows | flagged | noise rate (true class) | wrong labels (observed class) |",
+        "|---|---:|---:|---|---|",
+    ]
+    flagged = {d["label"]: d["flagged"] for d in det["flagged_per_class"]}
+    for cls, per in zip(report.classes, noise["per_class"], strict=True):
+        lines.append(
+            f"| {_cell(cls['name'])} | {cls['count']:,} | {flagged.get(cls['name'], 0):,} | "
+            f"{interval(per['noise_rate'])} | {interval(per['observed_label_error_rate'])} |"
+        )
+    lines.append("")
+
+    tm = noise["transition_matrix"]
+    labels = [_cell(x) for x in tm["labels"]]
+    if len(labels) <= _MAX_FULL_MATRIX:
+        lines += [
+            "## Transition matrix",
+            "",
+            f"_{tm['orientation']}_",
+            "",
+            "| true \\ observed | " + " | ".join(labels) + " |",
+            "|---|" + "---:|" * len(labels),
+        ]
+        for name, row in zip(labels, tm["values"], strict=True):
+            lines.append(f"| **{name}** | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+    else:
+        lines += [
+            "## Largest confusions",
+            "",
+            "| true class | observed label | P(observed \\| true) |",
+            "|---|---|---:|",
+        ]
+        for true, observed, v in largest_confusions(noise):
+            lines.append(f"| {_cell(true)} | {_cell(observed)} | {v:.3f} |")
+    lines.append("")
+
+    if det["top_flagged"]:
+        lines += [
+            f"## Most suspicious rows (top {len(det['top_flagged'])})",
+            "",
+            "| row | given | suggested | confidence | text |",
+            "|---|---|---|---:|---|",
+        ]
+        for row in det["top_flagged"]:
+            lines.append(
+                f"| {_cell(row['row_id'])} | {_cell(row['given_label'])} | {_cell(row['suggested_label'])} | "
+                f"{row['suggestion_confidence']:.2f} | {_cell(row.get('excerpt') or '')} |"
+            )
+        lines.append("")
+    lines += [
+        f"<sub>credaudit {report.tool_version} · input sha256 {run['input']['sha256'][:12]} · seed {run['seed']} · "
+        f"method {det['method']}, k={det['k']}, {det['rounds']} rounds</sub>",
+        "",
+    ]
+    return "\n".join(lines)

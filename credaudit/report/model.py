@@ -1,0 +1,47 @@
+"""AuditReport: the credibility report as data, versioned.
+
+``to_dict()`` is the content of ``report.json``; every renderer reads an AuditReport.
+Bump ``SCHEMA_VERSION`` on any breaking change to that structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+T_ORIENTATION = (
+    "rows = true class, columns = observed label: "
+    "values[i][j] = P(observed label = labels[j] | true class = labels[i]); each row sums to 1"
+)
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The report's sections, each JSON-ready (see SPEC §3 for their fields)."""
+
+    tool_version: str
+    created_at: str
+    run: dict[str, Any]
+    classes: list[dict[str, Any]]
+    noise: dict[str, Any]
+    detection: dict[str, Any]
+    findings: list[dict[str, Any]]
+    checks: list[dict[str, Any]]
+    verdict: str
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "tool_version": self.tool_version,
+            "created_at": self.created_at,
+            "run": self.run,
+            "classes": self.classes,
+            "noise": self.noise,
+            "detection": self.detection,
+            "findings": self.findings,
+            "checks": self.checks,
+            "verdict": self.verdict,
+        }

@@ -1,0 +1,167 @@
+"""The terminal rendering (rich): verdict first, then the numbers a person acts on.
+
+A pure function from AuditReport to text; colour and width are the caller's decision (plain text
+when CI is set, the stream is not a terminal, or NO_COLOR is set).
+"""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from credaudit.report.format import check_line, interval, largest_confusions, pct
+from credaudit.report.model import AuditReport
+
+_MAX_FULL_MATRIX = 10
+_MAX_CLASS_ROWS = 25
+
+
+def render_terminal(
+    report: AuditReport, *, color: bool = False, width: int = 100, outputs: list[str] | None = None
+) -> str:
+    """The report for a terminal, as text (ANSI colour codes only if ``color``)."""
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        width=width,
+        color_system="standard" if color else None,
+        force_terminal=color,
+        no_color=not color,
+        highlight=False,
+        emoji=False,
+    )
+    console.print(_body(report, outputs or []))
+    return buffer.getvalue()
+
+
+def _body(report: AuditReport, outputs: list[str]) -> Group:
+    noise, det, run = report.noise, report.detection, report.run
+    parts: list = []
+    passed = report.verdict == "pass"
+    headline = Text()
+    headline.append(" PASS " if passed else " FAIL ", style="bold white on green" if passed else "bold white on red")
+    headline.append(f"  {run['input']['path']}: {run['input']['rows']:,} rows, {len(report.classes)} classes")
+    parts += [headline, Text()]
+
+    summary = Table.grid(padding=(0, 2))
+    summary.add_row("Estimated noise rate", interval(noise["noise_rate"]))
+    summary.add_row("Credibility", interval(noise["credibility"], 3))
+    summary.add_row("Flagged label errors", f"{det['flagged']:,} ({pct(det['flagged_rate'])})")
+    summary.add_row("k-NN label agreement", pct(noise["knn_label_agreement"]))
+    parts.append(summary)
+
+    active = [c for c in report.checks if c["status"] != "skipped"]
+    if active:
+        parts.append(Text())
+        for check in active:
+            style = "green" if check["status"] == "pass" else "bold red"
+            parts.append(Text(("✓ " if check["status"] == "pass" else "✗ ") + check_line(check), style=style))
+
+    for finding in report.findings:
+        style = "yellow" if finding["severity"] == "warning" else "dim"
+        parts.append(Text(("! " if finding["severity"] == "warning" else "· ") + finding["message"], style=style))
+
+    parts.append(Text())
+    parts.append(_class_table(report))
+    parts.append(Text())
+    parts.append(_matrix(noise))
+    if det["top_flagged"]:
+        parts.append(Text())
+        parts.append(_rows_table(det))
+    if outputs:
+        parts.append(Text())
+        parts.append(Text("Wrote " + ", ".join(outputs), style="dim"))
+    return Group(*parts)
+
+
+def _class_table(report: AuditReport) -> Table:
+    noise, det = report.noise, report.detection
+    flagged = {d["label"]: d["flagged"] for d in det["flagged_per_class"]}
+    rows = list(zip(report.classes, noise["per_class"], strict=True))
+    title = "Per class"
+    if len(rows) > _MAX_CLASS_ROWS:
+        rows.sort(key=lambda r: -r[1]["observed_label_error_rate"]["estimate"])
+        title = f"Per class ({_MAX_CLASS_ROWS} of {len(rows)} with the most wrong labels; all in report.json)"
+        rows = rows[:_MAX_CLASS_ROWS]
+    table = Table(title=title, title_justify="left", show_edge=False)
+    table.add_column("class")
+    table.add_column("rows", justify="right")
+    table.add_column("flagged", justify="right")
+    table.add_column("wrong labels (observed)", justify="right")
+    table.add_column("noise rate (true class)", justify="right")
+    for cls, per in rows:
+        table.add_row(
+            cls["name"],
+            f"{cls['count']:,}",
+            f"{flagged.get(cls['name'], 0):,}",
+            interval(per["observed_label_error_rate"]),
+            interval(per["noise_rate"]),
+        )
+    return table
+
+
+def _matrix(noise: dict) -> Table:
+    tm = noise["transition_matrix"]
+    labels = tm["labels"]
+    if len(labels) <= _MAX_FULL_MATRIX:
+        table = Table(
+            title="Transition matrix T[true, observed] (rows: true class; each row sums to 1)",
+            title_justify="left",
+            show_edge=False,
+        )
+        table.add_column("true \\ observed")
+        for name in labels:
+            table.add_column(str(name)[:12], justify="right")
+        for i, (name, row) in enumerate(zip(labels, tm["values"], strict=True)):
+            table.add_row(
+                str(name),
+                *[
+                    Text(f"{v:.3f}", style="bold" if i == j else ("yellow" if v >= 0.05 else ""))
+                    for j, v in enumerate(row)
+                ],
+            )
+        return table
+    table = Table(title="Largest confusions P(observed | true)", title_justify="left", show_edge=False)
+    table.add_column("true class")
+    table.add_column("observed label")
+    table.add_column("probability", justify="right")
+    for true, observed, v in largest_confusions(noise):
+        table.add_row(str(true), str(observed), f"{v:.3f}")
+    return table
+
+
+def _rows_table(det: dict) -> Table:
+    table = Table(
+        title=f"Most suspicious rows (top {len(det['top_flagged'])}; all in issues.parquet)",
+        title_justify="left",
+        show_edge=False,
+    )
+    table.add_column("row")
+    table.add_column("given")
+    table.add_column("suggested")
+    table.add_column("conf.", justify="right")
+    table.add_column("text", overflow="ellipsis", no_wrap=True, max_width=60)
+    for row in det["top_flagged"]:
+        table.add_row(
+            str(row["row_id"]),
+            str(row["given_label"]),
+            str(row["suggested_label"]),
+            f"{row['suggestion_confidence']:.2f}",
+            row.get("excerpt") or "",
+        )
+    return table
+
+
+def render_quiet(report: AuditReport) -> str:
+    """One verdict line."""
+    noise = report.noise
+    failed = [c["id"] for c in report.checks if c["status"] == "fail"]
+    tail = f"; failed: {', '.join(failed)}" if failed else ""
+    return (
+        f"{report.verdict.upper()} {report.run['input']['path']}: noise {pct(noise['noise_rate']['estimate'])} "
+        f"[{pct(noise['noise_rate']['low'])}, {pct(noise['noise_rate']['high'])}], credibility "
+        f"{noise['credibility']['estimate']:.3f}, {report.detection['flagged']} flagged{tail}\n"
+    )

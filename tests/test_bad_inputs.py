@@ -1,0 +1,160 @@
+"""Every bad input of the SPEC: exit code, one-sentence message, no traceback, no outputs, input untouched."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.conftest import write_table
+from tests.helpers import invoke
+
+
+def good(tmp_path: Path, small_frame: pl.DataFrame) -> Path:
+    return write_table(small_frame, tmp_path / "data.parquet")
+
+
+def make(tmp_path: Path, small_frame: pl.DataFrame, case: str) -> tuple[Path, list[str]]:
+    """(input path, extra args) for each case."""
+    emb = ["--embedding-col", "emb"]
+    if case == "missing file":
+        return tmp_path / "nope.parquet", emb
+    if case == "unknown extension":
+        path = tmp_path / "data.txt"
+        path.write_text("text,label\n")
+        return path, emb
+    if case == "corrupt parquet":
+        path = tmp_path / "data.parquet"
+        path.write_bytes(b"PAR1 this is not parquet")
+        return path, emb
+    if case == "malformed jsonl":
+        path = tmp_path / "data.jsonl"
+        path.write_text('{"text": "a", "label": 1, "emb": [1, 0]}\n{"text": "b", "label": 2, "emb": [0, 1]}\n{oops}\n')
+        return path, emb
+    if case == "missing text column":
+        return good(tmp_path, small_frame), ["--text-col", "body"]
+    if case == "missing label column":
+        return good(tmp_path, small_frame), [*emb, "--label-col", "intent"]
+    if case == "empty file":
+        path = tmp_path / "data.csv"
+        path.write_text("")
+        return path, []
+    if case == "all labels null":
+        frame = small_frame.with_columns(pl.lit(None, dtype=pl.String).alias("label"))
+        return write_table(frame, tmp_path / "data.parquet"), emb
+    if case == "one class":
+        frame = small_frame.with_columns(pl.lit("billing").alias("label"))
+        return write_table(frame, tmp_path / "data.parquet"), emb
+    if case == "ragged vectors":
+        frame = small_frame.with_columns(
+            pl.when(pl.int_range(pl.len()) == 7).then(pl.col("emb").list.head(5)).otherwise(pl.col("emb")).alias("emb")
+        )
+        return write_table(frame, tmp_path / "data.parquet"), emb
+    if case == "non-numeric vectors":
+        frame = small_frame.with_columns(pl.col("emb").list.eval(pl.element().cast(pl.String)))
+        return write_table(frame, tmp_path / "data.parquet"), emb
+    if case == "unknown encoder":
+        return good(tmp_path, small_frame), ["--encoder", "no-such-encoder"]
+    if case == "model path that is not a model":
+        folder = tmp_path / "not-a-model"
+        folder.mkdir()
+        (folder / "notes.txt").write_text("hi")
+        return good(tmp_path, small_frame), ["--encoder", str(folder)]
+    if case == "out is the input":
+        path = good(tmp_path, small_frame)
+        return path, [*emb, "--out", str(path)]
+    if case == "unwritable out":
+        path = good(tmp_path, small_frame)
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        return path, [*emb, "--out", str(blocker / "out")]
+    if case == "bad config file":
+        cfg = tmp_path / "ci.toml"
+        cfg.write_text("[detect]\nk = 0\n")
+        return good(tmp_path, small_frame), [*emb, "--config", str(cfg)]
+    if case == "bad flag value":
+        return good(tmp_path, small_frame), [*emb, "--k", "0"]
+    if case == "unknown flag":
+        return good(tmp_path, small_frame), [*emb, "--kk", "3"]
+    raise ValueError(case)
+
+
+CASES = [
+    ("missing file", 3, r"nope\.parquet does not exist"),
+    ("unknown extension", 3, r"data\.txt has an unknown extension; credaudit reads \.parquet"),
+    ("corrupt parquet", 3, r"data\.parquet is not a readable parquet file"),
+    ("malformed jsonl", 3, r"data\.jsonl line 3: invalid JSON"),
+    (
+        "missing text column",
+        3,
+        r"column 'body' \(--text-col\) is not in data\.parquet; columns are: id, text, label, emb",
+    ),
+    (
+        "missing label column",
+        3,
+        r"column 'intent' \(--label-col\) is not in data\.parquet; columns are: id, text, label, emb",
+    ),
+    ("empty file", 3, r"data\.csv is empty"),
+    ("all labels null", 3, r"every label in column 'label' of data\.parquet is null"),
+    (
+        "one class",
+        3,
+        r"all 60 labelled rows of data\.parquet have the label 'billing'; an audit needs at least two classes",
+    ),
+    (
+        "ragged vectors",
+        3,
+        r"column 'emb' \(--embedding-col\) in data\.parquet is ragged: row 7 has 5 values, row 0 has 8",
+    ),
+    (
+        "non-numeric vectors",
+        3,
+        r"column 'emb' \(--embedding-col\) in data\.parquet must hold numeric vectors; found vectors of String",
+    ),
+    (
+        "unknown encoder",
+        2,
+        r"--encoder 'no-such-encoder' is neither a known encoder \(minilm.*\) nor an existing model directory",
+    ),
+    ("model path that is not a model", 3, r"not-a-model is not a sentence-transformers model directory"),
+    ("out is the input", 3, r"--out .*data\.parquet is the input itself"),
+    ("unwritable out", 3, r"--out .*file/out is not writable"),
+    ("bad config file", 2, r"detect\.k in .*ci\.toml must be an int >= 1; got 0"),
+    ("bad flag value", 2, r"--k must be an int >= 1; got 0"),
+    ("unknown flag", 2, r"No such option: --kk"),
+]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("case,code,message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(tmp_path, small_frame, monkeypatch, case, code, message):
+    monkeypatch.chdir(tmp_path)
+    data, extra = make(tmp_path, small_frame, case)
+    before = snapshot(tmp_path)
+    result = invoke(["scan", data, *extra], expect_exit=code)
+    assert pytest.importorskip("re").search(message, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    if code == 3:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("credaudit: error: "), result.stderr
+    assert snapshot(tmp_path) == before, "no output written, input untouched"
+    assert not (tmp_path / "credaudit-out").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path, small_frame):
+    from typer.testing import CliRunner
+
+    from credaudit.cli import app
+    from credaudit.errors import DataReadError
+
+    result = CliRunner().invoke(app, ["scan", str(tmp_path / "nope.parquet"), "--debug"])
+    assert isinstance(result.exception, DataReadError)
