@@ -1,0 +1,1 @@
+"""credaudit's benchmark: detection quality, noise estimation and cost, against cleanlab."""

@@ -1,0 +1,117 @@
+"""The evaluation sets in ../shared/data (never copied into the project; see its README).
+
+Each loader returns a BenchSet: row-aligned L2-normalised embeddings (the provided
+all-MiniLM-L6-v2 float16 files), the observed labels as codes, and the truth where known.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    """``$CREDAUDIT_BENCH_DATA`` or ``../shared/data`` beside the project."""
+    return Path(os.environ.get("CREDAUDIT_BENCH_DATA", ROOT.parent / "shared" / "data"))
+
+
+@dataclass
+class BenchSet:
+    """One dataset, ready to audit.
+
+    Attributes
+    ----------
+    name : str
+    embeddings : (N, d) float32, unit rows
+    labels : (N,) int64 observed label codes
+    true_labels : (N,) int64 or None, the truth (clean sets: equal to labels)
+    class_names : list of str
+    is_error : (N,) bool or None, for real-noise sets whose truth is a list of verified errors
+    notes : str
+    extra : dict
+    """
+
+    name: str
+    embeddings: np.ndarray
+    labels: np.ndarray
+    true_labels: np.ndarray | None
+    class_names: list[str]
+    is_error: np.ndarray | None = None
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _vectors(path: Path) -> np.ndarray:
+    x = np.load(path).astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _codes(values) -> tuple[np.ndarray, list[str]]:
+    names, codes = np.unique(np.asarray(values), return_inverse=True)
+    return codes.astype(np.int64), [str(n) for n in names]
+
+
+# name -> (table, vectors, label column). sms_spam has two classes, where pair-flip is symmetric noise.
+BINARY = {"sms_spam"}
+CLEAN = {
+    "banking77": ("banking77/banking77.parquet", "banking77/banking77.minilm_l6_v2.f16.npy", "label_name"),
+    "ag_news": ("ag_news/ag_news_test.parquet", "ag_news/ag_news_test.minilm_l6_v2.f16.npy", "label_name"),
+    "sms_spam": ("sms_spam/sms_spam.parquet", "sms_spam/sms_spam.minilm_l6_v2.f16.npy", "label_name"),
+    "20news": ("20news_train/20news_train.parquet", "20news_train/20news_train.minilm_l6_v2.f16.npy", "label_name"),
+}
+
+
+def load_clean(name: str) -> BenchSet:
+    """A clean set (its labels are taken as the truth before noise is injected)."""
+    table, vectors, label_col = CLEAN[name]
+    frame = pl.read_parquet(data_dir() / table)
+    labels, names = _codes(frame[label_col].to_list())
+    return BenchSet(name, _vectors(data_dir() / vectors), labels, labels.copy(), names)
+
+
+def load_hausa() -> BenchSet:
+    """Hausa headlines, train split: keyword-rule (distant) labels vs gold; 50 % wrong."""
+    frame = pl.read_parquet(data_dir() / "hausa/hausa_newsclass.parquet")
+    x = _vectors(data_dir() / "hausa/hausa_newsclass.minilm_l6_v2.f16.npy")
+    train = (frame["split"] == "train").to_numpy()
+    names = sorted(set(frame["true_label"].to_list()))
+    index = {n: i for i, n in enumerate(names)}
+    labels = np.array([index[v] for v in frame["label"].to_list()])[train]
+    truth = np.array([index[v] for v in frame["true_label"].to_list()])[train]
+    return BenchSet(
+        "hausa",
+        x[train],
+        labels,
+        truth,
+        names,
+        notes="train split; distant-supervision labels, gold truth; non-English (the encoder is weak here)",
+    )
+
+
+def load_imdb(union: bool = False) -> BenchSet:
+    """IMDB test reviews with human-verified label errors (cleanlab's MTurk study, or its union with
+    Chong et al. 2022). Only items some detector had flagged were shown to people: an unverified
+    error counts as clean, so precision is a lower bound and recall is recall of the verified set."""
+    frame = pl.read_parquet(data_dir() / "imdb/imdb_test.parquet")
+    x = _vectors(data_dir() / "imdb/imdb_test.minilm_l6_v2.f16.npy")
+    labels = frame["label"].to_numpy().astype(np.int64)
+    is_error = frame["is_label_error_union" if union else "is_label_error"].to_numpy()
+    checked = (
+        (frame["mturk_checked"] | frame["chong_checked"]).to_numpy() if union else frame["mturk_checked"].to_numpy()
+    )
+    return BenchSet(
+        "imdb" + ("_union" if union else ""),
+        x,
+        labels,
+        None,
+        ["negative", "positive"],
+        is_error=is_error,
+        notes="verified errors only among previously flagged items",
+        extra={"checked": checked},
+    )
