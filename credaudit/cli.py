@@ -5,6 +5,7 @@ Exit codes: 0 pass, 1 gate failed, 2 usage/config error, 3 input/runtime error (
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -229,6 +230,55 @@ def scan(
             show_default=False,
         ),
     ] = None,
+    warn_max_noise_rate: Annotated[
+        Optional[float],
+        typer.Option("--warn-max-noise-rate", help="Warn if the noise rate is above.", show_default=False),
+    ] = None,
+    warn_min_credibility: Annotated[
+        Optional[float],
+        typer.Option("--warn-min-credibility", help="Warn if credibility is below.", show_default=False),
+    ] = None,
+    warn_max_flagged: Annotated[
+        Optional[str],
+        typer.Option(
+            "--warn-max-flagged", help="Warn if flagged rows exceed N (int) or a fraction.", show_default=False
+        ),
+    ] = None,
+    baseline: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--baseline", help="A previous report.json to compare with (in every report).", show_default=False
+        ),
+    ] = None,
+    max_regression: Annotated[
+        Optional[float],
+        typer.Option(
+            "--max-regression",
+            help="With --baseline: fail if the noise rate rose by more than this and the 95% intervals do not overlap.",
+            show_default=False,
+        ),
+    ] = None,
+    warn_max_regression: Annotated[
+        Optional[float],
+        typer.Option("--warn-max-regression", help="With --baseline: warn on a smaller rise.", show_default=False),
+    ] = None,
+    strict: Annotated[
+        Optional[bool], typer.Option("--strict", help="Warnings fail the run too (exit 1).", show_default=False)
+    ] = None,
+    junit: Annotated[
+        Optional[Path], typer.Option("--junit", help="Also write the gate checks as JUnit XML.", show_default=False)
+    ] = None,
+    html: Annotated[
+        Optional[bool], typer.Option("--html/--no-html", help="Write report.html. [default: html]", show_default=False)
+    ] = None,
+    github: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--github/--no-github",
+            help="GitHub Actions output: step summary and annotations. [default: when GITHUB_ACTIONS=true]",
+            show_default=False,
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Audit DATA: estimate label noise, flag probable errors, write cleaned data and reports."""
@@ -264,6 +314,16 @@ def scan(
                 "gates.max_flagged": (_parse_max_flagged(max_flagged), "--max-flagged"),
                 "gates.gate_on": (gate_on, "--gate-on"),
                 "seed": (seed, "--seed"),
+                "gates.warn_max_noise_rate": (warn_max_noise_rate, "--warn-max-noise-rate"),
+                "gates.warn_min_credibility": (warn_min_credibility, "--warn-min-credibility"),
+                "gates.warn_max_flagged": (_parse_max_flagged(warn_max_flagged), "--warn-max-flagged"),
+                "gates.baseline": (str(baseline) if baseline else None, "--baseline"),
+                "gates.max_regression": (max_regression, "--max-regression"),
+                "gates.warn_max_regression": (warn_max_regression, "--warn-max-regression"),
+                "gates.strict": (strict, "--strict"),
+                "output.junit": (str(junit) if junit else None, "--junit"),
+                "output.html": (html, "--html/--no-html"),
+                "output.github": (github, "--github/--no-github"),
             },
         )
         fmt = config.output.format
@@ -282,6 +342,8 @@ def scan(
                     outputs=[str(p) for p in written],
                 )
             )
+        if config.output.github or os.environ.get("GITHUB_ACTIONS") == "true":
+            _github(result.report, strict=config.gates.strict, stream=sys.stderr if fmt == "json" else sys.stdout)
         return int(exit_code_for(result))
 
     _guard(debug, body)
@@ -329,6 +391,85 @@ def embed(
             summary = embedding.embed_file(data, config, output=output, progress=progress)
         write(summary.describe() + "\n")
         return 0
+
+    _guard(debug, body)
+
+
+def _github(report, *, strict: bool, stream) -> None:
+    """Step summary (if GitHub gave a file) and annotations; JSON mode keeps stdout pure."""
+    from credaudit.io import append_text
+    from credaudit.report.github import annotations
+    from credaudit.report.markdown import render_markdown
+
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        append_text(Path(summary), render_markdown(report))
+    for line in annotations(report, strict=strict):
+        stream.write(line + "\n")
+
+
+@app.command()
+def diff(
+    baseline: Annotated[Path, typer.Argument(help="The earlier report.json.", show_default=False)],
+    current: Annotated[Path, typer.Argument(help="The later report.json.", show_default=False)],
+    output_format: Annotated[str, typer.Option("--format", help="rich, json or markdown.", show_default=True)] = "rich",
+    max_regression: Annotated[
+        float,
+        typer.Option(
+            "--max-regression",
+            help="Exit 1 if the noise rate rose by more than this and the 95% intervals do not overlap.",
+        ),
+    ] = 0.0,
+    warn_max_regression: Annotated[
+        Optional[float], typer.Option("--warn-max-regression", help="Report a smaller rise as a warning.")
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare two credibility reports: noise rate, credibility and per-class error shares."""
+
+    def body() -> int:
+        import json
+
+        from credaudit.baseline import compare_reports, load_report
+        from credaudit.config import merge
+        from credaudit.console import console_width, is_interactive, write
+        from credaudit.errors import UsageError
+        from credaudit.gates import Status, regression_check
+
+        if output_format not in ("rich", "json", "markdown"):
+            raise UsageError(f"--format must be rich, json or markdown; got {output_format!r}")
+        merge(
+            None,
+            overrides={
+                "gates.max_regression": (max_regression, "--max-regression"),
+                "gates.warn_max_regression": (warn_max_regression, "--warn-max-regression"),
+            },
+        )
+        before = load_report(baseline, flag="BASELINE")
+        after = load_report(current, flag="CURRENT")
+        comparison = compare_reports(before, after, before_path=str(baseline))
+        check = regression_check(comparison, max_regression, warn_max_regression)
+        if output_format == "json":
+            payload = {
+                "comparison": comparison,
+                "checks": [check.to_dict()],
+                "verdict": "fail" if check.status is Status.FAIL else "pass",
+            }
+            write(json.dumps(payload, indent=2) + "\n")
+        elif output_format == "markdown":
+            from credaudit.report.format import check_line
+            from credaudit.report.markdown import render_comparison_markdown
+
+            write(render_comparison_markdown(comparison) + "\n" + check_line(check.to_dict()) + "\n")
+        else:
+            from credaudit.report.terminal import render_comparison
+
+            write(
+                render_comparison(
+                    comparison, [check.to_dict()], color=is_interactive(sys.stdout), width=console_width(sys.stdout)
+                )
+            )
+        return 1 if check.status is Status.FAIL else 0
 
     _guard(debug, body)
 

@@ -87,6 +87,9 @@ class NoiseConfig:
     n_bootstrap: int = _opt(40, "bootstrap resamples for the 95% intervals (0: no intervals)", low=0)
     bootstrap_max_iter: int = _opt(20, "L-BFGS iterations per bootstrap refit (warm-started)", low=1)
     confidence_level: float = _opt(0.95, "coverage of the reported intervals", low_open=0.0, high_open=1.0)
+    max_classes: int = _opt(
+        256, "refuse datasets with more classes: the transition-matrix fit costs O(K^4) per step", low=2
+    )
     min_class_rows: int = _opt(30, "classes with fewer rows are reported as too small to estimate", low=0)
     min_knn_agreement: float = _opt(
         0.5, "below this k-NN label agreement the features are reported as weak", low=0.0, high=1.0
@@ -116,10 +119,28 @@ class GatesConfig:
     max_flagged: int | float | None = _opt(
         None, "fail if flagged rows exceed N (int) or a fraction (float < 1)", low=0.0
     )
+    max_regression: float | None = _opt(
+        None,
+        "with a baseline: fail if the noise rate rose by more than this and the two 95% intervals do not overlap",
+        low=0.0,
+        high=1.0,
+    )
+    warn_max_noise_rate: float | None = _opt(None, "warn if the estimated noise rate is above", low=0.0, high=1.0)
+    warn_min_credibility: float | None = _opt(None, "warn if credibility is below", low=0.0, high=1.0)
+    warn_max_flagged: int | float | None = _opt(
+        None, "warn if flagged rows exceed N (int) or a fraction (float < 1)", low=0.0
+    )
+    warn_max_regression: float | None = _opt(
+        None, "with a baseline: warn if the noise rate rose by more than this (intervals apart)", low=0.0, high=1.0
+    )
     gate_on: str = _opt(
         "estimate",
         "compare gates to the point estimate or to the 95% interval's pessimistic bound",
         choices=("estimate", "bound"),
+    )
+    strict: bool = _opt(False, "warnings fail the run too (exit 1)")
+    baseline: str | None = _opt(
+        None, "a previous report.json to compare with (noise rate, credibility, per-class error shares)"
     )
 
 
@@ -137,6 +158,13 @@ class OutputConfig:
     )
     top_rows: int = _opt(20, "most suspicious rows listed in the reports", low=0)
     excerpt_chars: int = _opt(160, "text excerpt length in the reports", low=10)
+    html: bool = _opt(True, "also write report.html (self-contained, opens offline)")
+    html_rows: int = _opt(500, "most suspicious rows in report.html's table", low=0)
+    junit: str | None = _opt(None, "also write the gate checks as a JUnit XML file at this path")
+    github: bool = _opt(
+        False,
+        "GitHub Actions output (step summary, ::error/::warning annotations); on by itself when GITHUB_ACTIONS=true",
+    )
 
 
 @dataclass(frozen=True)

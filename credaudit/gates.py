@@ -1,6 +1,9 @@
 """Quality gates: thresholds on the audit's results, rolled up into a pass/fail verdict.
 
-A failed gate is a verdict, not an exception; ``errors.exit_code_for`` maps it to exit code 1.
+Each gate has a fail threshold and a warn threshold (dbt's ``error_if`` / ``warn_if``). A check
+fails when its value crosses the fail threshold, else warns when it crosses the warn threshold,
+else passes; with neither threshold set it is skipped. Warnings never fail the run unless
+``strict``. A failed gate is a verdict, not an exception: ``errors.exit_code_for`` maps it to 1.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from credaudit.noise import NoiseEstimate
 
 class Status(str, Enum):
     PASS = "pass"
+    WARN = "warn"
     FAIL = "fail"
     SKIPPED = "skipped"
 
@@ -26,17 +30,23 @@ class CheckResult:
     Attributes
     ----------
     id : str
-        The gate (``max_noise_rate``, ``min_credibility``, ``max_flagged``).
+        ``max_noise_rate``, ``min_credibility``, ``max_flagged`` or ``max_regression``.
     metric : str
-        What was compared (``noise_rate``, ``credibility``, ``flagged_rows`` or ``flagged_rate``).
+        What was compared: ``noise_rate``, ``credibility``, ``flagged_rows``, ``flagged_rate`` or
+        ``noise_rate_increase``.
     value : float or None
         The compared value (None when skipped).
     bound : str
         ``estimate`` (point estimate) or ``upper95``/``lower95`` (the interval's pessimistic end).
     threshold : float or None
+        The fail threshold.
+    warn_threshold : float or None
+        The warn threshold.
     status : Status
     interval : (low, high) or None
         The metric's interval, for context.
+    message : str
+        One line for people and CI annotations.
     """
 
     id: str
@@ -44,8 +54,10 @@ class CheckResult:
     value: float | None
     bound: str
     threshold: float | None
+    warn_threshold: float | None
     status: Status
     interval: tuple[float, float] | None = None
+    message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,79 +66,176 @@ class CheckResult:
             "value": self.value,
             "bound": self.bound,
             "threshold": self.threshold,
+            "warn_threshold": self.warn_threshold,
             "status": self.status.value,
             "interval": list(self.interval) if self.interval else None,
+            "message": self.message,
         }
 
 
-def evaluate_gates(gates: GatesConfig, estimate: NoiseEstimate, n_flagged: int, n_rows: int) -> list[CheckResult]:
-    """One CheckResult per gate, in a fixed order; unset gates are ``skipped``.
+def _judge(value: float, fail: float | None, warn: float | None, *, upper: bool) -> Status:
+    """``upper``: the value must stay at or below the thresholds (else at or above)."""
 
-    With ``gate_on="bound"`` the noise rate is compared at the interval's upper end and credibility
-    at its lower end (the pessimistic reading). The flagged count has no interval and is always
-    compared as counted.
+    def crosses(limit: float | None) -> bool:
+        return limit is not None and (value > limit if upper else value < limit)
+
+    if crosses(fail):
+        return Status.FAIL
+    if crosses(warn):
+        return Status.WARN
+    return Status.PASS
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _limits(fail: float | None, warn: float | None, shown, *, upper: bool) -> str:
+    side = "above" if upper else "below"
+    parts = [f"{word} {side} {shown(x)}" for word, x in (("fails", fail), ("warns", warn)) if x is not None]
+    return "; ".join(parts)
+
+
+def evaluate_gates(
+    gates: GatesConfig,
+    estimate: NoiseEstimate,
+    n_flagged: int,
+    n_rows: int,
+    comparison: dict[str, Any] | None = None,
+) -> list[CheckResult]:
+    """One CheckResult per gate, in a fixed order; gates with no threshold are ``skipped``.
+
+    Parameters
+    ----------
+    gates : GatesConfig
+    estimate : NoiseEstimate
+    n_flagged, n_rows : int
+        Rows flagged as label errors, rows audited.
+    comparison : dict, optional
+        From :func:`credaudit.baseline.compare_reports`; enables the regression gate.
+
+    Notes
+    -----
+    With ``gate_on="bound"`` the noise rate is compared at its interval's upper end and
+    credibility at its lower end (the pessimistic reading). The flagged count has no interval and
+    is always compared as counted. The regression gate fails only when the rise exceeds its
+    threshold *and* the two intervals do not overlap, so sampling noise alone never fails a build.
     """
     pessimistic = gates.gate_on == "bound"
-    noise = estimate.noise_rate
-    cred = estimate.credibility
+    noise, cred = estimate.noise_rate, estimate.credibility
     checks = []
 
-    if gates.max_noise_rate is None:
-        checks.append(CheckResult("max_noise_rate", "noise_rate", None, "estimate", None, Status.SKIPPED))
+    def skipped(check_id: str, metric: str) -> CheckResult:
+        return CheckResult(check_id, metric, None, "estimate", None, None, Status.SKIPPED, message="no threshold set")
+
+    if gates.max_noise_rate is None and gates.warn_max_noise_rate is None:
+        checks.append(skipped("max_noise_rate", "noise_rate"))
     else:
         value = noise.high if pessimistic else noise.estimate
+        bound = "upper95" if pessimistic else "estimate"
+        status = _judge(value, gates.max_noise_rate, gates.warn_max_noise_rate, upper=True)
         checks.append(
             CheckResult(
                 "max_noise_rate",
                 "noise_rate",
                 value,
-                "upper95" if pessimistic else "estimate",
+                bound,
                 gates.max_noise_rate,
-                Status.PASS if value <= gates.max_noise_rate else Status.FAIL,
+                gates.warn_max_noise_rate,
+                status,
                 (noise.low, noise.high),
+                f"noise rate{'' if bound == 'estimate' else ' (upper 95% bound)'} {_pct(value)} "
+                f"({_limits(gates.max_noise_rate, gates.warn_max_noise_rate, _pct, upper=True)})",
             )
         )
 
-    if gates.min_credibility is None:
-        checks.append(CheckResult("min_credibility", "credibility", None, "estimate", None, Status.SKIPPED))
+    if gates.min_credibility is None and gates.warn_min_credibility is None:
+        checks.append(skipped("min_credibility", "credibility"))
     else:
         value = cred.low if pessimistic else cred.estimate
+        bound = "lower95" if pessimistic else "estimate"
+        status = _judge(value, gates.min_credibility, gates.warn_min_credibility, upper=False)
         checks.append(
             CheckResult(
                 "min_credibility",
                 "credibility",
                 value,
-                "lower95" if pessimistic else "estimate",
+                bound,
                 gates.min_credibility,
-                Status.PASS if value >= gates.min_credibility else Status.FAIL,
+                gates.warn_min_credibility,
+                status,
                 (cred.low, cred.high),
+                f"credibility{'' if bound == 'estimate' else ' (lower 95% bound)'} {value:.3f} "
+                f"({_limits(gates.min_credibility, gates.warn_min_credibility, lambda x: f'{x:.3f}', upper=False)})",
             )
         )
 
-    limit = gates.max_flagged
-    if limit is None:
-        checks.append(CheckResult("max_flagged", "flagged_rows", None, "estimate", None, Status.SKIPPED))
-    elif isinstance(limit, float) and limit < 1:
-        rate = n_flagged / n_rows
-        checks.append(
-            CheckResult(
-                "max_flagged", "flagged_rate", rate, "estimate", limit, Status.PASS if rate <= limit else Status.FAIL
-            )
-        )
+    if gates.max_flagged is None and gates.warn_max_flagged is None:
+        checks.append(skipped("max_flagged", "flagged_rows"))
     else:
+        fail_limit, warn_limit = gates.max_flagged, gates.warn_max_flagged
+        as_rate = any(isinstance(x, float) and x < 1 for x in (fail_limit, warn_limit) if x is not None)
+        value = n_flagged / n_rows if as_rate else float(n_flagged)
+
+        def scale(limit):
+            if limit is None:
+                return None
+            is_rate = isinstance(limit, float) and limit < 1
+            return limit if is_rate == as_rate else (limit / n_rows if as_rate else limit * n_rows)
+
+        fail_limit, warn_limit = scale(fail_limit), scale(warn_limit)
+        status = _judge(value, fail_limit, warn_limit, upper=True)
+        shown = _pct if as_rate else (lambda x: f"{x:.0f} rows")
         checks.append(
             CheckResult(
                 "max_flagged",
-                "flagged_rows",
-                float(n_flagged),
+                "flagged_rate" if as_rate else "flagged_rows",
+                value,
                 "estimate",
-                float(limit),
-                Status.PASS if n_flagged <= limit else Status.FAIL,
+                None if fail_limit is None else float(fail_limit),
+                None if warn_limit is None else float(warn_limit),
+                status,
+                None,
+                f"flagged {shown(value)} ({_limits(fail_limit, warn_limit, shown, upper=True)})",
             )
         )
+
+    checks.append(regression_check(comparison, gates.max_regression, gates.warn_max_regression))
     return checks
 
 
-def verdict(checks: list[CheckResult]) -> str:
-    """``fail`` if any check failed, else ``pass``."""
-    return "fail" if any(c.status is Status.FAIL for c in checks) else "pass"
+def regression_check(comparison: dict[str, Any] | None, fail: float | None, warn: float | None) -> CheckResult:
+    """The baseline regression gate: the noise rate's rise against ``fail``/``warn`` thresholds.
+
+    A rise counts only when the two 95% intervals do not overlap: sampling noise alone never fails
+    a build.
+    """
+    if comparison is None or (fail is None and warn is None):
+        reason = "no baseline" if comparison is None else "no threshold set"
+        return CheckResult(
+            "max_regression", "noise_rate_increase", None, "estimate", fail, warn, Status.SKIPPED, message=reason
+        )
+    rate = comparison["noise_rate"]
+    delta = rate["delta"]
+    separated = not rate["intervals_overlap"]
+    status = _judge(delta, fail, warn, upper=True) if separated else Status.PASS
+    points = lambda x: f"+{100 * x:.1f} points"  # noqa: E731
+    return CheckResult(
+        "max_regression",
+        "noise_rate_increase",
+        delta,
+        "estimate",
+        fail,
+        warn,
+        status,
+        (rate["after"]["low"] - rate["before"]["high"], rate["after"]["high"] - rate["before"]["low"]),
+        f"noise rate {_pct(rate['before']['estimate'])} -> {_pct(rate['after']['estimate'])} "
+        f"({'+' if delta >= 0 else ''}{100 * delta:.1f} points, 95% intervals {'apart' if separated else 'overlap'}; "
+        f"{_limits(fail, warn, points, upper=True)} when apart)",
+    )
+
+
+def verdict(checks: list[CheckResult], *, strict: bool = False) -> str:
+    """``fail`` if any check failed (or, with ``strict``, warned), else ``pass``."""
+    failing = {Status.FAIL, Status.WARN} if strict else {Status.FAIL}
+    return "fail" if any(c.status in failing for c in checks) else "pass"

@@ -416,6 +416,39 @@ def check_out_dir(out_dir: Path, input_path: Path, output_names: list[str]) -> N
         raise OutputWriteError(f"--out {out_dir} is not writable ({existing} does not accept new files)")
 
 
+def check_out_file(path: Path, input_path: Path, *, flag: str) -> None:
+    """Fail early if a single output file (e.g. ``--junit``) would hit the input or cannot be written.
+
+    Raises
+    ------
+    OutputWriteError
+    """
+    target = path.resolve()
+    if input_path.exists() and (target == input_path.resolve() or input_path.resolve() in target.parents):
+        raise OutputWriteError(f"{flag} {path} would write over or into the input {input_path}")
+    if target.exists() and target.is_dir():
+        raise OutputWriteError(f"{flag} {path} is a directory")
+    existing = target.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputWriteError(f"{flag} {path} is not writable ({existing} does not accept new files)")
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` (for files another program owns, like $GITHUB_STEP_SUMMARY).
+
+    Raises
+    ------
+    OutputWriteError
+    """
+    try:
+        with Path(path).open("a", encoding="utf-8") as handle:
+            handle.write(text if text.endswith("\n") else text + "\n")
+    except OSError as exc:
+        raise OutputWriteError(f"cannot append to {path}: {exc.strerror or exc}") from None
+
+
 def write_outputs(out_dir: Path, writers: dict[str, Callable[[Path], None]]) -> list[Path]:
     """Write every output atomically as a set.
 

@@ -224,7 +224,7 @@ def fit_transition_matrix(
 
 def _run_lbfgs(objective_of, start, max_iter: int, bound: float) -> dict:
     """Minimise from ``start`` ((logits_T, logits_p) or a flat vector); keep the best point evaluated."""
-    from scipy.optimize import Bounds, minimize
+    from scipy.optimize import minimize
 
     theta0 = start if isinstance(start, np.ndarray) else np.concatenate([np.ravel(start[0]), np.ravel(start[1])])
     theta0 = np.clip(theta0.astype(np.float64), -bound, bound)

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from credaudit import __version__
+from credaudit.baseline import compare_reports, load_report
 from credaudit.config import InputConfig, ScanConfig
 from credaudit.detect import Detection, detect_label_errors
 from credaudit.encoders.base import Encoder, resolve_device
@@ -31,7 +32,18 @@ from credaudit.findings import (
     find_estimate_warnings,
 )
 from credaudit.gates import CheckResult, evaluate_gates, verdict
-from credaudit.io import Table, check_out_dir, default_out_dir, read_table, write_frame, write_outputs, write_text
+from credaudit.io import (
+    Table,
+    atomic_write_file,
+    check_out_dir,
+    check_out_file,
+    default_out_dir,
+    detect_format,
+    read_table,
+    write_frame,
+    write_outputs,
+    write_text,
+)
 from credaudit.labels import LabelCodec
 from credaudit.neighbors import NeighborGraph, build_knn_graph, normalize_rows
 from credaudit.noise import NoiseEstimate, estimate_noise, triple_tightness
@@ -184,12 +196,20 @@ def audit(
     progress = progress or NullProgress()
     times = StageTimes()
     started = time.perf_counter()
+    # Read the baseline first: a bad --baseline should fail in a second, not after the embedding.
+    baseline = load_report(config.gates.baseline) if config.gates.baseline else None
 
     with times.stage("read"):
         table = _read(data, config.input, precomputed=embeddings is not None)
         codec = LabelCodec.fit(table.label_values)
         labels = codec.encode(table.label_values)
         n_classes = codec.n_classes
+        if n_classes > config.noise.max_classes:
+            raise InputError(
+                f"column '{config.input.label_col}' has {n_classes} distinct labels; credaudit audits at most "
+                f"{config.noise.max_classes} classes (noise.max_classes) because the transition-matrix fit grows "
+                "as K^4; merge rare classes or audit a subset"
+            )
 
     device = resolve_device(config.encoder.device)
     _check_device(device)
@@ -271,12 +291,10 @@ def audit(
             min_class_rows=noise_cfg.min_class_rows,
             min_knn_agreement=noise_cfg.min_knn_agreement,
         )
-        n_flagged = int(detection.is_label_error.sum())
-        checks = evaluate_gates(config.gates, estimate, n_flagged, table.n_rows)
 
     issues = _issues_frame(table, codec, detection, config)
     times.seconds["total"] = round(time.perf_counter() - started, 4)
-    report = _build_report(
+    report, checks = _build_report(
         table,
         codec,
         labels,
@@ -285,10 +303,10 @@ def audit(
         estimate,
         detection,
         findings,
-        checks,
         config,
         times,
         knn_agreement,
+        baseline,
     )
     return AuditResult(
         report=report,
@@ -389,6 +407,18 @@ def _peak_memory_mb() -> float:
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
 
 
+def _score_histogram(scores: np.ndarray, flagged: np.ndarray, n_bins: int = 20) -> dict:
+    """Counts of error scores in equal bins over [0, 1], flagged and unflagged rows apart."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    finite = np.nan_to_num(scores, nan=0.0)
+    return {
+        "edges": edges.round(4).tolist(),
+        "flagged": np.histogram(finite[flagged], bins=edges)[0].tolist(),
+        "unflagged": np.histogram(finite[~flagged], bins=edges)[0].tolist(),
+        "lowest_flagged_score": float(finite[flagged].min()) if flagged.any() else None,
+    }
+
+
 def _excerpt(text: str | None, limit: int) -> str | None:
     if text is None:
         return None
@@ -405,11 +435,12 @@ def _build_report(
     estimate: NoiseEstimate,
     detection: Detection,
     findings: list[Finding],
-    checks: list[CheckResult],
     config: ScanConfig,
     times: StageTimes,
     knn_agreement: float,
-) -> AuditReport:
+    baseline: dict | None,
+) -> tuple[AuditReport, list[CheckResult]]:
+    """The report and its gate checks (the regression gate needs the finished noise section)."""
     n_classes = codec.n_classes
     names = codec.names()
     counts = np.bincount(labels, minlength=n_classes)
@@ -491,6 +522,7 @@ def _build_report(
         "propagation_steps": config.detect.propagation_steps,
         "flagged": int(flagged.sum()),
         "flagged_rate": float(flagged.mean()),
+        "error_score_histogram": _score_histogram(detection.error_score, flagged),
         "flagged_per_class": [
             {"label": names[j], "flagged": int((flagged & (labels == j)).sum())} for j in range(n_classes)
         ],
@@ -506,7 +538,13 @@ def _build_report(
             for i in top
         ],
     }
-    return AuditReport(
+    comparison = (
+        compare_reports(baseline, {"noise": noise, "detection": detection_section}, before_path=config.gates.baseline)
+        if baseline is not None
+        else None
+    )
+    checks = evaluate_gates(config.gates, estimate, int(flagged.sum()), table.n_rows, comparison)
+    report = AuditReport(
         tool_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         run=run,
@@ -515,8 +553,10 @@ def _build_report(
         detection=detection_section,
         findings=[f.to_dict() for f in findings],
         checks=[c.to_dict() for c in checks],
-        verdict=verdict(checks),
+        verdict=verdict(checks, strict=config.gates.strict),
+        baseline=comparison,
     )
+    return report, checks
 
 
 def output_dir(config: ScanConfig, data_path: Path) -> Path:
@@ -524,34 +564,69 @@ def output_dir(config: ScanConfig, data_path: Path) -> Path:
     return Path(config.output.out) if config.output.out else default_out_dir(data_path)
 
 
-def output_names(table_format_name: str) -> list[str]:
-    return [table_format_name, "issues.parquet", "report.json", "report.md"]
+def output_names(cleaned_name: str, *, html: bool = True) -> list[str]:
+    """Names of the files written into the output directory."""
+    return [cleaned_name, "issues.parquet", "report.json", "report.md"] + (["report.html"] if html else [])
+
+
+def suspicious_rows(result: AuditResult, limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` flagged rows with the highest error scores, with text excerpts."""
+    detection, table = result.detection, result.table
+    flagged = np.flatnonzero(detection.is_label_error)
+    order = flagged[np.lexsort((-detection.flag_rate[flagged], -detection.error_score[flagged]))][:limit]
+    return [
+        {
+            "row_id": table.row_ids[i],
+            "given_label": table.label_values[i],
+            "suggested_label": result.codec.values[detection.suggested_label[i]],
+            "suggestion_confidence": float(detection.suggestion_confidence[i]),
+            "error_score": float(detection.error_score[i]),
+            "excerpt": _excerpt(table.texts[i] if table.texts is not None else None, 300),
+        }
+        for i in order
+    ]
 
 
 def write_scan_outputs(result: AuditResult, out_dir: Path) -> list[Path]:
-    """Write cleaned.<ext>, issues.parquet, report.json and report.md into ``out_dir``, atomically."""
+    """Write cleaned.<ext>, issues.parquet, report.json, report.md (and report.html) into ``out_dir``.
+
+    All files are staged and moved into place together (io.write_outputs); the JUnit file, which
+    lives wherever ``--junit`` says, is written atomically on its own.
+    """
     fmt = result.table.format
     cleaned = result.cleaned()
+    output = result.config.output
     writers: dict[str, Any] = {
         fmt.cleaned_name(): lambda path: write_frame(cleaned, path, fmt),
         "issues.parquet": lambda path: result.issues.write_parquet(path),
         "report.json": write_text(render_json(result.report)),
         "report.md": write_text(render_markdown(result.report)),
     }
-    return write_outputs(out_dir, writers)
+    if output.html:
+        from credaudit.report.html import render_html
+
+        writers["report.html"] = write_text(render_html(result.report, suspicious_rows(result, output.html_rows)))
+    written = write_outputs(out_dir, writers)
+    if output.junit:
+        from credaudit.report.junit import render_junit
+
+        junit_text = render_junit(result.report, strict=result.config.gates.strict)
+        atomic_write_file(Path(output.junit), write_text(junit_text))
+        written.append(Path(output.junit))
+    return written
 
 
 def scan(data: str | Path, config: ScanConfig, *, progress: Progress | None = None) -> tuple[AuditResult, list[Path]]:
     """Audit a file and write every output: what ``credaudit scan`` does.
 
-    The output directory is checked before any work (so a bad ``--out`` fails in a second, not
+    The output locations are checked before any work (so a bad ``--out`` fails in a second, not
     after the embedding), and written only after the audit succeeded.
     """
     path = Path(data)
     out = output_dir(config, path)
-    from credaudit.io import detect_format
-
     fmt = detect_format(path)
-    check_out_dir(out, path, output_names(fmt.cleaned_name()))
+    check_out_dir(out, path, output_names(fmt.cleaned_name(), html=config.output.html))
+    if config.output.junit:
+        check_out_file(Path(config.output.junit), path, flag="--junit")
     result = audit(path, config, progress=progress)
     return result, write_scan_outputs(result, out)

@@ -69,8 +69,12 @@ def test_report_has_every_spec_field(noisy):
     assert {"method", "k", "rounds", "flagged", "flagged_per_class", "top_flagged"} <= set(report["detection"])
     top = report["detection"]["top_flagged"][0]
     assert {"row_id", "given_label", "suggested_label", "suggestion_confidence", "excerpt"} <= set(top)
-    assert [c["id"] for c in report["checks"]] == ["max_noise_rate", "min_credibility", "max_flagged"]
+    assert [c["id"] for c in report["checks"]] == ["max_noise_rate", "min_credibility", "max_flagged", "max_regression"]
     assert all(c["status"] == "skipped" for c in report["checks"])
+    assert report["baseline"] is None and report["schema_version"] == 2
+    histogram = report["detection"]["error_score_histogram"]
+    assert sum(histogram["flagged"]) == report["detection"]["flagged"]
+    assert sum(histogram["flagged"]) + sum(histogram["unflagged"]) == 900
 
 
 def test_same_seed_same_results_other_seed_may_differ(noisy):
@@ -123,7 +127,12 @@ def test_gates_and_interval_bound(noisy):
     config = merge({"gates": {"max_noise_rate": 0.05, "min_credibility": 0.1, "max_flagged": 0.5}})
     result = audit(frame, config, embeddings=x)
     status = {c.id: c.status.value for c in result.checks}
-    assert status == {"max_noise_rate": "fail", "min_credibility": "pass", "max_flagged": "pass"}
+    assert status == {
+        "max_noise_rate": "fail",
+        "min_credibility": "pass",
+        "max_flagged": "pass",
+        "max_regression": "skipped",
+    }
     assert result.verdict == "fail"
 
 
@@ -153,3 +162,12 @@ def test_labels_keep_their_type():
     result = audit(frame, ScanConfig(), embeddings=x)
     assert result.issues["given_label"].dtype == pl.Boolean
     assert [c["label"] for c in result.report.classes] == [False, True]
+
+
+def test_too_many_classes_is_a_clear_input_error():
+    from credaudit.errors import InputError
+
+    x, _, _ = make_clusterable(40, 2, None, 0)
+    frame = pl.DataFrame({"label": [f"c{i % 20}" for i in range(40)]})
+    with pytest.raises(InputError, match="has 20 distinct labels; credaudit audits at most 10 classes"):
+        audit(frame, merge({"noise": {"max_classes": 10}}), embeddings=x)

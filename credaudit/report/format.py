@@ -14,6 +14,11 @@ def interval(d: dict[str, float], digits: int = 1) -> str:
     return f"{pct(d['estimate'], digits)} (95% CI {pct(d['low'], digits)}–{pct(d['high'], digits)})"
 
 
+def score_interval(d: dict[str, float], digits: int = 3) -> str:
+    """``0.859 (95% CI 0.844–0.870)``: for scores in [0, 1] that are not shares (credibility)."""
+    return f"{d['estimate']:.{digits}f} (95% CI {d['low']:.{digits}f}–{d['high']:.{digits}f})"
+
+
 def number(x: Any) -> str:
     if isinstance(x, float):
         return f"{x:.4g}"
@@ -29,13 +34,45 @@ def largest_confusions(noise: dict[str, Any], limit: int = 10) -> list[tuple[str
     return [c for c in cells[:limit] if c[2] >= 0.005]
 
 
+STATUS_MARK = {"pass": "✅", "warn": "⚠️", "fail": "❌", "skipped": "·"}
+
+
 def check_line(check: dict[str, Any]) -> str:
+    """``max_noise_rate: noise rate 12.0% (fails above 10.0%) → fail``."""
     if check["status"] == "skipped":
-        return f"{check['id']}: skipped (no threshold set)"
-    op = ">=" if check["id"] == "min_credibility" else "<="
-    value = check["value"]
-    shown = pct(value) if check["metric"] in ("noise_rate", "credibility", "flagged_rate") else f"{value:.0f}"
-    limit = check["threshold"]
-    shown_limit = pct(limit) if check["metric"] in ("noise_rate", "credibility", "flagged_rate") else f"{limit:.0f}"
-    where = "" if check["bound"] == "estimate" else f" ({check['bound']})"
-    return f"{check['id']}: {check['metric']}{where} {shown} {op} {shown_limit} → {check['status']}"
+        return f"{check['id']}: skipped ({check.get('message') or 'no threshold set'})"
+    return f"{check['id']}: {check.get('message') or check['metric']} → {check['status']}"
+
+
+def comparison_rows(comparison: dict[str, Any], *, max_classes: int = 10) -> list[tuple[str, str, str, str, str]]:
+    """(what, before, after, change, verdict) rows of a baseline comparison.
+
+    Per-class rows: the classes whose intervals separated first, then the largest changes.
+    """
+
+    def row(name: str, change: dict[str, Any], digits: int = 1) -> tuple[str, str, str, str, str]:
+        delta = change["delta"]
+        moved = "changed" if not change["intervals_overlap"] else "within noise"
+        return (
+            name,
+            interval(change["before"], digits),
+            interval(change["after"], digits),
+            f"{'+' if delta >= 0 else ''}{100 * delta:.{digits}f} pts",
+            moved,
+        )
+
+    cred = comparison["credibility"]
+    cred_delta = cred["delta"]
+    rows = [
+        row("noise rate", comparison["noise_rate"]),
+        (
+            "credibility",
+            score_interval(cred["before"]),
+            score_interval(cred["after"]),
+            f"{'+' if cred_delta >= 0 else ''}{cred_delta:.3f}",
+            "changed" if not cred["intervals_overlap"] else "within noise",
+        ),
+    ]
+    classes = sorted(comparison["per_class"], key=lambda c: (c["intervals_overlap"], -abs(c["delta"])))
+    rows += [row(f"wrong labels in '{c['label']}'", c) for c in classes[:max_classes]]
+    return rows

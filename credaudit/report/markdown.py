@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from credaudit.report.format import check_line, interval, largest_confusions, pct
+from credaudit.report.format import (
+    STATUS_MARK,
+    check_line,
+    comparison_rows,
+    interval,
+    largest_confusions,
+    pct,
+    score_interval,
+)
 from credaudit.report.model import AuditReport
 
 _MAX_FULL_MATRIX = 12
@@ -27,18 +35,19 @@ def render_markdown(report: AuditReport) -> str:
         "| | |",
         "|---|---|",
         f"| Estimated noise rate | {interval(noise['noise_rate'])} |",
-        f"| Credibility | {interval(noise['credibility'], 3)} |",
+        f"| Credibility | {score_interval(noise['credibility'])} |",
         f"| Flagged label errors | {det['flagged']:,} ({pct(det['flagged_rate'])}) |",
         f"| k-NN label agreement | {pct(noise['knn_label_agreement'])} |",
         "",
     ]
     active = [c for c in report.checks if c["status"] != "skipped"]
     if active:
-        lines += (
-            ["## Gates", ""] + [f"- {'✅' if c['status'] == 'pass' else '❌'} {check_line(c)}" for c in active] + [""]
-        )
+        lines += ["## Gates", ""] + [f"- {STATUS_MARK[c['status']]} {check_line(c)}" for c in active] + [""]
     else:
         lines += ["No gate was set: the verdict is pass by definition.", ""]
+
+    if report.baseline:
+        lines += render_comparison_markdown(report.baseline).splitlines() + [""]
 
     warnings = [f for f in report.findings if f["severity"] == "warning"]
     infos = [f for f in report.findings if f["severity"] != "warning"]
@@ -103,3 +112,27 @@ def render_markdown(report: AuditReport) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def render_comparison_markdown(comparison: dict) -> str:
+    """A baseline comparison as a Markdown section."""
+    base = comparison["baseline"]
+    lines = [
+        "## Compared with the baseline",
+        "",
+        f"Baseline: `{base.get('path') or 'report'}` ({base.get('rows') or '?'} rows, "
+        f"{base.get('created_at') or '?'}). "
+        "A change counts only when the two 95% intervals do not overlap.",
+        "",
+        "| | baseline | now | change | |",
+        "|---|---|---|---|---|",
+    ]
+    for what, before, after, change, moved in comparison_rows(comparison):
+        lines.append(f"| {_cell(what)} | {before} | {after} | {change} | {moved} |")
+    if comparison["classes_added"] or comparison["classes_removed"]:
+        lines += [
+            "",
+            f"Classes added: {', '.join(comparison['classes_added']) or 'none'}; "
+            f"removed: {', '.join(comparison['classes_removed']) or 'none'}.",
+        ]
+    return "\n".join(lines) + "\n"

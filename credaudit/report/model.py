@@ -2,6 +2,13 @@
 
 ``to_dict()`` is the content of ``report.json``; every renderer reads an AuditReport.
 Bump ``SCHEMA_VERSION`` on any breaking change to that structure.
+
+Versions:
+
+- 1: the first release.
+- 2: gate checks may have status ``warn`` and carry ``warn_threshold`` and ``message``; a
+  ``max_regression`` check; a top-level ``baseline`` section (null without ``--baseline``);
+  ``detection.error_score_histogram``. Version-1 reports remain readable as baselines.
 """
 
 from __future__ import annotations
@@ -9,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 T_ORIENTATION = (
     "rows = true class, columns = observed label: "
@@ -30,6 +37,7 @@ class AuditReport:
     findings: list[dict[str, Any]]
     checks: list[dict[str, Any]]
     verdict: str
+    baseline: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -43,5 +51,6 @@ class AuditReport:
             "detection": self.detection,
             "findings": self.findings,
             "checks": self.checks,
+            "baseline": self.baseline,
             "verdict": self.verdict,
         }

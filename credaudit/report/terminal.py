@@ -12,7 +12,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from credaudit.report.format import check_line, interval, largest_confusions, pct
+from credaudit.report.format import check_line, comparison_rows, interval, largest_confusions, pct, score_interval
 from credaudit.report.model import AuditReport
 
 _MAX_FULL_MATRIX = 10
@@ -48,7 +48,7 @@ def _body(report: AuditReport, outputs: list[str]) -> Group:
 
     summary = Table.grid(padding=(0, 2))
     summary.add_row("Estimated noise rate", interval(noise["noise_rate"]))
-    summary.add_row("Credibility", interval(noise["credibility"], 3))
+    summary.add_row("Credibility", score_interval(noise["credibility"]))
     summary.add_row("Flagged label errors", f"{det['flagged']:,} ({pct(det['flagged_rate'])})")
     summary.add_row("k-NN label agreement", pct(noise["knn_label_agreement"]))
     parts.append(summary)
@@ -56,9 +56,13 @@ def _body(report: AuditReport, outputs: list[str]) -> Group:
     active = [c for c in report.checks if c["status"] != "skipped"]
     if active:
         parts.append(Text())
+        marks = {"pass": ("✓ ", "green"), "warn": ("! ", "yellow"), "fail": ("✗ ", "bold red")}
         for check in active:
-            style = "green" if check["status"] == "pass" else "bold red"
-            parts.append(Text(("✓ " if check["status"] == "pass" else "✗ ") + check_line(check), style=style))
+            mark, style = marks[check["status"]]
+            parts.append(Text(mark + check_line(check), style=style))
+    if report.baseline:
+        parts.append(Text())
+        parts.append(comparison_table(report.baseline))
 
     for finding in report.findings:
         style = "yellow" if finding["severity"] == "warning" else "dim"
@@ -155,11 +159,48 @@ def _rows_table(det: dict) -> Table:
     return table
 
 
+def comparison_table(comparison: dict) -> Table:
+    """A baseline comparison as a rich table."""
+    base = comparison["baseline"]
+    table = Table(
+        title=f"Compared with {base.get('path') or 'the baseline'} (changes count when the 95% intervals "
+        "do not overlap)",
+        title_justify="left",
+        show_edge=False,
+    )
+    for name in ("", "baseline", "now", "change", ""):
+        table.add_column(name)
+    for what, before, after, change, moved in comparison_rows(comparison):
+        style = "" if moved == "within noise" else "bold"
+        table.add_row(what, before, after, Text(change, style=style), moved)
+    return table
+
+
+def render_comparison(comparison: dict, checks: list[dict], *, color: bool = False, width: int = 100) -> str:
+    """``credaudit diff`` for a terminal."""
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        width=width,
+        color_system="standard" if color else None,
+        force_terminal=color,
+        no_color=not color,
+        highlight=False,
+        emoji=False,
+    )
+    console.print(comparison_table(comparison))
+    for check in checks:
+        if check["status"] != "skipped":
+            console.print(Text(check_line(check), style="bold red" if check["status"] == "fail" else ""))
+    return buffer.getvalue()
+
+
 def render_quiet(report: AuditReport) -> str:
     """One verdict line."""
     noise = report.noise
     failed = [c["id"] for c in report.checks if c["status"] == "fail"]
-    tail = f"; failed: {', '.join(failed)}" if failed else ""
+    warned = [c["id"] for c in report.checks if c["status"] == "warn"]
+    tail = (f"; failed: {', '.join(failed)}" if failed else "") + (f"; warned: {', '.join(warned)}" if warned else "")
     return (
         f"{report.verdict.upper()} {report.run['input']['path']}: noise {pct(noise['noise_rate']['estimate'])} "
         f"[{pct(noise['noise_rate']['low'])}, {pct(noise['noise_rate']['high'])}], credibility "

@@ -1,0 +1,113 @@
+"""report.html in a real headless browser (Debian's chromium + chromedriver, installed by .ci/run).
+
+Skipped on a developer machine without chromium; in CI (CI=true) a missing browser is a failure.
+A screenshot is kept in test-artifacts/report.png.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tests.conftest import make_clusterable, symmetric_t, write_table
+from tests.helpers import invoke
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromedriver are required in CI (.ci/run installs them)")
+        pytest.skip("chromium/chromedriver not installed (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,2000",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_report_loads_without_console_errors_and_works(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+
+    x, true, observed = make_clusterable(800, 4, symmetric_t(4, 0.2), 0)
+    names = np.array(["card_arrival", "exchange_rate", "top_up_failed", "lost_card"])
+    frame = pl.DataFrame(
+        {"text": [f"message number {i}" for i in range(800)], "label": names[observed].tolist(), "emb": x.tolist()}
+    )
+    data = write_table(frame, tmp_path / "data.parquet")
+    invoke(
+        [
+            "scan",
+            data,
+            "--embedding-col",
+            "emb",
+            "--out",
+            tmp_path / "o",
+            "--max-noise-rate",
+            "0.1",
+            "--format",
+            "quiet",
+        ],
+        expect_exit=1,
+    )
+    browser.get((tmp_path / "o" / "report.html").as_uri())
+
+    severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert severe == [], severe
+    assert browser.find_element(By.ID, "verdict").text.startswith("FAIL")
+    heatmap = browser.find_element(By.CSS_SELECTOR, "#heatmap svg")
+    assert heatmap.size["width"] > 200
+    assert "card_arrival" in browser.find_element(By.ID, "heatmap").get_attribute("innerHTML")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")
+    assert len(rows) > 100
+
+    # sort by confidence, ascending then descending
+    header = browser.find_elements(By.CSS_SELECTOR, "#rows thead th")[3]
+    header.click()
+    first = [
+        float(r.find_elements(By.TAG_NAME, "td")[3].text)
+        for r in browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")
+    ]
+    assert first == sorted(first, reverse=True)
+    header.click()
+    second = [
+        float(r.find_elements(By.TAG_NAME, "td")[3].text)
+        for r in browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")
+    ]
+    assert second == sorted(second)
+
+    # filter by a given label
+    box = browser.find_element(By.ID, "filter")
+    box.send_keys("exchange_rate")
+    visible = [r for r in browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr") if r.is_displayed()]
+    assert 0 < len(visible) < len(rows)
+    assert all("exchange_rate" in r.text for r in visible)
+    assert browser.find_element(By.ID, "count").text == f"{len(visible)} rows"
+    box.clear()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "report.png"))

@@ -1,0 +1,212 @@
+"""Issue-5 outputs: severities, JUnit, GitHub, baseline comparison and `credaudit diff`, HTML."""
+
+import json
+import re
+
+import numpy as np
+import polars as pl
+import pytest
+
+from credaudit.baseline import compare_reports, load_report
+from credaudit.errors import DataReadError, UsageError
+from credaudit.report.github import annotations
+from tests.conftest import make_clusterable, symmetric_t, write_table
+from tests.helpers import invoke
+
+
+def noisy_file(tmp_path, name="data.parquet", rate=0.15, n=600, seed=0):
+    x, true, observed = make_clusterable(n, 3, symmetric_t(3, rate) if rate else None, seed)
+    names = np.array(["alpha", "beta", "gamma"])
+    frame = pl.DataFrame(
+        {"text": [f"row {i} <b>&amp;</b>" for i in range(n)], "label": names[observed].tolist(), "emb": x.tolist()}
+    )
+    return write_table(frame, tmp_path / name)
+
+
+def scan(path, out, *extra, expect_exit=0, env=None):
+    return invoke(["scan", path, "--embedding-col", "emb", "--out", out, *extra], expect_exit=expect_exit, env=env)
+
+
+def test_warnings_pass_unless_strict(tmp_path):
+    data = noisy_file(tmp_path)
+    result = scan(data, tmp_path / "o", "--warn-max-noise-rate", "0.05", "--format", "json")
+    report = json.loads(result.stdout)
+    check = next(c for c in report["checks"] if c["id"] == "max_noise_rate")
+    assert check["status"] == "warn" and check["warn_threshold"] == 0.05 and report["verdict"] == "pass"
+    assert "- ⚠️ max_noise_rate: noise rate" in (tmp_path / "o" / "report.md").read_text()
+    scan(data, tmp_path / "o", "--warn-max-noise-rate", "0.05", "--strict", "--format", "quiet", expect_exit=1)
+    both = json.loads(
+        scan(
+            data,
+            tmp_path / "o",
+            "--warn-max-noise-rate",
+            "0.05",
+            "--max-noise-rate",
+            "0.08",
+            "--format",
+            "json",
+            expect_exit=1,
+        ).stdout
+    )
+    assert next(c for c in both["checks"] if c["id"] == "max_noise_rate")["status"] == "fail"
+    markdown = (tmp_path / "o" / "report.md").read_text()
+    assert "- ❌ max_noise_rate" in markdown
+
+
+def test_severities_from_the_config_file(tmp_path):
+    data = noisy_file(tmp_path)
+    cfg = tmp_path / "ci.toml"
+    cfg.write_text("[gates]\nwarn_min_credibility = 0.99\nmax_flagged = 0.5\nstrict = true\n")
+    scan(data, tmp_path / "o", "--config", cfg, "--format", "quiet", expect_exit=1)
+    scan(data, tmp_path / "o", "--config", cfg, "--warn-min-credibility", "0.1", "--format", "quiet")
+
+
+def test_junit_is_parsed_by_a_standard_reader(tmp_path):
+    from junitparser import Failure, JUnitXml, Skipped
+
+    data = noisy_file(tmp_path)
+    junit = tmp_path / "reports" / "junit.xml"
+    scan(
+        data,
+        tmp_path / "o",
+        "--max-noise-rate",
+        "0.01",
+        "--min-credibility",
+        "0.5",
+        "--junit",
+        junit,
+        "--format",
+        "quiet",
+        expect_exit=1,
+    )
+    suite = next(iter(JUnitXml.fromfile(str(junit))))
+    assert suite.name == "credaudit" and suite.tests == 4 and suite.failures == 1 and suite.skipped == 2
+    cases = {case.name: case for case in suite}
+    failure = cases["max_noise_rate"].result[0]
+    assert isinstance(failure, Failure)
+    assert "95% interval" in failure.text and "fail threshold: 0.01" in failure.text and "value:" in failure.text
+    assert cases["min_credibility"].is_passed
+    assert isinstance(cases["max_flagged"].result[0], Skipped)
+
+
+def test_github_summary_and_annotations(tmp_path):
+    data = noisy_file(tmp_path)
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+    result = scan(
+        data,
+        tmp_path / "o",
+        "--max-noise-rate",
+        "0.01",
+        "--warn-min-credibility",
+        "0.99",
+        "--format",
+        "quiet",
+        expect_exit=1,
+        env=env,
+    )
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("::error title=credaudit max_noise_rate::noise rate") for line in lines)
+    assert any(line.startswith("::warning title=credaudit min_credibility::") for line in lines)
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and "# credaudit: ❌ FAIL" in text
+    # JSON mode keeps stdout pure JSON: the annotations go to stderr.
+    json_run = scan(data, tmp_path / "o", "--max-noise-rate", "0.01", "--format", "json", "--github", expect_exit=1)
+    json.loads(json_run.stdout)
+    assert "::error title=credaudit max_noise_rate::" in json_run.stderr
+
+
+def test_annotation_escaping():
+    class Report:
+        checks = [{"id": "max_noise_rate", "status": "fail", "message": "50% of labels\nwrong: a, b"}]
+        findings = []
+
+    assert annotations(Report()) == ["::error title=credaudit max_noise_rate::50%25 of labels%0Awrong: a, b"]
+
+
+def test_baseline_comparison_and_regression_gate(tmp_path):
+    clean = noisy_file(tmp_path, "clean.parquet", rate=0.03)
+    scan(clean, tmp_path / "before", "--format", "quiet")
+    noisy = noisy_file(tmp_path, "noisy.parquet", rate=0.25)
+    baseline = tmp_path / "before" / "report.json"
+    report = json.loads(scan(noisy, tmp_path / "after", "--baseline", baseline, "--format", "json").stdout)
+    rate = report["baseline"]["noise_rate"]
+    assert rate["delta"] > 0.1 and rate["intervals_overlap"] is False
+    assert {c["label"] for c in report["baseline"]["per_class"]} == {"alpha", "beta", "gamma"}
+    assert "## Compared with the baseline" in (tmp_path / "after" / "report.md").read_text()
+    # the gate: a rise of more than 5 points with separated intervals fails
+    scan(
+        noisy,
+        tmp_path / "after",
+        "--baseline",
+        baseline,
+        "--max-regression",
+        "0.05",
+        "--format",
+        "quiet",
+        expect_exit=1,
+    )
+    scan(noisy, tmp_path / "after", "--baseline", baseline, "--max-regression", "0.5", "--format", "quiet")
+    # the same data against itself: no regression, whatever the threshold
+    scan(clean, tmp_path / "again", "--baseline", baseline, "--max-regression", "0.0", "--format", "quiet")
+
+
+def test_diff_command(tmp_path):
+    scan(noisy_file(tmp_path, "a.parquet", rate=0.25), tmp_path / "a", "--format", "quiet")
+    scan(noisy_file(tmp_path, "b.parquet", rate=0.03), tmp_path / "b", "--format", "quiet")
+    a, b = tmp_path / "a" / "report.json", tmp_path / "b" / "report.json"
+    improved = invoke(["diff", a, b])
+    assert "noise rate" in improved.stdout and "changed" in improved.stdout
+    worse = invoke(["diff", b, a, "--format", "json"], expect_exit=1)
+    payload = json.loads(worse.stdout)
+    assert payload["verdict"] == "fail" and payload["comparison"]["noise_rate"]["delta"] > 0
+    assert invoke(["diff", b, a, "--max-regression", "0.9", "--format", "markdown"]).stdout.startswith(
+        "## Compared with the baseline"
+    )
+    invoke(["diff", a, b, "--format", "yaml"], expect_exit=2)
+
+
+def test_old_schema_is_read_and_newer_is_refused(tmp_path):
+    scan(noisy_file(tmp_path), tmp_path / "o", "--format", "quiet")
+    current = json.loads((tmp_path / "o" / "report.json").read_text())
+    # A version-1 report: no baseline section, checks without warn fields.
+    v1 = {k: v for k, v in current.items() if k != "baseline"}
+    v1["schema_version"] = 1
+    v1["checks"] = [
+        {k: c[k] for k in ("id", "metric", "value", "bound", "threshold", "status", "interval")}
+        for c in current["checks"]
+        if c["id"] != "max_regression"
+    ]
+    old = tmp_path / "v1.json"
+    old.write_text(json.dumps(v1))
+    assert compare_reports(load_report(old), current)["noise_rate"]["delta"] == pytest.approx(0.0)
+    newer = tmp_path / "v9.json"
+    newer.write_text(json.dumps({**current, "schema_version": 9}))
+    with pytest.raises(UsageError, match="schema_version 9; this credaudit reads versions 1-2"):
+        load_report(newer)
+    invoke(["diff", newer, old], expect_exit=2)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(DataReadError, match="is not valid JSON"):
+        load_report(bad)
+    result = scan(noisy_file(tmp_path), tmp_path / "p", "--baseline", tmp_path / "missing.json", expect_exit=3)
+    assert "--baseline" in result.stderr and "does not exist" in result.stderr
+
+
+def test_html_is_self_contained_and_escaped(tmp_path):
+    data = noisy_file(tmp_path)
+    scan(data, tmp_path / "o", "--max-noise-rate", "0.5", "--format", "quiet")
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), "no network resources"
+    assert "<script src" not in html and "@import" not in html
+    assert html.count("<svg") == 4, "heatmap, per-class error shares, priors, score distribution"
+    assert 'id="heatmap"' in html and 'id="rows"' in html
+    assert "<b>&amp;</b>" not in html and "&lt;b&gt;&amp;amp;&lt;/b&gt;" in html, "texts are escaped"
+    assert ">PASS<" in html
+
+
+def test_no_html_flag(tmp_path):
+    scan(noisy_file(tmp_path), tmp_path / "o", "--no-html", "--format", "quiet")
+    assert not (tmp_path / "o" / "report.html").exists()
