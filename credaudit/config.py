@@ -54,7 +54,9 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    name: str = _opt("minilm", "encoder name (`credaudit encoders`) or a local sentence-transformers directory")
+    name: str = _opt(
+        "minilm", "encoder name (`credaudit encoders`), `auto`, or a local sentence-transformers directory"
+    )
     device: str = _opt(
         "auto",
         "auto (CUDA if available, else CPU), cpu, cuda or cuda:N",
@@ -64,6 +66,10 @@ class EncoderConfig:
     batch_size: int | None = _opt(None, "encoder batch size; default: chosen for the device", low=1)
     cache: bool = _opt(True, "reuse embeddings of texts seen before (keyed by encoder fingerprint + text hash)")
     cache_dir: str | None = _opt(None, "embedding cache location; default: the user cache dir (~/.cache/credaudit)")
+    cache_max_mb: int | None = _opt(
+        None, "size limit of each encoder's embedding cache in MB (least recently used shards go first)", low=1
+    )
+    auto_sample: int = _opt(1000, "rows embedded by each candidate when the encoder is `auto`", low=50)
 
 
 @dataclass(frozen=True)

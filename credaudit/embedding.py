@@ -55,6 +55,8 @@ def embed_file(
     UsageError
         ``output`` has another extension.
     """
+    if config.encoder.name == "auto":
+        raise UsageError("--encoder auto chooses with the labels, which `embed` does not read; name an encoder")
     if output is not None and output.suffix not in (".npy", ".parquet"):
         raise UsageError(f"--output {output} must end in .npy or .parquet")
     started = time.perf_counter()

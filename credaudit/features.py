@@ -67,6 +67,12 @@ def embed_texts(
     progress = progress or NullProgress()
     unique_texts, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
     unique_texts = unique_texts.tolist()
+    if getattr(encoder, "whole_corpus", False):
+        # Fitted on the corpus itself (TF-IDF): one call with every text, nothing cached per text.
+        progress.start("embedding", total=len(unique_texts))
+        vectors = encoder.encode(unique_texts, progress=progress).astype(np.float16)
+        progress.finish()
+        return Embeddings(normalize_rows(vectors[inverse].astype(np.float32)), len(unique_texts), 0, len(unique_texts))
     keys = text_keys(unique_texts)
     if cache is not None:
         found, vectors = cache.lookup(keys)

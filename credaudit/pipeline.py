@@ -80,6 +80,7 @@ class EncoderSummary:
     fingerprint: str | None
     n_cached: int
     n_embedded: int
+    auto_candidates: list[dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def audit(
     device = resolve_device(config.encoder.device)
     _check_device(device)
     with times.stage("embed"):
-        vectors, encoder_summary = _features(table, config, embeddings, encoder, device, progress)
+        vectors, encoder_summary = _features(table, labels, config, embeddings, encoder, device, progress)
 
     with times.stage("graph"):
         detect_cfg = config.detect
@@ -349,6 +350,7 @@ def _check_device(device: str) -> None:
 
 def _features(
     table: Table,
+    labels: np.ndarray,
     config: ScanConfig,
     embeddings: np.ndarray | None,
     encoder: Encoder | None,
@@ -374,14 +376,41 @@ def _features(
     from credaudit.encoders.registry import get_encoder
     from credaudit.features import embed_texts
 
-    enc = encoder or get_encoder(config.encoder.name, device=device, batch_size=config.encoder.batch_size)
-    cache = None
-    if config.encoder.cache:
-        root = Path(config.encoder.cache_dir) if config.encoder.cache_dir else default_cache_dir()
-        cache = EmbeddingCache(root, enc.fingerprint, enc.dimension)
-    result = embed_texts(table.texts, enc, cache=cache, progress=progress)
+    cfg = config.encoder
+    root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    max_bytes = None if cfg.cache_max_mb is None else cfg.cache_max_mb * 1024 * 1024
+
+    def cache_for(enc: Encoder) -> EmbeddingCache | None:
+        if not cfg.cache or getattr(enc, "whole_corpus", False):
+            return None
+        return EmbeddingCache(root, enc.fingerprint, enc.dimension, max_bytes=max_bytes)
+
+    candidates = None
+    if encoder is not None:
+        enc = encoder
+    elif cfg.name == "auto":
+        from credaudit.encoders.auto import choose_encoder
+
+        enc, candidates = choose_encoder(
+            table.texts,
+            labels,
+            lambda name: get_encoder(name, device=device, batch_size=cfg.batch_size),
+            lambda e, texts: embed_texts(texts, e, cache=cache_for(e)).vectors,
+            sample_size=cfg.auto_sample,
+            seed=config.seed,
+        )
+    else:
+        enc = get_encoder(cfg.name, device=device, batch_size=cfg.batch_size)
+    result = embed_texts(table.texts, enc, cache=cache_for(enc), progress=progress)
     return result.vectors, EncoderSummary(
-        enc.name, enc.source, enc.dimension, enc.device, enc.fingerprint, result.n_cached, result.n_embedded
+        enc.name,
+        enc.source,
+        enc.dimension,
+        enc.device,
+        enc.fingerprint,
+        result.n_cached,
+        result.n_embedded,
+        [c.to_dict() for c in candidates] if candidates else None,
     )
 
 
@@ -469,6 +498,7 @@ def _build_report(
             "fingerprint": encoder.fingerprint,
             "cached_texts": encoder.n_cached,
             "embedded_texts": encoder.n_embedded,
+            "auto_candidates": encoder.auto_candidates,
         },
         "graph": {"method": graph.method, "neighbours_stored": graph.k},
         "seed": config.seed,

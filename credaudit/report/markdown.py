@@ -6,6 +6,7 @@ from credaudit.report.format import (
     STATUS_MARK,
     check_line,
     comparison_rows,
+    encoder_line,
     interval,
     largest_confusions,
     pct,
@@ -38,6 +39,7 @@ def render_markdown(report: AuditReport) -> str:
         f"| Credibility | {score_interval(noise['credibility'])} |",
         f"| Flagged label errors | {det['flagged']:,} ({pct(det['flagged_rate'])}) |",
         f"| k-NN label agreement | {pct(noise['knn_label_agreement'])} |",
+        f"| Encoder | {_cell(encoder_line(run['encoder']))} |",
         "",
     ]
     active = [c for c in report.checks if c["status"] != "skipped"]

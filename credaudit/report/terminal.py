@@ -12,7 +12,15 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from credaudit.report.format import check_line, comparison_rows, interval, largest_confusions, pct, score_interval
+from credaudit.report.format import (
+    check_line,
+    comparison_rows,
+    encoder_line,
+    interval,
+    largest_confusions,
+    pct,
+    score_interval,
+)
 from credaudit.report.model import AuditReport
 
 _MAX_FULL_MATRIX = 10
@@ -51,6 +59,7 @@ def _body(report: AuditReport, outputs: list[str]) -> Group:
     summary.add_row("Credibility", score_interval(noise["credibility"]))
     summary.add_row("Flagged label errors", f"{det['flagged']:,} ({pct(det['flagged_rate'])})")
     summary.add_row("k-NN label agreement", pct(noise["knn_label_agreement"]))
+    summary.add_row("Encoder", encoder_line(run["encoder"]))
     parts.append(summary)
 
     active = [c for c in report.checks if c["status"] != "skipped"]
