@@ -69,6 +69,15 @@ EncoderOpt = Annotated[
 DeviceOpt = Annotated[
     Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N. [default: auto]", show_default=False)
 ]
+PrecisionOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--precision",
+        help="Encoder arithmetic: auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32, bf16 "
+        "or fp16 (CUDA only). [default: auto]",
+        show_default=False,
+    ),
+]
 BatchOpt = Annotated[
     Optional[int], typer.Option("--batch-size", help="Encoder batch size. [default: auto]", show_default=False)
 ]
@@ -167,6 +176,7 @@ def scan(
     ] = None,
     encoder: EncoderOpt = None,
     device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
     batch_size: BatchOpt = None,
     k: Annotated[
         Optional[int], typer.Option("--k", help="Neighbours used by detection. [default: 10]", show_default=False)
@@ -300,6 +310,7 @@ def scan(
                 "input.drop_unlabelled": (drop_unlabelled, "--drop-unlabelled"),
                 "encoder.name": (encoder, "--encoder"),
                 "encoder.device": (device, "--device"),
+                "encoder.precision": (precision, "--precision"),
                 "encoder.batch_size": (batch_size, "--batch-size"),
                 "encoder.cache_dir": (str(cache_dir) if cache_dir else None, "--cache-dir"),
                 "encoder.cache": (cache, "--cache/--no-cache"),
@@ -356,6 +367,7 @@ def embed(
     text_col: TextColOpt = None,
     encoder: EncoderOpt = None,
     device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
     batch_size: BatchOpt = None,
     cache_dir: CacheDirOpt = None,
     output: Annotated[
@@ -383,6 +395,7 @@ def embed(
                 "input.id_col": (id_col, "--id-col"),
                 "encoder.name": (encoder, "--encoder"),
                 "encoder.device": (device, "--device"),
+                "encoder.precision": (precision, "--precision"),
                 "encoder.batch_size": (batch_size, "--batch-size"),
                 "encoder.cache_dir": (str(cache_dir) if cache_dir else None, "--cache-dir"),
             },

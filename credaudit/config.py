@@ -63,6 +63,12 @@ class EncoderConfig:
         pattern=_is_device,
         pattern_text="auto, cpu, cuda or cuda:N",
     )
+    precision: str = _opt(
+        "auto",
+        "arithmetic of transformer encoders: auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), "
+        "fp32, bf16 or fp16 (CUDA only)",
+        choices=("auto", "fp32", "bf16", "fp16"),
+    )
     batch_size: int | None = _opt(None, "encoder batch size; default: chosen for the device", low=1)
     cache: bool = _opt(True, "reuse embeddings of texts seen before (keyed by encoder fingerprint + text hash)")
     cache_dir: str | None = _opt(None, "embedding cache location; default: the user cache dir (~/.cache/credaudit)")

@@ -62,7 +62,10 @@ def embed_file(
     started = time.perf_counter()
     texts, ids = read_texts(data, text_cols=config.input.text_cols, id_col=config.input.id_col)
     encoder = get_encoder(
-        config.encoder.name, device=resolve_device(config.encoder.device), batch_size=config.encoder.batch_size
+        config.encoder.name,
+        device=resolve_device(config.encoder.device),
+        batch_size=config.encoder.batch_size,
+        precision=config.encoder.precision,
     )
     root = Path(config.encoder.cache_dir) if config.encoder.cache_dir else default_cache_dir()
     cache = EmbeddingCache(root, encoder.fingerprint, encoder.dimension)

