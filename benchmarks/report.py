@@ -273,4 +273,25 @@ def write_results(paths: list[Path], out: Path, *, machine: str) -> None:
         lines += ["## Failures", ""]
         lines += [f"- {r['method']} on {r['dataset']} {r['kind']} {r['rate']}: {r['error']}" for r in failures]
         lines.append("")
-    out.write_text("\n".join(lines))
+    out.write_text("\n".join(lines) + _kept_sections(out))
+
+
+def _kept_sections(out: Path) -> str:
+    """Blocks other scripts own (``<!-- name:start -->`` … ``<!-- name:end -->``, e.g. the encoder
+    benchmark's), carried over when the main tables are rewritten."""
+    if not out.exists():
+        return ""
+    text, kept = out.read_text(), []
+    while "-->" in text and "<!-- " in text:
+        head, _, rest = text.partition("<!-- ")
+        marker, _, rest = rest.partition(" -->")
+        if not marker.endswith(":start"):
+            text = rest
+            continue
+        name = marker[: -len(":start")]
+        end = f"<!-- {name}:end -->"
+        if end not in rest:
+            break
+        body, _, text = rest.partition(end)
+        kept.append(f"<!-- {name}:start -->{body}{end}\n")
+    return "".join("\n" + block for block in kept)

@@ -123,8 +123,8 @@ def test_auto_in_a_scan_records_every_candidate(monkeypatch):
     """Sentiment words: TF-IDF separates the labels better than a bag of hashed words of 32 dims."""
     real_get = registry.get_encoder
 
-    def fake_get(name, *, device="auto", batch_size=None):
-        if name in ("minilm", "minilm-int8", "static"):
+    def fake_get(name, *, device="auto", batch_size=None, precision="auto"):
+        if name in ("minilm", "static"):
             if name == "static":
                 raise EncoderLoadError("not distilled in tests")
             return BagOfWordsEncoder(fingerprint=name)
@@ -147,7 +147,7 @@ def test_auto_in_a_scan_records_every_candidate(monkeypatch):
     encoder = result.report.run["encoder"]
     assert encoder["name"] == "tfidf"
     names = [c["name"] for c in encoder["auto_candidates"]]
-    assert names == ["minilm", "minilm-int8", "static", "tfidf"]
+    assert names == ["minilm", "static", "tfidf"]
     static = next(c for c in encoder["auto_candidates"] if c["name"] == "static")
     assert static["knn_label_agreement"] is None and "unavailable" in static["note"]
 
