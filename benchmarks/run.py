@@ -106,6 +106,7 @@ def run_one(dataset: str, kind: str, rate: float, method: str, seed: int) -> dic
 
 def run_task(dataset, kind, rate, method, seed, timeout) -> dict:
     """Run one task in a subprocess; add its peak RSS."""
+    task = {"dataset": dataset, "kind": kind, "rate": rate, "method": method, "seed": seed}
     args = json.dumps([dataset, kind, rate, method, seed])
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.run", "--one", args],
@@ -120,29 +121,14 @@ def run_task(dataset, kind, rate, method, seed, timeout) -> dict:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        return {
-            "dataset": dataset,
-            "kind": kind,
-            "rate": rate,
-            "method": method,
-            "seed": seed,
-            "error": f"timed out after {timeout}s",
-        }
+        return {**task, "error": f"timed out after {timeout}s"}
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         lines_err = err.strip().splitlines() or ["no output"]
         # The exception line ("ValueError: ..."), not the last line of a multi-line message.
         raised = [line for line in lines_err if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", line)]
         last = raised[-1] if raised else lines_err[-1]
-        return {
-            "dataset": dataset,
-            "kind": kind,
-            "rate": rate,
-            "method": method,
-            "seed": seed,
-            "error": last[:300],
-            "wall_seconds": time.monotonic() - start,
-        }
+        return {**task, "error": last[:300], "wall_seconds": time.monotonic() - start}
     record = json.loads(lines[-1])
     return record
 

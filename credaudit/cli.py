@@ -308,11 +308,7 @@ def scan(
                 "input.id_col": (id_col, "--id-col"),
                 "input.embedding_col": (embedding_col, "--embedding-col"),
                 "input.drop_unlabelled": (drop_unlabelled, "--drop-unlabelled"),
-                "encoder.name": (encoder, "--encoder"),
-                "encoder.device": (device, "--device"),
-                "encoder.precision": (precision, "--precision"),
-                "encoder.batch_size": (batch_size, "--batch-size"),
-                "encoder.cache_dir": (str(cache_dir) if cache_dir else None, "--cache-dir"),
+                **_encoder_overrides(encoder, device, precision, batch_size, cache_dir),
                 "encoder.cache": (cache, "--cache/--no-cache"),
                 "detect.k": (k, "--k"),
                 "detect.method": (method, "--method"),
@@ -360,6 +356,17 @@ def scan(
     _guard(debug, body)
 
 
+def _encoder_overrides(encoder, device, precision, batch_size, cache_dir) -> dict:
+    """The encoder flags ``scan`` and ``embed`` share, as config overrides (value, flag name)."""
+    return {
+        "encoder.name": (encoder, "--encoder"),
+        "encoder.device": (device, "--device"),
+        "encoder.precision": (precision, "--precision"),
+        "encoder.batch_size": (batch_size, "--batch-size"),
+        "encoder.cache_dir": (str(cache_dir) if cache_dir else None, "--cache-dir"),
+    }
+
+
 @app.command()
 def embed(
     data: DataArg,
@@ -393,11 +400,7 @@ def embed(
             {
                 "input.text_cols": (tuple(text_col) if text_col else None, "--text-col"),
                 "input.id_col": (id_col, "--id-col"),
-                "encoder.name": (encoder, "--encoder"),
-                "encoder.device": (device, "--device"),
-                "encoder.precision": (precision, "--precision"),
-                "encoder.batch_size": (batch_size, "--batch-size"),
-                "encoder.cache_dir": (str(cache_dir) if cache_dir else None, "--cache-dir"),
+                **_encoder_overrides(encoder, device, precision, batch_size, cache_dir),
             },
         )
         with _progress(is_interactive(sys.stderr)) as progress:

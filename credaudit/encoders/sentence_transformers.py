@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ _MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+@functools.cache  # the CPU does not change while we run; /proc/cpuinfo is read once
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices natively (AVX-512 BF16 or AMX), where bf16 runs ~2x fp32.
 

@@ -27,12 +27,9 @@ _MAX_FULL_MATRIX = 10
 _MAX_CLASS_ROWS = 25
 
 
-def render_terminal(
-    report: AuditReport, *, color: bool = False, width: int = 100, outputs: list[str] | None = None
-) -> str:
-    """The report for a terminal, as text (ANSI colour codes only if ``color``)."""
-    buffer = io.StringIO()
-    console = Console(
+def _console(buffer: io.StringIO, *, color: bool, width: int) -> Console:
+    """A rich console writing into ``buffer``: ANSI colour only if ``color``, no markup guessing."""
+    return Console(
         file=buffer,
         width=width,
         color_system="standard" if color else None,
@@ -41,6 +38,14 @@ def render_terminal(
         highlight=False,
         emoji=False,
     )
+
+
+def render_terminal(
+    report: AuditReport, *, color: bool = False, width: int = 100, outputs: list[str] | None = None
+) -> str:
+    """The report for a terminal, as text (ANSI colour codes only if ``color``)."""
+    buffer = io.StringIO()
+    console = _console(buffer, color=color, width=width)
     console.print(_body(report, outputs or []))
     return buffer.getvalue()
 
@@ -188,15 +193,7 @@ def comparison_table(comparison: dict) -> Table:
 def render_comparison(comparison: dict, checks: list[dict], *, color: bool = False, width: int = 100) -> str:
     """``credaudit diff`` for a terminal."""
     buffer = io.StringIO()
-    console = Console(
-        file=buffer,
-        width=width,
-        color_system="standard" if color else None,
-        force_terminal=color,
-        no_color=not color,
-        highlight=False,
-        emoji=False,
-    )
+    console = _console(buffer, color=color, width=width)
     console.print(comparison_table(comparison))
     for check in checks:
         if check["status"] != "skipped":
