@@ -10,6 +10,7 @@ import math
 import resource
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -375,7 +376,7 @@ def _features(
         )
     from credaudit.encoders.cache import EmbeddingCache, default_cache_dir
     from credaudit.encoders.registry import get_encoder
-    from credaudit.features import embed_texts
+    from credaudit.features import Embeddings, embed_texts
 
     cfg = config.encoder
     root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
@@ -387,6 +388,15 @@ def _features(
         return EmbeddingCache(root, enc.fingerprint, enc.dimension, max_bytes=max_bytes)
 
     candidates = None
+    # Whole-corpus encoders (tfidf) embed every row to be judged by auto; the winner's result is kept.
+    whole_corpus: dict[str, Embeddings] = {}
+
+    def embed_candidate(enc: Encoder, texts: Sequence[str]) -> np.ndarray:
+        result = embed_texts(texts, enc, cache=cache_for(enc))
+        if getattr(enc, "whole_corpus", False):
+            whole_corpus[enc.name] = result
+        return result.vectors
+
     if encoder is not None:
         enc = encoder
     elif cfg.name == "auto":
@@ -396,13 +406,13 @@ def _features(
             table.texts,
             labels,
             lambda name: get_encoder(name, device=device, batch_size=cfg.batch_size, precision=cfg.precision),
-            lambda e, texts: embed_texts(texts, e, cache=cache_for(e)).vectors,
+            embed_candidate,
             sample_size=cfg.auto_sample,
             seed=config.seed,
         )
     else:
         enc = get_encoder(cfg.name, device=device, batch_size=cfg.batch_size, precision=cfg.precision)
-    result = embed_texts(table.texts, enc, cache=cache_for(enc), progress=progress)
+    result = whole_corpus.get(enc.name) or embed_texts(table.texts, enc, cache=cache_for(enc), progress=progress)
     return result.vectors, EncoderSummary(
         enc.name,
         enc.source,

@@ -28,24 +28,6 @@ def test_tfidf_fits_the_corpus_and_is_never_cached(tmp_path):
     assert not (tmp_path / encoder.fingerprint).exists()
 
 
-def test_tfidf_refits_only_for_other_texts(monkeypatch):
-    """auto fits the corpus once to judge tfidf; the scan's second call with the same texts reuses it."""
-    from sklearn.decomposition import TruncatedSVD
-
-    from credaudit.encoders.tfidf import TfidfEncoder
-
-    fits = []
-    real_fit = TruncatedSVD.fit_transform
-    monkeypatch.setattr(TruncatedSVD, "fit_transform", lambda self, m: fits.append(1) or real_fit(self, m))
-    encoder = TfidfEncoder()
-    first = encoder.encode(TEXTS)
-    first[:] = 0  # callers get copies: mutating one must not corrupt the memo
-    again = encoder.encode(TEXTS)
-    assert len(fits) == 1 and np.abs(again).sum() > 0
-    encoder.encode(TEXTS[:-1])
-    assert len(fits) == 2
-
-
 def test_int8_onnx_matches_the_default_model():
     int8 = registry.get_encoder("minilm-int8")
     full = registry.get_encoder("minilm", device="cpu")
@@ -149,6 +131,11 @@ def test_auto_in_a_scan_records_every_candidate(monkeypatch):
         return real_get(name, device=device, batch_size=batch_size)
 
     monkeypatch.setattr(registry, "get_encoder", fake_get)
+    from sklearn.decomposition import TruncatedSVD
+
+    fits = []
+    real_fit = TruncatedSVD.fit_transform
+    monkeypatch.setattr(TruncatedSVD, "fit_transform", lambda self, m: fits.append(1) or real_fit(self, m))
     rng = np.random.default_rng(1)
     good = ["great", "wonderful", "superb", "lovely", "brilliant"]
     bad = ["awful", "terrible", "dreadful", "boring", "poor"]
@@ -164,6 +151,7 @@ def test_auto_in_a_scan_records_every_candidate(monkeypatch):
     )
     encoder = result.report.run["encoder"]
     assert encoder["name"] == "tfidf"
+    assert len(fits) == 1, "auto's whole-corpus tfidf fit is the one the scan uses; it is not fitted twice"
     names = [c["name"] for c in encoder["auto_candidates"]]
     assert names == ["minilm", "static", "tfidf"]
     static = next(c for c in encoder["auto_candidates"] if c["name"] == "static")

@@ -7,7 +7,6 @@ schemes need (sentiment: "not good"); see ``--encoder auto``.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,9 +27,6 @@ class TfidfEncoder:
 
     def __init__(self, *, seed: int = 0, batch_size: int | None = None) -> None:
         self.seed = seed
-        # (digest of the texts, vectors) of the last fit: `--encoder auto` fits the whole corpus to
-        # judge tfidf, and the scan then asks this same instance for the same texts again.
-        self._last: tuple[str, np.ndarray] | None = None
 
     def encode(self, texts: Sequence[str], *, progress: Progress | None = None) -> np.ndarray:
         from sklearn.decomposition import TruncatedSVD
@@ -38,10 +34,6 @@ class TfidfEncoder:
 
         progress = progress or NullProgress()
         texts = list(texts)
-        digest = hashlib.sha256("\0".join(texts).encode("utf-8", "surrogatepass")).hexdigest()
-        if self._last is not None and self._last[0] == digest:
-            progress.advance(len(texts))
-            return self._last[1].copy()
         vectorizer = TfidfVectorizer(
             ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=200_000, strip_accents="unicode"
         )
@@ -59,6 +51,4 @@ class TfidfEncoder:
         out[:, :components] = reduced
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         progress.advance(len(texts))
-        vectors = np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
-        self._last = (digest, vectors)
-        return vectors.copy()
+        return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
