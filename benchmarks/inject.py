@@ -3,6 +3,8 @@
 - ``symmetric``: a flipped row gets a uniformly chosen other class.
 - ``pairflip``: a flipped row of class i gets class pair(i), the class whose centroid is nearest
   to i's (a fixed confusable partner).
+- ``to_majority`` / ``majority_only``: class-conditional noise only into, or only out of, the
+  majority class (imbalanced sets).
 - ``instance``: within each class, rows closer to another class are more likely to be flipped,
   and to that class: the realistic and hard case (the flip looks like the neighbourhood).
 
@@ -15,6 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 KINDS = ("symmetric", "pairflip", "instance")
+# Class-conditional noise aimed at imbalance (run on chosen sets only, see run.py):
+# - ``to_majority``: a flipped row of any other class gets the majority class;
+# - ``majority_only``: only majority-class rows flip, each to a uniformly chosen other class.
+IMBALANCE_KINDS = ("to_majority", "majority_only")
 
 
 def class_centroids(x: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -29,6 +35,17 @@ def inject(x: np.ndarray, labels: np.ndarray, kind: str, rate: float, seed: int)
     n = len(labels)
     noisy = labels.copy()
     if rate <= 0:
+        return noisy
+    if kind in IMBALANCE_KINDS:
+        majority = int(np.bincount(labels).argmax())
+        flip = rng.random(n) < rate
+        if kind == "to_majority":
+            flip &= labels != majority
+            noisy[flip] = majority
+        else:
+            flip &= labels == majority
+            offset = rng.integers(1, n_classes, size=n)
+            noisy[flip] = (labels[flip] + offset[flip]) % n_classes
         return noisy
     if kind == "symmetric":
         flip = rng.random(n) < rate

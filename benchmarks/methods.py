@@ -5,6 +5,9 @@
   detection rounds, suggestions).
 - ``datalab``: cleanlab 2.9 ``Datalab(...).find_issues(features=X, issue_types={"label": {}})``,
   its training-free k-NN label check.
+- ``vote``: the plain similarity-weighted k-NN majority vote (k = 10, the row itself excluded by
+  index, exact cosine search with faiss): flag a row when another label has more weight than its
+  own; score = 1 - the weight share of its own label. The baseline every detector must beat.
 - ``cl_lr``: cleanlab ``find_label_issues`` on 5-fold out-of-fold probabilities of a
   logistic regression on the embeddings (scikit-learn, C = 10, chosen over the default C = 1 as
   the stronger peer on banking77 and ag_news).
@@ -42,6 +45,7 @@ def run_credaudit(x: np.ndarray, labels: np.ndarray, seed: int, **overrides) -> 
         "seconds": seconds,
         "stage_seconds": result.report.run["stage_seconds"],
         "warnings": [f.kind for f in result.findings if f.severity == "warning"],
+        "trustworthy": bool(result.report.noise["trustworthy"]),
     }
 
 
@@ -94,4 +98,27 @@ def run_cl_lr(x: np.ndarray, labels: np.ndarray, seed: int) -> dict:
     return {"flags": flags, "scores": scores, "noise_rate": rate, "t": t, "seconds": seconds}
 
 
-METHODS = {"credaudit": run_credaudit, "datalab": run_datalab, "cl_lr": run_cl_lr}
+def run_vote(x: np.ndarray, labels: np.ndarray, seed: int, k: int = 10) -> dict:
+    import faiss
+
+    start = time.perf_counter()
+    n = len(labels)
+    n_classes = int(labels.max()) + 1
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(np.ascontiguousarray(x, dtype=np.float32))
+    sims, idx = index.search(np.ascontiguousarray(x, dtype=np.float32), k + 1)
+    # Drop the row itself by index (exact duplicates can come first), keep k others.
+    not_self = idx != np.arange(n)[:, None]
+    order = np.argsort(~not_self, axis=1, kind="stable")[:, :k]
+    idx = np.take_along_axis(idx, order, axis=1)
+    sims = np.clip(np.take_along_axis(sims, order, axis=1), 0.0, None)
+    vote = np.zeros((n, n_classes))
+    np.add.at(vote, (np.repeat(np.arange(n), k), labels[idx].ravel()), sims.ravel())
+    total = np.maximum(vote.sum(axis=1), 1e-12)
+    own = vote[np.arange(n), labels]
+    flags = vote.max(axis=1) > own
+    seconds = time.perf_counter() - start
+    return {"flags": flags, "scores": 1.0 - own / total, "seconds": seconds}
+
+
+METHODS = {"credaudit": run_credaudit, "vote": run_vote, "datalab": run_datalab, "cl_lr": run_cl_lr}

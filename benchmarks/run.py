@@ -1,7 +1,7 @@
 """Run the benchmark and write benchmarks/RESULTS.md.
 
     python -m benchmarks.run                      # everything (about an hour on 2 CPU cores)
-    python -m benchmarks.run --quick              # a few settings, credaudit and both peers
+    python -m benchmarks.run --quick              # a few settings, credaudit and every peer
     python -m benchmarks.run --datasets ag_news --methods credaudit
     python -m benchmarks.run --report-only        # rebuild RESULTS.md from benchmarks/results/
 
@@ -24,18 +24,33 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.data import BINARY, CLEAN, load_clean, load_hausa, load_imdb
+from benchmarks.data import BINARY, CLEAN, LONG_TAIL, REAL_LOADERS, load_clean
 from benchmarks.inject import KINDS, inject, transition_matrix
 from benchmarks.metrics import calibration, detection_scores, noise_scores, precision_at
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RATES = (0.1, 0.2, 0.4)
-REAL = ("hausa", "imdb", "imdb_union")
-METHOD_NAMES = ("credaudit", "datalab", "cl_lr")
+REAL = tuple(REAL_LOADERS)
+METHOD_NAMES = ("credaudit", "vote", "datalab", "cl_lr")
+# Settings beyond the kinds x rates grid: imbalance (noise only into or only out of the majority
+# class, a long-tailed set) and low rates, so that tuning on one noise recipe cannot hide another.
+EXTRA = (
+    ("sms_spam", "to_majority", 0.05),
+    ("sms_spam", "to_majority", 0.2),
+    ("sms_spam", "majority_only", 0.05),
+    ("sms_spam", "majority_only", 0.1),
+    ("ag_news_lt", "none", 0.0),
+    ("ag_news_lt", "to_majority", 0.05),
+    ("ag_news_lt", "symmetric", 0.1),
+    ("ag_news_lt", "pairflip", 0.2),
+    ("ag_news_lt", "instance", 0.2),
+    ("banking77", "symmetric", 0.05),
+    ("20news", "pairflip", 0.05),
+)
 
 
-def settings(datasets, kinds, rates) -> list[tuple[str, str, float]]:
+def settings(datasets, kinds, rates, *, extra: bool = True) -> list[tuple[str, str, float]]:
     out = []
     for name in datasets:
         if name in CLEAN:
@@ -43,8 +58,10 @@ def settings(datasets, kinds, rates) -> list[tuple[str, str, float]]:
             out += [
                 (name, kind, rate) for kind in kinds for rate in rates if not (kind == "pairflip" and name in BINARY)
             ]
-        else:
+        elif name in REAL_LOADERS:
             out.append((name, "real", 0.0))
+    if extra:
+        out += [s for s in EXTRA if s[0] in datasets]
     return out
 
 
@@ -56,18 +73,15 @@ def run_one(dataset: str, kind: str, rate: float, method: str, seed: int) -> dic
     """One task, in this process: returns the JSON-able record."""
     from benchmarks.methods import METHODS
 
-    if dataset in CLEAN:
+    if dataset in CLEAN or dataset in LONG_TAIL:
         bench = load_clean(dataset)
         labels = inject(bench.embeddings, bench.true_labels, kind, rate, seed) if kind != "none" else bench.labels
         truth = bench.true_labels
         is_error = labels != truth
-    elif dataset == "hausa":
-        bench = load_hausa()
-        labels, truth = bench.labels, bench.true_labels
-        is_error = labels != truth
     else:
-        bench = load_imdb(union=dataset == "imdb_union")
-        labels, truth, is_error = bench.labels, None, bench.is_error
+        bench = REAL_LOADERS[dataset]()
+        labels, truth = bench.labels, bench.true_labels
+        is_error = labels != truth if truth is not None else bench.is_error
     result = METHODS[method](bench.embeddings, labels, seed)
     flags = np.asarray(result["flags"], dtype=bool)
     record = {
@@ -90,6 +104,10 @@ def run_one(dataset: str, kind: str, rate: float, method: str, seed: int) -> dic
         record["noise_interval"] = result["noise_interval"]
         record["stage_seconds"] = result["stage_seconds"]
         record["warnings"] = result["warnings"]
+        record["trustworthy"] = result["trustworthy"]
+        if true_rate is not None:
+            low, high = result["noise_interval"]
+            record["interval_covers"] = bool(low <= true_rate <= high)
     if truth is not None and "suggested" in result:
         record["calibration"] = calibration(
             flags, np.asarray(result["suggested"]), np.asarray(result["confidence"]), truth
@@ -135,12 +153,14 @@ def run_task(dataset, kind, rate, method, seed, timeout) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default=",".join([*CLEAN, *REAL]))
+    parser.add_argument("--datasets", default=",".join([*CLEAN, *LONG_TAIL, *REAL]))
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--rates", default=",".join(map(str, RATES)))
     parser.add_argument("--methods", default=",".join(METHOD_NAMES))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="ag_news and sms_spam at 20 %% noise, and hausa")
+    parser.add_argument(
+        "--quick", action="store_true", help="ag_news and sms_spam at 20 %% noise, md_agreement, rte and hausa"
+    )
     parser.add_argument("--force", action="store_true", help="rerun tasks that already have a result")
     parser.add_argument("--timeout", type=int, default=1800)
     parser.add_argument("--report-only", action="store_true")
@@ -156,7 +176,7 @@ def main() -> None:
         return
 
     if not args.report_only:
-        datasets = ["ag_news", "sms_spam", "hausa"] if args.quick else args.datasets.split(",")
+        datasets = ["ag_news", "sms_spam", "md_agreement", "rte", "hausa"] if args.quick else args.datasets.split(",")
         rates = [0.2] if args.quick else [float(r) for r in args.rates.split(",")]
         RESULTS.mkdir(exist_ok=True)
         tasks = [
