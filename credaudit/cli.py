@@ -1,6 +1,6 @@
 """The command line: parse options, build the config, call the pipeline, render, exit.
 
-Exit codes: 0 pass, 1 gate failed, 2 usage/config error, 3 input/runtime error (errors.py).
+Exit codes: 0 pass, 1 gate failed or inconclusive, 2 usage/config error, 3 input/runtime error (errors.py).
 """
 
 from __future__ import annotations
@@ -275,6 +275,14 @@ def scan(
     strict: Annotated[
         Optional[bool], typer.Option("--strict", help="Warnings fail the run too (exit 1).", show_default=False)
     ] = None,
+    allow_inconclusive: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--allow-inconclusive",
+            help="Exit 0 when a gate is inconclusive because the noise estimate is untrustworthy (default: exit 1).",
+            show_default=False,
+        ),
+    ] = None,
     junit: Annotated[
         Optional[Path], typer.Option("--junit", help="Also write the gate checks as JUnit XML.", show_default=False)
     ] = None,
@@ -328,6 +336,7 @@ def scan(
                 "gates.max_regression": (max_regression, "--max-regression"),
                 "gates.warn_max_regression": (warn_max_regression, "--warn-max-regression"),
                 "gates.strict": (strict, "--strict"),
+                "gates.allow_inconclusive": (allow_inconclusive, "--allow-inconclusive"),
                 "output.junit": (str(junit) if junit else None, "--junit"),
                 "output.html": (html, "--html/--no-html"),
                 "output.github": (github, "--github/--no-github"),

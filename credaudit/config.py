@@ -103,8 +103,12 @@ class NoiseConfig:
         256, "refuse datasets with more classes: the transition-matrix fit costs O(K^4) per step", low=2
     )
     min_class_rows: int = _opt(30, "classes with fewer rows are reported as too small to estimate", low=0)
-    min_knn_agreement: float = _opt(
-        0.5, "below this k-NN label agreement the features are reported as weak", low=0.0, high=1.0
+    min_kappa: float = _opt(
+        0.2,
+        "below this chance-corrected k-NN label agreement (0 = chance from class frequencies, 1 = perfect) "
+        "the features are weak and the noise estimate untrustworthy",
+        low=0.0,
+        high=1.0,
     )
 
 
@@ -121,6 +125,16 @@ class DetectConfig:
         0.0,
         "weight of a row's own label in the plain vote (the vote method, and the score when propagation_steps = 0)",
         low=0.0,
+    )
+    vote_cap_factor: float = _opt(
+        2.0, "rank: flag at most this multiple of a class's rows whose neighbour vote prefers another label", low=0.0
+    )
+    min_score: float = _opt(0.2, "rank: never flag a row whose error score is below this", low=0.0, high=1.0)
+    untrusted_max_class_share: float = _opt(
+        0.2,
+        "with an untrustworthy noise estimate, flags fall back to the neighbour vote, at most this share of any class",
+        low=0.0,
+        high=1.0,
     )
 
 
@@ -151,6 +165,9 @@ class GatesConfig:
         choices=("estimate", "bound"),
     )
     strict: bool = _opt(False, "warnings fail the run too (exit 1)")
+    allow_inconclusive: bool = _opt(
+        False, "exit 0 when a gate is inconclusive (it reads an untrustworthy noise estimate); default: exit 1"
+    )
     baseline: str | None = _opt(
         None, "a previous report.json to compare with (noise rate, credibility, per-class error shares)"
     )

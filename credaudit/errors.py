@@ -3,7 +3,8 @@
 Exit codes are a stable contract (SPEC §1):
 
 - 0 the audit ran and every gate passed (or none was set)
-- 1 the audit ran and a gate failed (a verdict, never an exception)
+- 1 the audit ran and a gate failed, or was inconclusive because it reads an untrustworthy
+  noise estimate (a verdict, never an exception; ``--allow-inconclusive`` makes the latter 0)
 - 2 usage or configuration error
 - 3 input or runtime error
 """
@@ -84,5 +85,9 @@ class ResourceError(InputError):
 
 
 def exit_code_for(result: AuditResult) -> ExitCode:
-    """The exit code of a completed audit: 1 if any gate failed, else 0."""
-    return ExitCode.GATE_FAILED if result.report.verdict == "fail" else ExitCode.OK
+    """The exit code of a completed audit: 1 if any gate failed or (unless allowed) was inconclusive."""
+    if result.report.verdict == "fail":
+        return ExitCode.GATE_FAILED
+    if result.report.verdict == "inconclusive" and not result.config.gates.allow_inconclusive:
+        return ExitCode.GATE_FAILED
+    return ExitCode.OK

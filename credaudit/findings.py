@@ -3,7 +3,7 @@
 - identical texts carrying different labels;
 - classes too small for their transition-matrix row to be trusted;
 - rows of T that are not diagonally dominant (the estimate cannot be trusted for that class);
-- low k-NN label agreement (the features hardly separate the classes);
+- k-NN label agreement close to chance (the features hardly separate the classes);
 - empty texts.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from credaudit.noise import NoiseEstimate
+from credaudit.trust import TrustAssessment
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,11 @@ def find_estimate_warnings(
     estimate: NoiseEstimate,
     class_counts: np.ndarray,
     class_names: list[str],
+    trust: TrustAssessment,
     *,
-    knn_label_agreement: float,
     min_class_rows: int,
-    min_knn_agreement: float,
 ) -> list[Finding]:
-    """Warnings where the noise estimate cannot be trusted."""
+    """Warnings where the noise estimate cannot be trusted (trust.py runs the checks)."""
     findings = []
     tiny = [(class_names[j], int(n)) for j, n in enumerate(class_counts) if n < min_class_rows]
     if tiny:
@@ -112,11 +112,10 @@ def find_estimate_warnings(
                 details={"classes": [{"label": name, "rows": n} for name, n in tiny], "min_class_rows": min_class_rows},
             )
         )
-    weak_rows = np.flatnonzero(~estimate.is_diagonally_dominant)
-    if weak_rows.size:
+    if trust.untrusted_classes:
         t = estimate.transition_matrix
         rows = []
-        for i in weak_rows:
+        for i in trust.untrusted_classes:
             off = t[i].copy()
             off[i] = -1
             j = int(off.argmax())
@@ -133,19 +132,26 @@ def find_estimate_warnings(
             Finding(
                 kind="not_diagonally_dominant",
                 severity="warning",
-                message=f"{len(rows)} row(s) of the transition matrix are not diagonally dominant, so those classes' "
-                f"noise estimates (and the flags that rely on them) cannot be trusted: {text}",
+                message=f"{len(rows)} row(s) of the transition matrix are not diagonally dominant, so the noise "
+                f"estimate is untrustworthy and flags come from the neighbour vote: {text}",
                 details={"rows": rows},
             )
         )
-    if knn_label_agreement < min_knn_agreement:
+    if trust.kappa < trust.min_kappa:
         findings.append(
             Finding(
                 kind="weak_features",
                 severity="warning",
-                message=f"only {knn_label_agreement:.0%} of neighbours share a row's label: the embeddings barely "
-                "separate the classes, so the noise estimate and the flags are unreliable (try another encoder)",
-                details={"knn_label_agreement": knn_label_agreement, "threshold": min_knn_agreement},
+                message=f"only {trust.knn_agreement:.0%} of neighbours share a row's label, against "
+                f"{trust.chance_agreement:.0%} expected by chance from the class frequencies: the embeddings barely "
+                "separate the classes, so the noise estimate is untrustworthy and the flags are unreliable "
+                "(try another encoder)",
+                details={
+                    "knn_label_agreement": trust.knn_agreement,
+                    "chance_agreement": trust.chance_agreement,
+                    "kappa": trust.kappa,
+                    "min_kappa": trust.min_kappa,
+                },
             )
         )
     return findings

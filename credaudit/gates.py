@@ -4,11 +4,17 @@ Each gate has a fail threshold and a warn threshold (dbt's ``error_if`` / ``warn
 fails when its value crosses the fail threshold, else warns when it crosses the warn threshold,
 else passes; with neither threshold set it is skipped. Warnings never fail the run unless
 ``strict``. A failed gate is a verdict, not an exception: ``errors.exit_code_for`` maps it to 1.
+
+A gate that reads the noise estimate (noise rate, credibility, regression) is ``inconclusive``
+when the estimate is untrustworthy (trust.py): a wrong estimate must never pass a build silently.
+The verdict is then ``inconclusive`` (unless another gate failed), which exits 1 unless
+``allow_inconclusive``. The flagged-rows gate reads detection, which falls back to the neighbour
+vote with an untrusted estimate, so it keeps judging.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -20,6 +26,7 @@ class Status(str, Enum):
     PASS = "pass"
     WARN = "warn"
     FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
     SKIPPED = "skipped"
 
 
@@ -43,6 +50,7 @@ class CheckResult:
     warn_threshold : float or None
         The warn threshold.
     status : Status
+        ``pass``, ``warn``, ``fail``, ``inconclusive`` (reads an untrustworthy estimate) or ``skipped``.
     interval : (low, high) or None
         The metric's interval, for context.
     message : str
@@ -102,6 +110,8 @@ def evaluate_gates(
     n_flagged: int,
     n_rows: int,
     comparison: dict[str, Any] | None = None,
+    *,
+    trusted: bool = True,
 ) -> list[CheckResult]:
     """One CheckResult per gate, in a fixed order; gates with no threshold are ``skipped``.
 
@@ -113,6 +123,9 @@ def evaluate_gates(
         Rows flagged as label errors, rows audited.
     comparison : dict, optional
         From :func:`credaudit.baseline.compare_reports`; enables the regression gate.
+    trusted : bool
+        Whether the noise estimate passed the trust checks; if not, the gates that read it are
+        ``inconclusive`` whatever their value.
 
     Notes
     -----
@@ -201,7 +214,20 @@ def evaluate_gates(
         )
 
     checks.append(regression_check(comparison, gates.max_regression, gates.warn_max_regression))
+    if not trusted:
+        checks = [_inconclusive(c) if c.id in _READS_ESTIMATE and c.status is not Status.SKIPPED else c for c in checks]
     return checks
+
+
+_READS_ESTIMATE = ("max_noise_rate", "min_credibility", "max_regression")
+
+
+def _inconclusive(check: CheckResult) -> CheckResult:
+    return replace(
+        check,
+        status=Status.INCONCLUSIVE,
+        message=f"{check.message}: inconclusive, the noise estimate is untrustworthy",
+    )
 
 
 def regression_check(comparison: dict[str, Any] | None, fail: float | None, warn: float | None) -> CheckResult:
@@ -236,6 +262,11 @@ def regression_check(comparison: dict[str, Any] | None, fail: float | None, warn
 
 
 def verdict(checks: list[CheckResult], *, strict: bool = False) -> str:
-    """``fail`` if any check failed (or, with ``strict``, warned), else ``pass``."""
+    """``fail`` if any check failed (or, with ``strict``, warned), else ``inconclusive`` if any
+    check was, else ``pass``."""
     failing = {Status.FAIL, Status.WARN} if strict else {Status.FAIL}
-    return "fail" if any(c.status in failing for c in checks) else "pass"
+    if any(c.status in failing for c in checks):
+        return "fail"
+    if any(c.status is Status.INCONCLUSIVE for c in checks):
+        return "inconclusive"
+    return "pass"

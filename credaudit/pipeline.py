@@ -52,6 +52,7 @@ from credaudit.progress import NullProgress, Progress
 from credaudit.report.json import render_json
 from credaudit.report.markdown import render_markdown
 from credaudit.report.model import T_ORIENTATION, AuditReport
+from credaudit.trust import TrustAssessment, assess_trust, widen_untrusted
 
 # Spare neighbours so that, after a 90 % subsample, nearly every row still has k of them stored.
 _GRAPH_MARGIN = 5
@@ -254,6 +255,13 @@ def audit(
             progress=progress,
         )
 
+        # Trust is judged before detection, which must not read an untrusted T.
+        k_used = min(config.detect.k, graph.k)
+        knn_agreement = float((labels[graph.indices[:, :k_used]] == labels[:, None]).mean())
+        trust = assess_trust(estimate, knn_agreement, class_names=codec.names(), min_kappa=noise_cfg.min_kappa)
+        if not trust.trusted:
+            estimate = widen_untrusted(estimate)
+
     with times.stage("detect"):
         detection = detect_label_errors(
             labels,
@@ -268,6 +276,10 @@ def audit(
             subsample_rate=detect_cfg.subsample_rate,
             propagation_steps=detect_cfg.propagation_steps,
             self_weight=detect_cfg.self_weight,
+            trusted_classes=trust.trusted_classes,
+            vote_cap_factor=detect_cfg.vote_cap_factor,
+            min_score=detect_cfg.min_score,
+            untrusted_max_class_share=detect_cfg.untrusted_max_class_share,
             seed=config.seed,
             progress=progress,
         )
@@ -275,7 +287,6 @@ def audit(
     with times.stage("findings"):
         names = codec.names()
         counts = np.bincount(labels, minlength=n_classes)
-        knn_agreement = float(detection.neighbour_agreement.mean())
         findings = [
             f
             for f in (
@@ -286,14 +297,7 @@ def audit(
             )
             if f is not None
         ]
-        findings += find_estimate_warnings(
-            estimate,
-            counts,
-            names,
-            knn_label_agreement=knn_agreement,
-            min_class_rows=noise_cfg.min_class_rows,
-            min_knn_agreement=noise_cfg.min_knn_agreement,
-        )
+        findings += find_estimate_warnings(estimate, counts, names, trust, min_class_rows=noise_cfg.min_class_rows)
 
     issues = _issues_frame(table, codec, detection, config)
     times.seconds["total"] = round(time.perf_counter() - started, 4)
@@ -308,7 +312,7 @@ def audit(
         findings,
         config,
         times,
-        knn_agreement,
+        trust,
         baseline,
     )
     return AuditResult(
@@ -478,7 +482,7 @@ def _build_report(
     findings: list[Finding],
     config: ScanConfig,
     times: StageTimes,
-    knn_agreement: float,
+    trust: TrustAssessment,
     baseline: dict | None,
 ) -> tuple[AuditReport, list[CheckResult]]:
     """The report and its gate checks (the regression gate needs the finished noise section)."""
@@ -543,8 +547,9 @@ def _build_report(
             for j in range(n_classes)
         ],
         "confidence_level": estimate.confidence_level,
-        "knn_label_agreement": knn_agreement,
-        "trustworthy": not any(f.kind in ("not_diagonally_dominant", "weak_features") for f in findings),
+        "knn_label_agreement": trust.knn_agreement,
+        "trustworthy": trust.trusted,
+        "trust": trust.to_dict(),
         "fit": {
             "loss": estimate.fit.loss,
             "restart_losses": list(estimate.fit.restart_losses),
@@ -560,6 +565,7 @@ def _build_report(
     texts = table.texts
     detection_section = {
         "method": detection.method,
+        "fallback": detection.fallback,
         "k": detection.k,
         "rounds": detection.n_rounds,
         "propagation_steps": config.detect.propagation_steps,
@@ -586,7 +592,7 @@ def _build_report(
         if baseline is not None
         else None
     )
-    checks = evaluate_gates(config.gates, estimate, int(flagged.sum()), table.n_rows, comparison)
+    checks = evaluate_gates(config.gates, estimate, int(flagged.sum()), table.n_rows, comparison, trusted=trust.trusted)
     report = AuditReport(
         tool_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -107,3 +107,29 @@ def write_table(frame: pl.DataFrame, path: Path) -> Path:
     else:
         raise ValueError(name)
     return path
+
+
+def make_imbalanced_weak(
+    n_rows: int, seed: int, *, minority_share: float = 0.12, separation: float = 1.0, noise: float = 0.05
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An imbalanced binary set whose features barely separate the classes (weak clusterability).
+
+    Two overlapping Gaussians (16-d, means ``separation`` apart on one axis): k-NN label
+    agreement sits near its chance level Σ p̃². Each label flips with probability ``noise``.
+
+    Returns
+    -------
+    embeddings : (N, 17) float32, unit rows
+    true_labels : (N,) int64, 1 = the minority class
+    observed : (N,) int64
+    """
+    rng = np.random.default_rng(seed)
+    true_labels = (rng.random(n_rows) < minority_share).astype(np.int64)
+    x = rng.normal(size=(n_rows, 16))
+    x[:, 0] += separation * true_labels
+    # A constant coordinate keeps every row off the origin, so cosine similarity tracks distance.
+    x = np.concatenate([x, np.full((n_rows, 1), 3.0)], axis=1)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    flip = rng.random(n_rows) < noise
+    observed = np.where(flip, 1 - true_labels, true_labels)
+    return x.astype(np.float32), true_labels, observed.astype(np.int64)

@@ -51,7 +51,18 @@ def largest_confusions(noise: dict[str, Any], limit: int = 10) -> list[tuple[str
     return [c for c in cells[:limit] if c[2] >= 0.005]
 
 
-STATUS_MARK = {"pass": "✅", "warn": "⚠️", "fail": "❌", "skipped": "·"}
+STATUS_MARK = {"pass": "✅", "warn": "⚠️", "fail": "❌", "inconclusive": "❔", "skipped": "·"}
+
+
+def untrusted_line(noise: dict[str, Any]) -> str | None:
+    """The verdict-area sentence for an untrustworthy noise estimate (None when it is trusted)."""
+    if noise.get("trustworthy", True):
+        return None
+    reasons = "; ".join(noise.get("trust", {}).get("reasons", []))
+    return (
+        f"Noise estimate UNTRUSTWORTHY: {reasons}. Its interval is widened, gates that read it are inconclusive, "
+        "and the flags come from the neighbour vote."
+    )
 
 
 def check_line(check: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ def annotations(report: AuditReport, *, strict: bool = False) -> list[str]:
     """One workflow-command line per failed or warned check and per warning finding."""
     lines = []
     for check in report.checks:
-        if check["status"] == "fail" or (strict and check["status"] == "warn"):
+        if check["status"] in ("fail", "inconclusive") or (strict and check["status"] == "warn"):
             level = "error"
         elif check["status"] == "warn":
             level = "warning"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from credaudit.report.format import check_line, comparison_rows, interval, pct, score_interval
+from credaudit.report.format import check_line, comparison_rows, interval, pct, score_interval, untrusted_line
 from credaudit.report.model import AuditReport
 
 # Classes shown in the heatmap and the per-class charts before switching to "the most confused".
@@ -44,6 +44,7 @@ def render_html(report: AuditReport, rows: list[dict[str, Any]]) -> str:
         credibility=score_interval(noise["credibility"]),
         flagged=f"{det['flagged']:,} ({pct(det['flagged_rate'])})",
         knn=pct(noise["knn_label_agreement"]),
+        untrusted=untrusted_line(noise),
         checks=[dict(c, line=check_line(c)) for c in report.checks if c["status"] != "skipped"],
         comparison=comparison_rows(report.baseline) if report.baseline else None,
         heatmap_svg=_heatmap_svg(noise),

@@ -1,6 +1,6 @@
 """The gate checks as JUnit XML: one <testsuite name="credaudit">, one <testcase> per check.
 
-A failed check is a <failure> (with the metric, value, interval and threshold); a skipped check is
+A failed or inconclusive check is a <failure> (with the metric, value, interval and threshold); a skipped check is
 <skipped>; a warning passes, its message in <system-out>, unless ``strict`` makes it a failure.
 """
 
@@ -14,7 +14,7 @@ from credaudit.report.model import AuditReport
 def render_junit(report: AuditReport, *, strict: bool = False) -> str:
     """JUnit XML text for ``report``'s checks."""
     checks = report.checks
-    failed = [c for c in checks if c["status"] == "fail" or (strict and c["status"] == "warn")]
+    failed = [c for c in checks if c["status"] in ("fail", "inconclusive") or (strict and c["status"] == "warn")]
     skipped = [c for c in checks if c["status"] == "skipped"]
     seconds = report.run.get("stage_seconds", {}).get("total", 0.0)
     suite = ET.Element(

@@ -11,6 +11,7 @@ from credaudit.report.format import (
     largest_confusions,
     pct,
     score_interval,
+    untrusted_line,
 )
 from credaudit.report.model import AuditReport
 
@@ -26,10 +27,12 @@ def render_markdown(report: AuditReport) -> str:
     noise = report.noise
     det = report.detection
     run = report.run
-    mark = "✅ PASS" if report.verdict == "pass" else "❌ FAIL"
+    mark = {"pass": "✅ PASS", "fail": "❌ FAIL", "inconclusive": "❔ INCONCLUSIVE"}[report.verdict]
+    untrusted = untrusted_line(noise)
     lines = [
         f"# credaudit: {mark}",
         "",
+        *([f"> ⚠️ **{untrusted}**", ""] if untrusted else []),
         f"**{run['input']['path']}** — {run['input']['rows']:,} rows, {len(report.classes)} classes, "
         f"encoder `{run['encoder']['name']}`",
         "",

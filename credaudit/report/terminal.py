@@ -20,6 +20,7 @@ from credaudit.report.format import (
     largest_confusions,
     pct,
     score_interval,
+    untrusted_line,
 )
 from credaudit.report.model import AuditReport
 
@@ -53,14 +54,20 @@ def render_terminal(
 def _body(report: AuditReport, outputs: list[str]) -> Group:
     noise, det, run = report.noise, report.detection, report.run
     parts: list = []
-    passed = report.verdict == "pass"
+    styles = {"pass": "bold white on green", "fail": "bold white on red", "inconclusive": "bold black on yellow"}
     headline = Text()
-    headline.append(" PASS " if passed else " FAIL ", style="bold white on green" if passed else "bold white on red")
+    headline.append(f" {report.verdict.upper()} ", style=styles[report.verdict])
     headline.append(f"  {run['input']['path']}: {run['input']['rows']:,} rows, {len(report.classes)} classes")
-    parts += [headline, Text()]
+    parts.append(headline)
+    untrusted = untrusted_line(noise)
+    if untrusted:
+        parts.append(Text(untrusted, style="bold yellow"))
+    parts.append(Text())
 
     summary = Table.grid(padding=(0, 2))
-    summary.add_row("Estimated noise rate", interval(noise["noise_rate"]))
+    summary.add_row(
+        "Estimated noise rate", interval(noise["noise_rate"]) + ("" if noise["trustworthy"] else "  UNTRUSTWORTHY")
+    )
     summary.add_row("Credibility", score_interval(noise["credibility"]))
     summary.add_row("Flagged label errors", f"{det['flagged']:,} ({pct(det['flagged_rate'])})")
     summary.add_row("k-NN label agreement", pct(noise["knn_label_agreement"]))
@@ -70,7 +77,12 @@ def _body(report: AuditReport, outputs: list[str]) -> Group:
     active = [c for c in report.checks if c["status"] != "skipped"]
     if active:
         parts.append(Text())
-        marks = {"pass": ("✓ ", "green"), "warn": ("! ", "yellow"), "fail": ("✗ ", "bold red")}
+        marks = {
+            "pass": ("✓ ", "green"),
+            "warn": ("! ", "yellow"),
+            "fail": ("✗ ", "bold red"),
+            "inconclusive": ("? ", "bold yellow"),
+        }
         for check in active:
             mark, style = marks[check["status"]]
             parts.append(Text(mark + check_line(check), style=style))
@@ -206,7 +218,10 @@ def render_quiet(report: AuditReport) -> str:
     noise = report.noise
     failed = [c["id"] for c in report.checks if c["status"] == "fail"]
     warned = [c["id"] for c in report.checks if c["status"] == "warn"]
+    unsure = [c["id"] for c in report.checks if c["status"] == "inconclusive"]
     tail = (f"; failed: {', '.join(failed)}" if failed else "") + (f"; warned: {', '.join(warned)}" if warned else "")
+    tail += f"; inconclusive: {', '.join(unsure)}" if unsure else ""
+    tail += "" if noise["trustworthy"] else "; noise estimate UNTRUSTWORTHY"
     return (
         f"{report.verdict.upper()} {report.run['input']['path']}: noise {pct(noise['noise_rate']['estimate'])} "
         f"[{pct(noise['noise_rate']['low'])}, {pct(noise['noise_rate']['high'])}], credibility "
