@@ -142,8 +142,14 @@ def load_md_agreement() -> BenchSet:
     x = _vectors(data_dir() / "md_agreement/md-agreement.minilm_l6_v2.f16.npy")
     labels = frame["label"].to_numpy().astype(np.int64)
     truth = frame["true_label"].to_numpy().astype(np.int64)
-    return BenchSet("md_agreement", x, labels, truth, ["not_offensive", "offensive"],
-                    notes="one annotator vs the majority of five; imbalanced binary")
+    return BenchSet(
+        "md_agreement",
+        x,
+        labels,
+        truth,
+        ["not_offensive", "offensive"],
+        notes="one annotator vs the majority of five; imbalanced binary",
+    )
 
 
 def load_rte() -> BenchSet:
@@ -155,8 +161,14 @@ def load_rte() -> BenchSet:
     x = _vectors(data_dir() / "rte_snow2008/rte_snow2008.minilm_l6_v2.f16.npy")
     labels = frame["label"].to_numpy().astype(np.int64)
     truth = frame["true_label"].to_numpy().astype(np.int64)
-    return BenchSet("rte", x, labels, truth, ["not_entailed", "entailed"],
-                    notes="one crowd vote vs expert gold; features near chance")
+    return BenchSet(
+        "rte",
+        x,
+        labels,
+        truth,
+        ["not_entailed", "entailed"],
+        notes="one crowd vote vs expert gold; features near chance",
+    )
 
 
 def load_imdb_imbalanced(ratio: int = 9, seed: int = 0) -> BenchSet:
