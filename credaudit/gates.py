@@ -226,7 +226,7 @@ def _inconclusive(check: CheckResult) -> CheckResult:
     return replace(
         check,
         status=Status.INCONCLUSIVE,
-        message=f"{check.message}: inconclusive, the noise estimate is untrustworthy",
+        message=f"{check.message}; the noise estimate is untrustworthy",
     )
 
 
