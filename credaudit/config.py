@@ -104,7 +104,7 @@ class NoiseConfig:
     )
     min_class_rows: int = _opt(30, "classes with fewer rows are reported as too small to estimate", low=0)
     min_kappa: float = _opt(
-        0.2,
+        0.15,
         "below this chance-corrected k-NN label agreement (0 = chance from class frequencies, 1 = perfect) "
         "the features are weak and the noise estimate untrustworthy",
         low=0.0,

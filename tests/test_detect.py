@@ -126,3 +126,20 @@ def test_suggest_excludes_the_given_label_only_when_flagged():
     suggested, confidence = suggest_labels(labels, posterior, np.array([True, False]))
     assert suggested.tolist() == [1, 0]
     np.testing.assert_allclose(confidence, [0.2, 0.7])
+
+
+def test_rank_budget_is_capped_by_the_vote_and_floored_by_the_score():
+    labels = np.zeros(8, dtype=int)
+    scores = VoteScores(
+        np.array([0.9, 0.8, 0.7, 0.6, 0.15, 0.1, 0.05, 0.0]),
+        np.zeros((8, 2)),
+        np.array([8, 7, 6, 5, 2, 1, 1, 0]),
+        np.full(8, 0.5),
+        np.array([1, 0, 0, 0, 0, 0, 0, 0]),  # only row 0 is outvoted
+    )
+    rate = np.array([1.0, 0.0])  # a wildly wrong budget: every row of class 0
+    assert flag_rank(labels, scores, rate, n_classes=2).sum() == 7, "no cap, no floor: all rows with a dissenter"
+    capped = flag_rank(labels, scores, rate, n_classes=2, vote_cap_factor=2.0)
+    assert capped.tolist() == [True, True] + [False] * 6, "at most twice the outvoted rows"
+    floored = flag_rank(labels, scores, rate, n_classes=2, min_score=0.2)
+    assert floored.tolist() == [True] * 4 + [False] * 4, "rows scoring below the floor never fill the budget"

@@ -26,10 +26,10 @@ def test_chance_agreement_follows_the_class_balance():
     assert chance_corrected_agreement(1.0, np.array([0.3, 0.7]))[1] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_weak_imbalanced_binary_is_untrusted_never_a_silent_pass(seed):
+@pytest.mark.parametrize(("seed", "separation"), [(0, 1.0), (1, 1.0), (2, 0.5), (0, 1.5)])
+def test_weak_imbalanced_binary_is_untrusted_never_a_silent_pass(seed, separation):
     """The failure of the issue: 88/12 binary, weak features, 5 % noise."""
-    x, true, observed = make_imbalanced_weak(3000, seed)
+    x, true, observed = make_imbalanced_weak(3000, seed, separation=separation)
     errors = int((observed != true).sum())
     config = merge({"gates": {"max_noise_rate": 0.5}, "seed": seed})
     result = audit(pl.DataFrame({"label": observed}), config, embeddings=x)
