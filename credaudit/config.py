@@ -132,7 +132,8 @@ class DetectConfig:
     min_score: float = _opt(0.2, "rank: never flag a row whose error score is below this", low=0.0, high=1.0)
     untrusted_max_class_share: float = _opt(
         0.2,
-        "with an untrustworthy noise estimate, flags fall back to the neighbour vote, at most this share of any class",
+        "with weak features (an untrustworthy estimate), flags fall back to the neighbour vote, at most this share "
+        "of any class",
         low=0.0,
         high=1.0,
     )

@@ -17,10 +17,11 @@ Flags.
 
 Trust. The ``rank`` budget and the propagated score both read the estimated T. When the estimate
 is untrusted (trust.py: features near chance, or a row of T not diagonally dominant), detection
-falls back to the plain neighbour vote for both, for every class (weak features) or for the
-classes the broken rows involve, and flags at most ``untrusted_max_class_share`` of each such
-class: a vote on weak features flags whole minority classes, and a wrong T can flag a third of a
-clean majority class. With a trusted estimate the ``rank`` budget of a class is still
+falls back to the plain neighbour vote for both: for every class when the features are weak,
+flagging at most ``untrusted_max_class_share`` of each class (a vote on weak features flags whole
+minority classes), and for the classes a non-dominant row involves when the features are
+informative (there the vote is reliable and a wrong T is not: it can flag a third of a clean
+majority class). With a trusted estimate the ``rank`` budget of a class is still
 capped at ``vote_cap_factor`` times the rows of that class whose vote disagrees with their label, so
 a noise rate that is too high cannot reach far beyond the rows with any evidence against them,
 and a row whose error score is below ``min_score`` is never flagged to fill a budget. (Both
@@ -324,7 +325,7 @@ def detect_label_errors(
     trusted_classes: np.ndarray | None = None,
     vote_cap_factor: float | None = 2.0,
     min_score: float = 0.2,
-    untrusted_max_class_share: float = 0.2,
+    untrusted_max_class_share: float | None = 0.2,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> Detection:
@@ -363,8 +364,8 @@ def detect_label_errors(
         outvoted rows (None: no cap).
     min_score : float
         ``rank``: never flag a row whose error score is below this (the budget is a ceiling).
-    untrusted_max_class_share : float
-        See ``trusted_classes``.
+    untrusted_max_class_share : float, optional
+        See ``trusted_classes``; None: no cap (the plain vote decides).
     seed : int
         Seeds the subsamples.
     progress : Progress, optional
@@ -384,9 +385,10 @@ def detect_label_errors(
     fallback = None
     if not trusted_classes.all():
         names = "every class" if not trusted_classes.any() else f"{int((~trusted_classes).sum())} class(es)"
+        cap = "" if untrusted_max_class_share is None else f", at most {untrusted_max_class_share:.0%} of each class"
         fallback = (
             f"the noise estimate is untrustworthy for {names}: their rows are scored and flagged by the plain "
-            f"neighbour vote, at most {untrusted_max_class_share:.0%} of each class"
+            f"neighbour vote{cap}"
         )
     fallback_rows = ~trusted_classes[labels]
     plain_args = dict(n_classes=n_classes, propagation_steps=0, self_weight=self_weight)

@@ -58,6 +58,8 @@ class TrustAssessment:
         (a - a₀) / (1 - a₀); 1 = neighbours always agree, 0 = no better than chance.
     min_kappa : float
         The threshold applied.
+    weak_features : bool
+        κ is below ``min_kappa``.
     untrusted_classes : list of int
         Class codes whose row of T is not diagonally dominant.
     trusted_classes : ndarray of shape (K,), dtype bool
@@ -71,6 +73,7 @@ class TrustAssessment:
     chance_agreement: float
     kappa: float
     min_kappa: float
+    weak_features: bool = False
     untrusted_classes: list[int] = field(default_factory=list)
     trusted_classes: np.ndarray = field(default_factory=lambda: np.ones(0, dtype=bool))
 
@@ -151,6 +154,7 @@ def assess_trust(
         chance_agreement=chance,
         kappa=kappa,
         min_kappa=min_kappa,
+        weak_features=bool(kappa < min_kappa),
         untrusted_classes=bad,
         trusted_classes=trusted_classes,
     )
