@@ -203,6 +203,22 @@ def scan(
             "--min-confidence", help="Suggestion confidence needed to relabel. [default: 0.9]", show_default=False
         ),
     ] = None,
+    max_clean_share: Annotated[
+        Optional[float],
+        typer.Option(
+            "--max-clean-share",
+            help="Never drop or relabel more than this share of any class. [default: 0.25]",
+            show_default=False,
+        ),
+    ] = None,
+    force_clean: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--force-clean",
+            help="Drop or relabel flagged rows even when the noise estimate is untrustworthy.",
+            show_default=False,
+        ),
+    ] = None,
     max_noise_rate: Annotated[
         Optional[float],
         typer.Option("--max-noise-rate", help="Gate: fail if the estimated noise rate is above.", show_default=False),
@@ -323,6 +339,8 @@ def scan(
                 "output.out": (str(out) if out else None, "--out"),
                 "output.clean": (clean, "--clean"),
                 "output.min_confidence": (min_confidence, "--min-confidence"),
+                "output.max_clean_share": (max_clean_share, "--max-clean-share"),
+                "output.force_clean": (force_clean, "--force-clean"),
                 "output.format": (output_format, "--format"),
                 "gates.max_noise_rate": (max_noise_rate, "--max-noise-rate"),
                 "gates.min_credibility": (min_credibility, "--min-credibility"),

@@ -183,6 +183,10 @@ class OutputConfig:
         choices=("drop", "relabel", "flag"),
     )
     min_confidence: float = _opt(0.9, "suggestion confidence needed to relabel", low=0.0, high=1.0)
+    max_clean_share: float = _opt(
+        0.25, "never drop or relabel more than this share of any class in the cleaned file", low=0.0, high=1.0
+    )
+    force_clean: bool = _opt(False, "drop or relabel flagged rows even when the noise estimate is untrustworthy")
     format: str = _opt(
         "rich", "terminal output: rich, json (report on stdout) or quiet (one line)", choices=("rich", "json", "quiet")
     )

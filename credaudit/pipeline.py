@@ -22,6 +22,7 @@ import polars as pl
 
 from credaudit import __version__
 from credaudit.baseline import compare_reports, load_report
+from credaudit.cleaning import CleaningPlan, plan_cleaning
 from credaudit.config import InputConfig, ScanConfig
 from credaudit.detect import Detection, detect_label_errors
 from credaudit.encoders.base import Encoder, resolve_device
@@ -126,6 +127,22 @@ class AuditResult:
     def verdict(self) -> str:
         return self.report.verdict
 
+    def cleaning_plan(self, mode: str | None = None, min_confidence: float | None = None) -> CleaningPlan:
+        """Which flagged rows the cleaned data drops or relabels, after the guards (cleaning.py)."""
+        out = self.config.output
+        return plan_cleaning(
+            self.codec.encode(self.table.label_values),
+            self.detection.is_label_error,
+            self.detection.error_score,
+            self.detection.suggestion_confidence,
+            n_classes=self.codec.n_classes,
+            mode=mode or out.clean,
+            min_confidence=out.min_confidence if min_confidence is None else min_confidence,
+            trusted=bool(self.report.noise["trustworthy"]),
+            max_class_share=out.max_clean_share,
+            force=out.force_clean,
+        )
+
     def cleaned(self, mode: str | None = None, min_confidence: float | None = None) -> pl.DataFrame:
         """The input, cleaned.
 
@@ -134,24 +151,24 @@ class AuditResult:
         mode : {"drop", "relabel", "flag"}, optional
             ``drop`` flagged rows; ``relabel`` flagged rows whose suggestion confidence is at
             least ``min_confidence`` (dropping the other flagged rows); ``flag`` keeps every row and
-            adds ``credaudit_*`` columns. Default: the config's ``output.clean``.
+            adds ``credaudit_*`` columns. Default: the config's ``output.clean``. ``drop`` and
+            ``relabel`` are guarded (:meth:`cleaning_plan`).
         min_confidence : float, optional
             Default: the config's ``output.min_confidence``.
         """
         mode = mode or self.config.output.clean
-        threshold = self.config.output.min_confidence if min_confidence is None else min_confidence
         frame = self.table.frame
         flagged = pl.Series(self.detection.is_label_error)
-        if mode == "drop":
-            return frame.filter(~flagged)
         suggested = self.issues.get_column("suggested_label")
-        confident = flagged & (self.issues.get_column("suggestion_confidence") >= threshold)
-        if mode == "relabel":
+        if mode in ("drop", "relabel"):
+            plan = self.cleaning_plan(mode, min_confidence)
+            if mode == "drop":
+                return frame.filter(~pl.Series(plan.drop))
             label_col = self.config.input.label_col
             relabelled = frame.with_columns(
-                pl.when(confident).then(suggested).otherwise(pl.col(label_col)).alias(label_col)
+                pl.when(pl.Series(plan.relabel)).then(suggested).otherwise(pl.col(label_col)).alias(label_col)
             )
-            return relabelled.filter(~flagged | confident)
+            return relabelled.filter(~pl.Series(plan.drop))
         if mode == "flag":
             return frame.with_columns(
                 flagged.alias("credaudit_is_label_error"),
@@ -589,6 +606,20 @@ def _build_report(
             for i in top
         ],
     }
+    out = config.output
+    plan = plan_cleaning(
+        labels,
+        flagged,
+        detection.error_score,
+        detection.suggestion_confidence,
+        n_classes=n_classes,
+        mode=out.clean,
+        min_confidence=out.min_confidence,
+        trusted=trust.trusted,
+        max_class_share=out.max_clean_share,
+        force=out.force_clean,
+    )
+    detection_section["cleaning"] = plan.to_dict(labels, names)
     comparison = (
         compare_reports(baseline, {"noise": noise, "detection": detection_section}, before_path=config.gates.baseline)
         if baseline is not None

@@ -35,7 +35,7 @@ def scan(path, *extra, expect_exit=0, out=None):
 def test_json_format_is_the_report_on_stdout(noisy_file):
     result = scan(noisy_file, "--format", "json")
     report = json.loads(result.stdout)
-    assert report["schema_version"] == 2
+    assert report["schema_version"] == 3
     assert report["verdict"] == "pass"
     assert 0.08 < report["noise"]["noise_rate"]["estimate"] < 0.22
     written = json.loads((noisy_file.parent / "out" / "report.json").read_text())

@@ -71,7 +71,7 @@ def test_report_has_every_spec_field(noisy):
     assert {"row_id", "given_label", "suggested_label", "suggestion_confidence", "excerpt"} <= set(top)
     assert [c["id"] for c in report["checks"]] == ["max_noise_rate", "min_credibility", "max_flagged", "max_regression"]
     assert all(c["status"] == "skipped" for c in report["checks"])
-    assert report["baseline"] is None and report["schema_version"] == 2
+    assert report["baseline"] is None and report["schema_version"] == 3
     histogram = report["detection"]["error_score_histogram"]
     assert sum(histogram["flagged"]) == report["detection"]["flagged"]
     assert sum(histogram["flagged"]) + sum(histogram["unflagged"]) == 900

@@ -54,6 +54,17 @@ def largest_confusions(noise: dict[str, Any], limit: int = 10) -> list[tuple[str
 STATUS_MARK = {"pass": "✅", "warn": "⚠️", "fail": "❌", "inconclusive": "❔", "skipped": "·"}
 
 
+def cleaning_line(detection: dict[str, Any]) -> str | None:
+    """What the cleaned file held back and why (None when the guards held nothing back)."""
+    cleaning = detection.get("cleaning")
+    if not cleaning or not cleaning["held_back"]:
+        return None
+    return (
+        f"Cleaning held back {cleaning['held_back']:,} flagged row(s) (dropped {cleaning['dropped']:,}, "
+        f"relabelled {cleaning['relabelled']:,}): " + "; ".join(cleaning["reasons"])
+    )
+
+
 def untrusted_line(noise: dict[str, Any]) -> str | None:
     """The verdict-area sentence for an untrustworthy noise estimate (None when it is trusted)."""
     if noise.get("trustworthy", True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from credaudit.report.format import (
     STATUS_MARK,
     check_line,
+    cleaning_line,
     comparison_rows,
     encoder_line,
     interval,
@@ -56,8 +57,10 @@ def render_markdown(report: AuditReport) -> str:
 
     warnings = [f for f in report.findings if f["severity"] == "warning"]
     infos = [f for f in report.findings if f["severity"] != "warning"]
-    if warnings or infos:
+    held = cleaning_line(det)
+    if warnings or infos or held:
         lines += ["## Findings", ""]
+        lines += [f"- ⚠️ {_cell(held)}"] if held else []
         lines += [f"- ⚠️ {_cell(f['message'])}" for f in warnings] + [f"- {_cell(f['message'])}" for f in infos] + [""]
 
     lines += [

@@ -9,6 +9,10 @@ Versions:
 - 2: gate checks may have status ``warn`` and carry ``warn_threshold`` and ``message``; a
   ``max_regression`` check; a top-level ``baseline`` section (null without ``--baseline``);
   ``detection.error_score_histogram``. Version-1 reports remain readable as baselines.
+- 3: ``verdict`` and check ``status`` may be ``inconclusive`` (a gate read an untrustworthy noise
+  estimate); ``noise.trustworthy`` and ``noise.trust`` (the trust checks); ``detection.fallback``
+  (why the neighbour vote replaced the estimate, or null); ``detection.cleaning`` (what the cleaned
+  file dropped, relabelled and held back, and why).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 T_ORIENTATION = (
     "rows = true class, columns = observed label: "

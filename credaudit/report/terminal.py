@@ -14,6 +14,7 @@ from rich.text import Text
 
 from credaudit.report.format import (
     check_line,
+    cleaning_line,
     comparison_rows,
     encoder_line,
     interval,
@@ -90,6 +91,9 @@ def _body(report: AuditReport, outputs: list[str]) -> Group:
         parts.append(Text())
         parts.append(comparison_table(report.baseline))
 
+    held = cleaning_line(det)
+    if held:
+        parts.append(Text("! " + held, style="yellow"))
     for finding in report.findings:
         style = "yellow" if finding["severity"] == "warning" else "dim"
         parts.append(Text(("! " if finding["severity"] == "warning" else "· ") + finding["message"], style=style))
