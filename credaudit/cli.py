@@ -183,7 +183,21 @@ def scan(
     ] = None,
     method: Annotated[
         Optional[str],
-        typer.Option("--method", help="rank (transition-matrix budget) or vote. [default: rank]", show_default=False),
+        typer.Option(
+            "--method",
+            help="rank (transition-matrix budget), vote (neighbour majority) or threshold (--min-score). "
+            "[default: rank]",
+            show_default=False,
+        ),
+    ] = None,
+    min_score: Annotated[
+        Optional[float],
+        typer.Option(
+            "--min-score",
+            help="Never flag a row whose error score is below this; with --method threshold, flag every row at or "
+            "above it. [default: 0.2]",
+            show_default=False,
+        ),
     ] = None,
     out: Annotated[
         Optional[Path],
@@ -336,6 +350,7 @@ def scan(
                 "encoder.cache": (cache, "--cache/--no-cache"),
                 "detect.k": (k, "--k"),
                 "detect.method": (method, "--method"),
+                "detect.min_score": (min_score, "--min-score"),
                 "output.out": (str(out) if out else None, "--out"),
                 "output.clean": (clean, "--clean"),
                 "output.min_confidence": (min_confidence, "--min-confidence"),

@@ -116,7 +116,9 @@ class NoiseConfig:
 class DetectConfig:
     k: int = _opt(10, "neighbours used by detection", low=1)
     method: str = _opt(
-        "rank", "rank (transition-matrix-driven budget) or vote (neighbour majority)", choices=("rank", "vote")
+        "rank",
+        "rank (transition-matrix-driven budget), vote (neighbour majority) or threshold (error score >= min_score)",
+        choices=("rank", "vote", "threshold"),
     )
     n_rounds: int = _opt(5, "random subsample rounds; a row is an error when flagged in more than half", low=1)
     subsample_rate: float = _opt(0.9, "share of rows in each round", low_open=0.0, high=1.0)
@@ -129,7 +131,12 @@ class DetectConfig:
     vote_cap_factor: float = _opt(
         2.0, "rank: flag at most this multiple of a class's rows whose neighbour vote prefers another label", low=0.0
     )
-    min_score: float = _opt(0.2, "rank: never flag a row whose error score is below this", low=0.0, high=1.0)
+    min_score: float = _opt(
+        0.2,
+        "rank: never flag a row whose error score is below this; threshold: flag every row at or above it",
+        low=0.0,
+        high=1.0,
+    )
     untrusted_max_class_share: float = _opt(
         0.2,
         "with weak features (an untrustworthy estimate), flags fall back to the neighbour vote, at most this share "

@@ -29,8 +29,13 @@ measured on the benchmark: the floor of 0.2 raised F1 under class-conditional no
 0.85 on 20news at 10 % symmetric noise, and cut flags on the clean sets by about half; it costs
 recall under instance-dependent noise, where the estimate is already too low.)
 
-Rounds. Detection repeats on E random 90 % subsamples, neighbours restricted to the subsample; a
-row is a label error when flagged in more than half of the rounds that contained it.
+Rounds. Detection repeats on E random 90 % subsamples, neighbours restricted to the subsample.
+The rows flagged in more than half of the rounds that contained them decide how many rows of each
+class are errors; the full-data score decides which: the final flags of a class are its that many
+highest-scoring rows (same tie-breaks). So within a class no flagged row scores below an
+unflagged one, and a reviewer reading issues.parquet by score meets the flags first.
+
+``threshold`` flags every row whose score is at least ``min_score`` (in each round, then as above).
 
 Propagation. With ``propagation_steps`` S > 0 the score is refined S times over the graph:
 neighbours vote with their current belief about their true class instead of their raw label, and
@@ -285,7 +290,7 @@ class Detection:
     flag_rate : ndarray of shape (N,)
         Share of the rounds containing the row that flagged it.
     is_label_error : ndarray of shape (N,), dtype bool
-        ``flag_rate > 0.5``.
+        Per class, as many rows as were flagged in most of their rounds, the highest-scoring ones.
     suggested_label : ndarray of shape (N,), dtype int64
         Label code: the most probable other class for flagged rows, the given label otherwise.
     suggestion_confidence : ndarray of shape (N,)
@@ -347,7 +352,7 @@ def detect_label_errors(
         r_j, the budget share of the ``rank`` method.
     k : int
         Neighbours in each vote.
-    method : {"rank", "vote"}
+    method : {"rank", "vote", "threshold"}
     n_rounds : int
         Subsample rounds E (>= 1).
     subsample_rate : float
@@ -363,7 +368,8 @@ def detect_label_errors(
         ``rank`` with a trusted estimate: cap each class's budget at this multiple of its
         outvoted rows (None: no cap).
     min_score : float
-        ``rank``: never flag a row whose error score is below this (the budget is a ceiling).
+        ``rank``: never flag a row whose error score is below this (the budget is a ceiling);
+        ``threshold``: flag every row at or above it.
     untrusted_max_class_share : float, optional
         See ``trusted_classes``; None: no cap (the plain vote decides).
     seed : int
@@ -430,8 +436,10 @@ def detect_label_errors(
                 )
             elif method == "vote":
                 flags |= flag_vote(labels, scores)
+            elif method == "threshold":
+                flags |= np.nan_to_num(scores.error_score, nan=-1.0) >= min_score
             else:
-                raise ValueError(f"method must be 'rank' or 'vote'; got {method!r}")
+                raise ValueError(f"method must be 'rank', 'vote' or 'threshold'; got {method!r}")
             flags &= ~fallback_rows
         if fallback_rows.any():
             voted = flag_vote(labels, scores, n_classes=n_classes, max_class_share=untrusted_max_class_share)
@@ -458,6 +466,14 @@ def detect_label_errors(
     if never.any():
         is_error[never] = flag(full_scores)[never]
         flag_rate[never] = is_error[never].astype(float)
+    # The rounds decide how many rows of each class are errors; the full-data score decides which,
+    # so that within a class no flagged row scores below an unflagged one (a reviewer reading
+    # issues.parquet by score sees exactly the flags first).
+    eligible = ~np.isnan(full_scores.error_score) & (full_scores.n_disagree > 0)
+    if method in ("rank", "threshold"):
+        eligible &= fallback_rows | (np.nan_to_num(full_scores.error_score, nan=-1.0) >= min_score)
+    per_class = np.bincount(labels[is_error], minlength=n_classes)
+    is_error = _top_per_class(labels, full_scores, eligible, per_class, n_classes)
 
     suggested, confidence = suggest_labels(labels, full_scores.posterior, is_error)
     return Detection(

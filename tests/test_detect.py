@@ -143,3 +143,35 @@ def test_rank_budget_is_capped_by_the_vote_and_floored_by_the_score():
     assert capped.tolist() == [True, True] + [False] * 6, "at most twice the outvoted rows"
     floored = flag_rank(labels, scores, rate, n_classes=2, min_score=0.2)
     assert floored.tolist() == [True] * 4 + [False] * 4, "rows scoring below the floor never fill the budget"
+
+
+@pytest.mark.parametrize("method", ["rank", "vote", "threshold"])
+def test_within_a_class_no_flagged_row_scores_below_an_unflagged_one(method):
+    x, _, observed = make_clusterable(2000, 5, symmetric_t(5, 0.25), 3, spread=0.9)
+    detection, _ = run(x, observed, 5, method=method)
+    assert detection.is_label_error.any()
+    for c in range(5):
+        in_class = observed == c
+        flagged = detection.error_score[in_class & detection.is_label_error]
+        # Rows whose neighbours all share their label are never flagged, whatever their score.
+        others = detection.error_score[in_class & ~detection.is_label_error & (detection.neighbour_agreement < 1)]
+        if len(flagged) and len(others):
+            assert flagged.min() >= others.max()
+
+
+def test_threshold_flags_by_score():
+    x, _, observed = make_clusterable(1500, 3, symmetric_t(3, 0.2), 4, spread=0.6)
+    graph = build_knn_graph(x, k=17)
+    estimate = estimate_noise(observed, graph.indices, n_classes=3, n_bootstrap=0)
+    detection = detect_label_errors(
+        observed,
+        graph,
+        x,
+        n_classes=3,
+        transition_matrix=estimate.transition_matrix,
+        observed_error_rate=np.array([r.estimate for r in estimate.observed_error_rate]),
+        method="threshold",
+        min_score=0.6,
+    )
+    assert detection.is_label_error.any()
+    assert (detection.error_score[detection.is_label_error] >= 0.6).all()
