@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -449,12 +449,16 @@ def append_text(path: Path, text: str) -> None:
         raise OutputWriteError(f"cannot append to {path}: {exc.strerror or exc}") from None
 
 
-def write_outputs(out_dir: Path, writers: dict[str, Callable[[Path], None]]) -> list[Path]:
+def write_outputs(
+    out_dir: Path, writers: dict[str, Callable[[Path], None]], *, stale: Iterable[str] = ()
+) -> list[Path]:
     """Write every output atomically as a set.
 
     Each writer receives a path inside a staging directory next to ``out_dir``; only when all have
     succeeded are the files moved into ``out_dir`` (``os.replace``: atomic per file, same
-    filesystem). A failure leaves ``out_dir`` as it was.
+    filesystem). A failure leaves ``out_dir`` as it was. Then the files named in ``stale`` that
+    this run did not write (outputs of an earlier run with other options) are removed, so the
+    directory holds only this run's outputs.
 
     Raises
     ------
@@ -477,6 +481,8 @@ def write_outputs(out_dir: Path, writers: dict[str, Callable[[Path], None]]) -> 
         for name in writers:
             os.replace(staging / name, out_dir / name)
             written.append(out_dir / name)
+        for name in set(stale) - set(writers):
+            (out_dir / name).unlink(missing_ok=True)
         return written
     except OSError as exc:
         if created_dir:

@@ -646,6 +646,16 @@ def output_dir(config: ScanConfig, data_path: Path) -> Path:
     return Path(config.output.out) if config.output.out else default_out_dir(data_path)
 
 
+# Every file ``scan`` may write into its output directory: a rerun removes those it did not write.
+SCAN_OUTPUTS = (
+    "issues.parquet",
+    "report.json",
+    "report.md",
+    "report.html",
+    *(f"cleaned{ext}{gz}" for ext in (".parquet", ".jsonl", ".csv") for gz in ("", ".gz")),
+)
+
+
 def output_names(cleaned_name: str, *, html: bool = True) -> list[str]:
     """Names of the files written into the output directory."""
     return [cleaned_name, "issues.parquet", "report.json", "report.md"] + (["report.html"] if html else [])
@@ -688,7 +698,7 @@ def write_scan_outputs(result: AuditResult, out_dir: Path) -> list[Path]:
         from credaudit.report.html import render_html
 
         writers["report.html"] = write_text(render_html(result.report, suspicious_rows(result, output.html_rows)))
-    written = write_outputs(out_dir, writers)
+    written = write_outputs(out_dir, writers, stale=SCAN_OUTPUTS)
     if output.junit:
         from credaudit.report.junit import render_junit
 

@@ -188,3 +188,14 @@ def test_real_subprocess_with_the_default_encoder(tmp_path):
     again = json.loads(second.stdout)
     assert again["run"]["encoder"]["cached_texts"] == 12 and again["run"]["encoder"]["embedded_texts"] == 0
     assert again["noise"] == report["noise"], "cached vectors give identical results"
+
+
+def test_a_rerun_leaves_only_its_own_files(noisy_file, tmp_path):
+    out = tmp_path / "rerun"
+    scan(noisy_file, "--format", "quiet", out=out)
+    assert (out / "report.html").exists()
+    (out / "notes.txt").write_text("mine")  # not credaudit's: never touched
+    scan(noisy_file, "--format", "quiet", "--no-html", "--seed", "7", out=out)
+    assert not (out / "report.html").exists(), "the seed-0 report.html would contradict the seed-7 report.json"
+    assert json.loads((out / "report.json").read_text())["run"]["seed"] == 7
+    assert (out / "notes.txt").read_text() == "mine"
