@@ -64,7 +64,9 @@ def compare_reports(before: dict[str, Any], after: dict[str, Any], *, before_pat
 
     Each entry holds both intervals, the change of the estimate, and whether the intervals overlap
     (changes within overlapping intervals may be sampling noise). Classes are matched by name;
-    classes present in only one report are listed as added or removed.
+    classes present in only one report are listed as added or removed. ``comparable`` is False
+    when the reports share no class: they audit different datasets, and the regression gate
+    refuses to judge.
     """
     b_noise, a_noise = before["noise"], after["noise"]
     b_classes = {c["label"]: c for c in b_noise.get("per_class", [])}
@@ -77,7 +79,10 @@ def compare_reports(before: dict[str, Any], after: dict[str, Any], *, before_pat
         for name in a_classes
         if name in b_classes
     ]
+    shared = [name for name in a_classes if name in b_classes]
     return {
+        # Reports of unrelated datasets (no class in common) have no meaningful change to gate on.
+        "comparable": bool(shared),
         "baseline": {
             "path": before_path,
             "created_at": before.get("created_at"),

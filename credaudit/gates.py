@@ -241,6 +241,17 @@ def regression_check(comparison: dict[str, Any] | None, fail: float | None, warn
         return CheckResult(
             "max_regression", "noise_rate_increase", None, "estimate", fail, warn, Status.SKIPPED, message=reason
         )
+    if not comparison.get("comparable", True):
+        return CheckResult(
+            "max_regression",
+            "noise_rate_increase",
+            None,
+            "estimate",
+            fail,
+            warn,
+            Status.WARN,
+            message="not compared: the two reports share no class, so they audit different datasets",
+        )
     rate = comparison["noise_rate"]
     delta = rate["delta"]
     separated = not rate["intervals_overlap"]

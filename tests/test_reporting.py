@@ -167,6 +167,22 @@ def test_diff_command(tmp_path):
     invoke(["diff", a, b, "--format", "yaml"], expect_exit=2)
 
 
+def test_diff_of_unrelated_datasets_warns_and_does_not_gate(tmp_path):
+    scan(noisy_file(tmp_path, "a.parquet", rate=0.03), tmp_path / "a", "--format", "quiet")
+    other = json.loads((tmp_path / "a" / "report.json").read_text())
+    # Another dataset: the same shape, no class in common, and much noisier.
+    for section in (other["noise"]["per_class"], other["classes"]):
+        for entry in section:
+            entry["label"] = "other-" + str(entry["label"])
+    other["noise"]["noise_rate"] = {"estimate": 0.6, "low": 0.55, "high": 0.65}
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    result = invoke(["diff", tmp_path / "a" / "report.json", path, "--max-regression", "0.01", "--format", "json"])
+    payload = json.loads(result.stdout)
+    assert payload["comparison"]["comparable"] is False
+    assert payload["checks"][0]["status"] == "warn" and "share no class" in payload["checks"][0]["message"]
+
+
 def test_old_schema_is_read_and_newer_is_refused(tmp_path):
     scan(noisy_file(tmp_path), tmp_path / "o", "--format", "quiet")
     current = json.loads((tmp_path / "o" / "report.json").read_text())
@@ -183,7 +199,7 @@ def test_old_schema_is_read_and_newer_is_refused(tmp_path):
     assert compare_reports(load_report(old), current)["noise_rate"]["delta"] == pytest.approx(0.0)
     newer = tmp_path / "v9.json"
     newer.write_text(json.dumps({**current, "schema_version": 9}))
-    with pytest.raises(UsageError, match="schema_version 9; this credaudit reads versions 1-2"):
+    with pytest.raises(UsageError, match="schema_version 9; this credaudit reads versions 1-3"):
         load_report(newer)
     invoke(["diff", newer, old], expect_exit=2)
     bad = tmp_path / "bad.json"
