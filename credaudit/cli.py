@@ -174,6 +174,14 @@ def scan(
         Optional[bool],
         typer.Option("--drop-unlabelled", help="Skip rows with a null label instead of failing.", show_default=False),
     ] = None,
+    encoding: Annotated[
+        Optional[str],
+        typer.Option(
+            "--encoding",
+            help="Text encoding of CSV/JSONL input, e.g. latin-1; the cleaned copy keeps it. [default: utf-8]",
+            show_default=False,
+        ),
+    ] = None,
     encoder: EncoderOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
@@ -346,6 +354,7 @@ def scan(
                 "input.id_col": (id_col, "--id-col"),
                 "input.embedding_col": (embedding_col, "--embedding-col"),
                 "input.drop_unlabelled": (drop_unlabelled, "--drop-unlabelled"),
+                "input.encoding": (encoding, "--encoding"),
                 **_encoder_overrides(encoder, device, precision, batch_size, cache_dir),
                 "encoder.cache": (cache, "--cache/--no-cache"),
                 "detect.k": (k, "--k"),

@@ -37,6 +37,15 @@ def _opt(default: Any, help: str, **rules: Any) -> Any:
     return field(default=default, metadata=metadata)
 
 
+def _is_encoding(value: str) -> bool:
+    import codecs
+
+    try:
+        return codecs.lookup(value) is not None
+    except LookupError:
+        return False
+
+
 def _is_device(value: str) -> bool:
     if value in ("auto", "cpu", "cuda"):
         return True
@@ -50,6 +59,12 @@ class InputConfig:
     id_col: str | None = _opt(None, "stable row identifier carried into every output; default: 0-based row number")
     embedding_col: str | None = _opt(None, "precomputed vectors (list/array column); skips the encoder")
     drop_unlabelled: bool = _opt(False, "drop rows with a null label instead of failing")
+    encoding: str = _opt(
+        "utf-8",
+        "text encoding of CSV and JSONL input (e.g. latin-1); the cleaned copy is written in it",
+        pattern=_is_encoding,
+        pattern_text="a Python codec name such as utf-8, latin-1 or cp1252",
+    )
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ when all of them are written, so a failed run leaves no half-written file.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io as _io
@@ -15,7 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,12 @@ MIN_ROWS = 3  # a row and two neighbours: the smallest consensus triple
 
 @dataclass(frozen=True)
 class DataFormat:
-    """How a dataset is stored: ``kind`` is parquet, parquet-dir, jsonl or csv; ``gzip`` whether compressed."""
+    """How a dataset is stored: ``kind`` is parquet, parquet-dir, jsonl or csv; ``gzip`` whether compressed;
+    ``encoding`` the text encoding of a CSV or JSONL file (the cleaned copy is written in it too)."""
 
     kind: str
     gzip: bool = False
+    encoding: str = "utf-8"
 
     def cleaned_name(self) -> str:
         """File name of the cleaned copy, in the input's own format."""
@@ -120,7 +123,11 @@ def detect_format(path: Path) -> DataFormat:
 
 
 def read_frame(path: Path, fmt: DataFormat) -> pl.DataFrame:
-    """Read the whole file into a DataFrame, mapping every failure to a one-line DataReadError."""
+    """Read the whole file into a DataFrame, mapping every failure to a one-line DataReadError.
+
+    CSV and JSONL bytes are decoded strictly with ``fmt.encoding``: a byte sequence that is not
+    valid in it stops the read, naming the line, instead of being replaced (the cleaned copy must
+    carry the user's text unchanged)."""
     try:
         if fmt.kind == "parquet":
             return _read_parquet(path)
@@ -135,7 +142,7 @@ def read_frame(path: Path, fmt: DataFormat) -> pl.DataFrame:
                 raise DataReadError(
                     f"the parquet files in {path} do not share one schema: {_first_line(exc)}"
                 ) from None
-        raw = _read_bytes(path, fmt)
+        raw = _decoded_utf8(path, _read_bytes(path, fmt), fmt.encoding)
         if not raw.strip():
             raise EmptyDataError(f"{path} is empty")
         if fmt.kind == "jsonl":
@@ -166,6 +173,24 @@ def _read_bytes(path: Path, fmt: DataFormat) -> bytes:
     return data
 
 
+def _decoded_utf8(path: Path, raw: bytes, encoding: str) -> bytes:
+    """``raw`` (in ``encoding``) as UTF-8 bytes, for the parsers; stops at the first invalid byte."""
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        hint = " (name the file's encoding with --encoding, e.g. --encoding latin-1)" if _is_utf8(encoding) else ""
+        raise DataReadError(
+            f"{path} line {line}: byte 0x{raw[exc.start]:02x} is not valid {encoding}{hint}; "
+            "credaudit never replaces characters it cannot read"
+        ) from None
+    return raw if _is_utf8(encoding) else text.encode("utf-8")
+
+
+def _is_utf8(encoding: str) -> bool:
+    return codecs.lookup(encoding).name == "utf-8"
+
+
 def _read_jsonl(path: Path, raw: bytes) -> pl.DataFrame:
     try:
         return pl.read_ndjson(_io.BytesIO(raw), infer_schema_length=None)
@@ -174,7 +199,7 @@ def _read_jsonl(path: Path, raw: bytes) -> pl.DataFrame:
     # polars does not say which line is bad: find it, and fall back to a line-by-line parse when
     # every line is valid JSON (blank lines, schema quirks).
     records = []
-    for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -229,6 +254,7 @@ def read_table(
     embedding_col: str | None = None,
     drop_unlabelled: bool = False,
     text_optional: bool = False,
+    encoding: str = "utf-8",
 ) -> Table:
     """Read and validate a dataset.
 
@@ -240,6 +266,8 @@ def read_table(
         As the ``[input]`` config section.
     text_optional : bool
         Missing text columns are allowed (precomputed embeddings and the default text column).
+    encoding : str
+        Text encoding of a CSV or JSONL file.
 
     Returns
     -------
@@ -254,7 +282,7 @@ def read_table(
         path, fmt, frame, sha = Path("<dataframe>"), DataFormat("parquet"), source, _frame_sha256(source)
     else:
         path = Path(source)
-        fmt = detect_format(path)
+        fmt = replace(detect_format(path), encoding=encoding)
         frame = read_frame(path, fmt)
         sha = file_sha256(path)
     name = path.name if path.name else str(path)
@@ -555,6 +583,8 @@ def write_frame(frame: pl.DataFrame, path: Path, fmt: DataFormat) -> None:
     else:
         frame.write_csv(buffer)
     data = buffer.getvalue()
+    if not _is_utf8(fmt.encoding):
+        data = data.decode("utf-8").encode(fmt.encoding)
     if fmt.gzip:
         # mtime=0: the same cleaned data gives the same bytes.
         data = gzip.compress(data, mtime=0)

@@ -357,6 +357,7 @@ def _read(data: str | Path | pl.DataFrame, cfg: InputConfig, *, precomputed: boo
         id_col=cfg.id_col,
         embedding_col=cfg.embedding_col,
         drop_unlabelled=cfg.drop_unlabelled,
+        encoding=cfg.encoding,
         # Text is optional with precomputed vectors, unless the user named text columns themselves.
         text_optional=(precomputed or cfg.embedding_col is not None) and cfg.text_cols == InputConfig().text_cols,
     )

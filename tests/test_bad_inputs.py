@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import polars as pl
@@ -158,3 +159,31 @@ def test_debug_shows_the_traceback(tmp_path, small_frame):
 
     result = CliRunner().invoke(app, ["scan", str(tmp_path / "nope.parquet"), "--debug"])
     assert isinstance(result.exception, DataReadError)
+
+
+def test_text_in_another_encoding_is_never_altered(tmp_path, small_frame):
+    frame = small_frame.with_columns(pl.format("café n°{}", pl.int_range(pl.len())).alias("text"))
+    lines = [
+        json.dumps({"text": t, "label": lab, "emb": e}, ensure_ascii=False)
+        for t, lab, e in zip(frame["text"], frame["label"], frame["emb"].to_list(), strict=True)
+    ]
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    out = tmp_path / "out"
+    args = ["scan", path, "--embedding-col", "emb", "--out", out, "--no-html", "--format", "quiet", "--clean", "flag"]
+    result = invoke(args, expect_exit=3)
+    assert "line 1" in result.stderr and "--encoding" in result.stderr
+    assert not out.exists()
+    invoke([*args, "--encoding", "latin-1"])
+    cleaned = (out / "cleaned.jsonl").read_bytes()
+    assert b"\xef\xbf\xbd" not in cleaned, "no replacement characters"
+    assert cleaned.decode("latin-1").count("café n°") == frame.height
+    # The same text as CSV: the same message, naming the line (the header is line 1).
+    csv = tmp_path / "latin.csv"
+    csv.write_bytes(
+        ("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in zip(frame["text"], frame["label"], strict=True))).encode(
+            "latin-1"
+        )
+    )
+    assert "line 2" in invoke(["scan", csv, "--out", tmp_path / "o2"], expect_exit=3).stderr
+    invoke(["scan", path, "--encoding", "no-such-codec", "--out", tmp_path / "o3"], expect_exit=2)
