@@ -156,10 +156,13 @@ def _parse_max_flagged(value: Optional[str]) -> int | float | None:
         raise typer.BadParameter(f"must be a row count (int) or a fraction below 1 (float); got {value!r}") from None
 
 
-def _progress(enabled: bool):
-    from credaudit.console import RichProgress
+def _progress(interactive: bool, *, quiet: bool = False):
+    """Rich bars on a terminal; plain periodic lines in logs; nothing with ``--format quiet``."""
+    from credaudit.console import PlainProgress, RichProgress
 
-    return RichProgress() if enabled else nullcontext(None)
+    if quiet:
+        return nullcontext(None)
+    return RichProgress() if interactive else PlainProgress()
 
 
 @app.command()
@@ -385,7 +388,7 @@ def scan(
             },
         )
         fmt = config.output.format
-        with _progress(fmt == "rich" and is_interactive(sys.stderr)) as progress:
+        with _progress(fmt == "rich" and is_interactive(sys.stderr), quiet=fmt == "quiet") as progress:
             result, written = pipeline.scan(data, config, progress=progress)
         if fmt == "json":
             write(render_json(result.report))

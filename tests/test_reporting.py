@@ -226,3 +226,24 @@ def test_html_is_self_contained_and_escaped(tmp_path):
 def test_no_html_flag(tmp_path):
     scan(noisy_file(tmp_path), tmp_path / "o", "--no-html", "--format", "quiet")
     assert not (tmp_path / "o" / "report.html").exists()
+
+
+def test_plain_progress_in_logs_is_periodic_lines_not_bars():
+    import io
+
+    from credaudit.console import PlainProgress
+
+    now = [0.0]
+    stream = io.StringIO()
+    progress = PlainProgress(stream, interval=30.0, clock=lambda: now[0])
+    progress.start("embedding", total=1000)
+    for _ in range(10):
+        now[0] += 10.0
+        progress.advance(100)
+    progress.finish()
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "credaudit: embedding: started (1,000 steps)"
+    assert lines[1] == "credaudit: embedding: 300/1,000 (30%), 10.0/s, about 1 min 10 s left"
+    assert len(lines) == 2 + 3, "one line per 30 s of a 100 s stage, then the end"
+    assert lines[-1] == "credaudit: embedding: done in 1 min 40 s"
+    assert "\r" not in stream.getvalue()

@@ -7,7 +7,9 @@ transformer. The price is context: a static model cannot tell "not good" from "g
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -72,12 +74,14 @@ class StaticEncoder:
                 "distilling needs model2vec's extra; run `pip install 'model2vec[distill]'`"
             ) from None
         os.environ["HF_HUB_OFFLINE"] = "1"
-        # model2vec's tqdm bars would flood stderr (and CI logs); the scan's own progress is enough.
-        os.environ["TQDM_DISABLE"] = "1"
         self.model_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".m2v-", dir=self.model_dir.parent))
         try:
-            model = distill(model_name=str(self.base_dir), pca_dims=PCA_DIMS, device="cpu")
+            # model2vec's tqdm bars ("Encoding tokens", thousands of redraws) would flood stderr and CI
+            # logs. TQDM_DISABLE cannot help here: tqdm reads it once, when first imported, which
+            # transformers has already done; the bars write to sys.stderr at creation, so divert it.
+            with contextlib.redirect_stderr(io.StringIO()):
+                model = distill(model_name=str(self.base_dir), pca_dims=PCA_DIMS, device="cpu")
             model.save_pretrained(str(staging))
             try:
                 staging.rename(self.model_dir)  # atomic: a concurrent distillation may have won
