@@ -491,6 +491,16 @@ def _excerpt(text: str | None, limit: int) -> str | None:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def _effective_config(config: ScanConfig) -> dict[str, Any]:
+    """The config as run: defaults that depend on the environment are resolved (the cache directory)."""
+    from credaudit.encoders.cache import default_cache_dir
+
+    effective = config.to_dict()
+    if config.encoder.cache and config.encoder.cache_dir is None:
+        effective["encoder"]["cache_dir"] = str(default_cache_dir())
+    return effective
+
+
 def _build_report(
     table: Table,
     codec: LabelCodec,
@@ -539,7 +549,7 @@ def _build_report(
         },
         "graph": {"method": graph.method, "neighbours_stored": graph.k},
         "seed": config.seed,
-        "config": config.to_dict(),
+        "config": _effective_config(config),
         "stage_seconds": times.seconds,
         "peak_memory_mb": _peak_memory_mb(),
     }

@@ -171,3 +171,11 @@ def test_too_many_classes_is_a_clear_input_error():
     frame = pl.DataFrame({"label": [f"c{i % 20}" for i in range(40)]})
     with pytest.raises(InputError, match="has 20 distinct labels; credaudit audits at most 10 classes"):
         audit(frame, merge({"noise": {"max_classes": 10}}), embeddings=x)
+
+
+def test_report_records_the_cache_directory_actually_used(noisy):
+    import os
+
+    frame, x, _ = noisy
+    report = json.loads(render_json(audit(frame, ScanConfig(), embeddings=x).report))
+    assert report["run"]["config"]["encoder"]["cache_dir"] == os.environ["CREDAUDIT_CACHE_DIR"]

@@ -105,7 +105,7 @@ def _static_info() -> EncoderInfo:
         from credaudit.encoders.static import StaticEncoder
 
         encoder = StaticEncoder(_minilm_dir(), _static_store())
-        state = "distilled" if encoder.is_distilled else "distilled on first use (~3 min, once)"
+        state = "distilled" if encoder.is_distilled else "distilled on first use (~30 s, once)"
         return EncoderInfo(
             "static",
             "model2vec static embeddings distilled from the default model (fastest)",

@@ -1,8 +1,9 @@
 """``static``: static token embeddings distilled from the default model (model2vec).
 
-Distilled once from the locally installed all-MiniLM-L6-v2 weights (about 3 minutes on 2 CPU cores,
-no network) and cached; encoding is then a table lookup and a mean, ~100x faster than the
-transformer. The price is context: a static model cannot tell "not good" from "good" as well.
+Distilled once from the locally installed all-MiniLM-L6-v2 weights (about 30 s on 2 idle CPU
+cores, measured in benchmarks/RESULTS.md; no network) and cached; encoding is then a table lookup
+and a mean, ~100x faster than the transformer. The price is context: a static model cannot tell
+"not good" from "good" as well.
 """
 
 from __future__ import annotations

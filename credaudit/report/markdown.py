@@ -66,14 +66,14 @@ def render_markdown(report: AuditReport) -> str:
     lines += [
         "## Classes",
         "",
-        "| class | rows | flagged | noise rate (true class) | wrong labels (observed class) |",
+        "| class | rows | flagged | wrong labels (observed class) | noise rate (true class) |",
         "|---|---:|---:|---|---|",
     ]
     flagged = {d["label"]: d["flagged"] for d in det["flagged_per_class"]}
     for cls, per in zip(report.classes, noise["per_class"], strict=True):
         lines.append(
             f"| {_cell(cls['name'])} | {cls['count']:,} | {flagged.get(cls['name'], 0):,} | "
-            f"{interval(per['noise_rate'])} | {interval(per['observed_label_error_rate'])} |"
+            f"{interval(per['observed_label_error_rate'])} | {interval(per['noise_rate'])} |"
         )
     lines.append("")
 
