@@ -24,6 +24,8 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help: rich markup would eat the "[default: ...]" of every option and print "<bool>" after flags.
+    rich_markup_mode=None,
 )
 
 # Shared option types (defaults are None: only flags the user gave override the config).
@@ -43,6 +45,7 @@ TextColOpt = Annotated[
         "--text-col",
         help="Column to embed (repeat for several; joined with a newline). [default: text]",
         show_default=False,
+        metavar="<column>",
     ),
 ]
 LabelColOpt = Annotated[
@@ -327,6 +330,14 @@ def scan(
     junit: Annotated[
         Optional[Path], typer.Option("--junit", help="Also write the gate checks as JUnit XML.", show_default=False)
     ] = None,
+    top_rows: Annotated[
+        Optional[int],
+        typer.Option("--top-rows", help="Most suspicious rows in the reports. [default: 20]", show_default=False),
+    ] = None,
+    excerpt_chars: Annotated[
+        Optional[int],
+        typer.Option("--excerpt-chars", help="Text excerpt length in the reports. [default: 160]", show_default=False),
+    ] = None,
     html: Annotated[
         Optional[bool], typer.Option("--html/--no-html", help="Write report.html. [default: html]", show_default=False)
     ] = None,
@@ -383,6 +394,8 @@ def scan(
                 "gates.strict": (strict, "--strict"),
                 "gates.allow_inconclusive": (allow_inconclusive, "--allow-inconclusive"),
                 "output.junit": (str(junit) if junit else None, "--junit"),
+                "output.top_rows": (top_rows, "--top-rows"),
+                "output.excerpt_chars": (excerpt_chars, "--excerpt-chars"),
                 "output.html": (html, "--html/--no-html"),
                 "output.github": (github, "--github/--no-github"),
             },

@@ -305,6 +305,8 @@ def merge(
     values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     top: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    unknown: list[str] = []
+    hints: list[str] = []
     for key, value in (file_values or {}).items():
         if key in TOP_LEVEL:
             top[key] = value
@@ -315,14 +317,18 @@ def merge(
             valid = [f.name for f in dataclasses.fields(SECTIONS[key])]
             for sub, sub_value in value.items():
                 if sub not in valid:
-                    raise ConfigError(
-                        f"unknown key {key}.{sub} in {file_name}; valid keys in [{key}] are: {', '.join(valid)}"
-                    )
+                    unknown.append(f"{key}.{sub}")
+                    hints.append(f"valid keys in [{key}] are: {', '.join(valid)}")
+                    continue
                 values[key][sub] = sub_value
                 sources[f"{key}.{sub}"] = f"{key}.{sub} in {file_name}"
         else:
-            valid = list(TOP_LEVEL) + [f"[{s}]" for s in SECTIONS]
-            raise ConfigError(f"unknown key {key} in {file_name}; valid top-level keys are: {', '.join(valid)}")
+            unknown.append(key)
+            hints.append(f"valid top-level keys are: {', '.join(list(TOP_LEVEL) + [f'[{s}]' for s in SECTIONS])}")
+    if unknown:
+        # Every unknown key at once: fixing a file one error per run is slow.
+        noun = "key" if len(unknown) == 1 else "keys"
+        raise ConfigError(f"unknown {noun} {', '.join(unknown)} in {file_name}; " + "; ".join(dict.fromkeys(hints)))
     for dotted, (value, flag) in (overrides or {}).items():
         if value is None:
             continue

@@ -30,6 +30,7 @@ from credaudit.errors import (
     MissingColumnError,
     OutputWriteError,
     SingleClassError,
+    UsageError,
 )
 
 FORMATS_TEXT = ".parquet, .jsonl or .ndjson (optionally .gz), .csv, or a directory of .parquet files"
@@ -419,15 +420,17 @@ def check_out_dir(out_dir: Path, input_path: Path, output_names: list[str]) -> N
 
     Raises
     ------
+    UsageError
+        ``out_dir`` is the input itself or an existing file (the flag's value is wrong: exit 2).
     OutputWriteError
-        ``out_dir`` is the input, inside an input directory, an existing file, would overwrite
-        the input with one of ``output_names``, or is not writable.
+        ``out_dir`` is inside an input directory, would overwrite the input with one of
+        ``output_names``, or is not writable.
     """
     out = out_dir.resolve()
     source = input_path.resolve() if input_path.exists() else None
     if source is not None:
         if out == source:
-            raise OutputWriteError(f"--out {out_dir} is the input itself; choose another directory")
+            raise UsageError(f"--out {out_dir} is the input itself; choose another directory")
         if source.is_dir() and (out == source or source in out.parents):
             raise OutputWriteError(
                 f"--out {out_dir} is inside the input directory {input_path}; choose another directory"
@@ -436,7 +439,8 @@ def check_out_dir(out_dir: Path, input_path: Path, output_names: list[str]) -> N
             if (out / name) == source:
                 raise OutputWriteError(f"--out {out_dir} would overwrite the input {input_path} with {name}")
     if out.exists() and not out.is_dir():
-        raise OutputWriteError(f"--out {out_dir} exists and is not a directory")
+        # The flag's value is wrong, not the environment: a usage error (exit 2).
+        raise UsageError(f"--out {out_dir} exists and is not a directory; name a directory")
     existing = out
     while not existing.exists():
         existing = existing.parent

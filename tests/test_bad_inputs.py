@@ -66,6 +66,10 @@ def make(tmp_path: Path, small_frame: pl.DataFrame, case: str) -> tuple[Path, li
     if case == "out is the input":
         path = good(tmp_path, small_frame)
         return path, [*emb, "--out", str(path)]
+    if case == "out is a file":
+        path = good(tmp_path, small_frame)
+        (tmp_path / "notes.txt").write_text("x")
+        return path, [*emb, "--out", str(tmp_path / "notes.txt")]
     if case == "unwritable out":
         path = good(tmp_path, small_frame)
         blocker = tmp_path / "file"
@@ -120,7 +124,8 @@ CASES = [
         r"--encoder 'no-such-encoder' is neither a known encoder \(minilm.*\) nor an existing model directory",
     ),
     ("model path that is not a model", 3, r"not-a-model is not a sentence-transformers model directory"),
-    ("out is the input", 3, r"--out .*data\.parquet is the input itself"),
+    ("out is the input", 2, r"--out .*data\.parquet is the input itself"),
+    ("out is a file", 2, r"--out .*notes\.txt exists and is not a directory"),
     ("unwritable out", 3, r"--out .*file/out is not writable"),
     ("bad config file", 2, r"detect\.k in .*ci\.toml must be an int >= 1; got 0"),
     ("bad flag value", 2, r"--k must be an int >= 1; got 0"),

@@ -202,3 +202,14 @@ def test_a_rerun_leaves_only_its_own_files(noisy_file, tmp_path):
     assert not (out / "report.html").exists(), "the seed-0 report.html would contradict the seed-7 report.json"
     assert json.loads((out / "report.json").read_text())["run"]["seed"] == 7
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_help_shows_defaults_and_report_sizes_have_flags(noisy_file, tmp_path):
+    help_text = invoke(["scan", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "[default: rank]" in help_text and "[default: 0.25]" in help_text
+    assert "<bool>" not in help_text and "list[str]" not in help_text
+    report = json.loads(
+        scan(noisy_file, "--format", "json", "--top-rows", "3", "--excerpt-chars", "12", out=tmp_path / "o").stdout
+    )
+    assert len(report["detection"]["top_flagged"]) == 3
+    assert all(len(row["excerpt"]) <= 13 for row in report["detection"]["top_flagged"])

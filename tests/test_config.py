@@ -58,6 +58,8 @@ def test_unknown_keys_list_the_valid_ones():
         ConfigError, match=r"unknown key detection in ci\.toml; valid top-level keys are: seed, \[input\]"
     ):
         merge({"detection": {}}, file_name="ci.toml")
+    with pytest.raises(ConfigError, match=r"unknown keys detect\.kk, output\.tops in ci\.toml"):
+        merge({"detect": {"kk": 5}, "output": {"tops": 3}}, file_name="ci.toml")
 
 
 @pytest.mark.parametrize(
@@ -69,7 +71,7 @@ def test_unknown_keys_list_the_valid_ones():
         ),
         ({"detect": {"k": 0}}, r"detect\.k in ci\.toml must be an int >= 1; got 0"),
         ({"detect": {"k": "ten"}}, r"detect\.k in ci\.toml must be an int >= 1; got 'ten'"),
-        ({"detect": {"method": "knn"}}, r"must be one of rank, vote; got 'knn'"),
+        ({"detect": {"method": "knn"}}, r"must be one of rank, vote, threshold; got 'knn'"),
         ({"encoder": {"device": "gpu"}}, r"encoder\.device in ci\.toml must be auto, cpu, cuda or cuda:N; got 'gpu'"),
         ({"input": {"drop_unlabelled": "yes"}}, r"must be true or false"),
         ({"input": {"text_cols": []}}, r"must be a non-empty list of column names"),
