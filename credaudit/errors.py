@@ -2,7 +2,8 @@
 
 Exit codes are a stable contract (SPEC §1):
 
-- 0 the audit ran and every gate passed (or none was set)
+- 0 the audit ran and every gate passed (or none was set); warnings alone (verdict ``warn``) exit 0
+  unless ``--strict``
 - 1 the audit ran and a gate failed, or was inconclusive because it reads an untrustworthy
   noise estimate (a verdict, never an exception; ``--allow-inconclusive`` makes the latter 0)
 - 2 usage or configuration error

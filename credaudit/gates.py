@@ -5,6 +5,9 @@ fails when its value crosses the fail threshold, else warns when it crosses the 
 else passes; with neither threshold set it is skipped. Warnings never fail the run unless
 ``strict``. A failed gate is a verdict, not an exception: ``errors.exit_code_for`` maps it to 1.
 
+The verdict is ``pass``, ``warn`` (something warned, nothing failed: exit 0 unless ``strict``),
+``inconclusive`` or ``fail``.
+
 A gate that reads the noise estimate (noise rate, credibility, regression) is ``inconclusive``
 when the estimate is untrustworthy (trust.py): a wrong estimate must never pass a build silently.
 The verdict is then ``inconclusive`` (unless another gate failed), which exits 1 unless
@@ -272,12 +275,17 @@ def regression_check(comparison: dict[str, Any] | None, fail: float | None, warn
     )
 
 
-def verdict(checks: list[CheckResult], *, strict: bool = False) -> str:
-    """``fail`` if any check failed (or, with ``strict``, warned), else ``inconclusive`` if any
-    check was, else ``pass``."""
-    failing = {Status.FAIL, Status.WARN} if strict else {Status.FAIL}
-    if any(c.status in failing for c in checks):
+def verdict(checks: list[CheckResult], *, strict: bool = False, warnings: bool = False) -> str:
+    """The run's verdict, most severe first.
+
+    ``fail`` if any check failed (or, with ``strict``, anything warned); else ``inconclusive`` if a
+    check read an untrustworthy estimate; else ``warn`` if a check warned or ``warnings`` (the
+    report has warning findings, e.g. an untrustworthy estimate or a tiny class); else ``pass``.
+    A PASS banner never sits above a warning.
+    """
+    warned = warnings or any(c.status is Status.WARN for c in checks)
+    if any(c.status is Status.FAIL for c in checks) or (strict and warned):
         return "fail"
     if any(c.status is Status.INCONCLUSIVE for c in checks):
         return "inconclusive"
-    return "pass"
+    return "warn" if warned else "pass"

@@ -646,7 +646,7 @@ def _build_report(
         detection=detection_section,
         findings=[f.to_dict() for f in findings],
         checks=[c.to_dict() for c in checks],
-        verdict=verdict(checks, strict=config.gates.strict),
+        verdict=verdict(checks, strict=config.gates.strict, warnings=any(f.severity == "warning" for f in findings)),
         baseline=comparison,
     )
     return report, checks

@@ -139,3 +139,11 @@ def test_triple_share_uses_only_the_tightest_triples():
     assert estimate.n_triples == 500
     counts = count_consensus(true, graph.indices, n_classes=3)
     assert counts.n_rows == 1000
+
+
+def test_intervals_do_not_depend_on_the_number_of_workers():
+    x, _, observed = make_clusterable(1500, 4, symmetric_t(4, 0.2), 0)
+    graph = build_knn_graph(x, k=10)
+    one = estimate_noise(observed, graph.indices, n_classes=4, n_bootstrap=6, n_workers=1)
+    two = estimate_noise(observed, graph.indices, n_classes=4, n_bootstrap=6, n_workers=2)
+    assert one.noise_rate == two.noise_rate and one.credibility == two.credibility

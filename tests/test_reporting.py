@@ -27,13 +27,17 @@ def scan(path, out, *extra, expect_exit=0, env=None):
     return invoke(["scan", path, "--embedding-col", "emb", "--out", out, *extra], expect_exit=expect_exit, env=env)
 
 
-def test_warnings_pass_unless_strict(tmp_path):
+def test_warnings_are_a_verdict_of_their_own_and_fail_only_when_strict(tmp_path):
     data = noisy_file(tmp_path)
     result = scan(data, tmp_path / "o", "--warn-max-noise-rate", "0.05", "--format", "json")
     report = json.loads(result.stdout)
     check = next(c for c in report["checks"] if c["id"] == "max_noise_rate")
-    assert check["status"] == "warn" and check["warn_threshold"] == 0.05 and report["verdict"] == "pass"
-    assert "- ⚠️ max_noise_rate: noise rate" in (tmp_path / "o" / "report.md").read_text()
+    assert check["status"] == "warn" and check["warn_threshold"] == 0.05 and report["verdict"] == "warn"
+    markdown = (tmp_path / "o" / "report.md").read_text()
+    assert markdown.startswith("# credaudit: ⚠️ WARN") and "- ⚠️ max_noise_rate: noise rate" in markdown
+    assert 'class="banner warn"' in (tmp_path / "o" / "report.html").read_text()
+    quiet = scan(data, tmp_path / "o", "--warn-max-noise-rate", "0.05", "--format", "quiet").stdout
+    assert quiet.startswith("WARN ")
     scan(data, tmp_path / "o", "--warn-max-noise-rate", "0.05", "--strict", "--format", "quiet", expect_exit=1)
     both = json.loads(
         scan(

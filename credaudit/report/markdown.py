@@ -28,7 +28,7 @@ def render_markdown(report: AuditReport) -> str:
     noise = report.noise
     det = report.detection
     run = report.run
-    mark = {"pass": "✅ PASS", "fail": "❌ FAIL", "inconclusive": "❔ INCONCLUSIVE"}[report.verdict]
+    mark = {"pass": "✅ PASS", "warn": "⚠️ WARN", "fail": "❌ FAIL", "inconclusive": "❔ INCONCLUSIVE"}[report.verdict]
     untrusted = untrusted_line(noise)
     lines = [
         f"# credaudit: {mark}",
@@ -50,7 +50,7 @@ def render_markdown(report: AuditReport) -> str:
     if active:
         lines += ["## Gates", ""] + [f"- {STATUS_MARK[c['status']]} {check_line(c)}" for c in active] + [""]
     else:
-        lines += ["No gate was set: the verdict is pass by definition.", ""]
+        lines += ["No gate was set: the verdict is pass, or warn when the report has warnings.", ""]
 
     if report.baseline:
         lines += render_comparison_markdown(report.baseline).splitlines() + [""]

@@ -55,7 +55,12 @@ def render_terminal(
 def _body(report: AuditReport, outputs: list[str]) -> Group:
     noise, det, run = report.noise, report.detection, report.run
     parts: list = []
-    styles = {"pass": "bold white on green", "fail": "bold white on red", "inconclusive": "bold black on yellow"}
+    styles = {
+        "pass": "bold white on green",
+        "warn": "bold black on yellow",
+        "fail": "bold white on red",
+        "inconclusive": "bold black on yellow",
+    }
     headline = Text()
     headline.append(f" {report.verdict.upper()} ", style=styles[report.verdict])
     headline.append(f"  {run['input']['path']}: {run['input']['rows']:,} rows, {len(report.classes)} classes")
