@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from credaudit.errors import DataReadError, InputError, OutputWriteError
+from credaudit.errors import DataReadError, InputError, OutputWriteError, UsageError
 from credaudit.io import (
     DataFormat,
     check_out_dir,
@@ -120,8 +120,10 @@ def test_outputs_are_all_or_nothing(tmp_path):
 
 def test_out_dir_checks(tmp_path, small_frame):
     data = write_table(small_frame, tmp_path / "cleaned.parquet")
-    with pytest.raises(OutputWriteError, match="is the input itself"):
+    with pytest.raises(UsageError, match="is the input itself"):
         check_out_dir(data, data, ["cleaned.parquet"])
+    with pytest.raises(UsageError, match="exists and is not a directory"):
+        check_out_dir(data, tmp_path / "other.parquet", ["cleaned.parquet"])
     with pytest.raises(OutputWriteError, match="would overwrite the input"):
         check_out_dir(tmp_path, data, ["cleaned.parquet"])
     with pytest.raises(OutputWriteError, match="not writable"):
