@@ -10,6 +10,8 @@ import pytest
 from credaudit.baseline import compare_reports, load_report
 from credaudit.errors import DataReadError, UsageError
 from credaudit.report.github import annotations
+from credaudit.report.model import AuditReport
+from credaudit.report.terminal import render_terminal
 from tests.conftest import make_clusterable, symmetric_t, write_table
 from tests.helpers import invoke
 
@@ -251,3 +253,16 @@ def test_plain_progress_in_logs_is_periodic_lines_not_bars():
     assert len(lines) == 2 + 3, "one line per 30 s of a 100 s stage, then the end"
     assert lines[-1] == "credaudit: embedding: done in 1 min 40 s"
     assert "\r" not in stream.getvalue()
+
+
+def test_terminal_never_truncates_row_ids(tmp_path):
+    data = noisy_file(tmp_path)
+    frame = pl.read_parquet(data).with_columns(pl.format("banking77-train-{}", pl.int_range(pl.len())).alias("rid"))
+    path = write_table(frame, tmp_path / "ids.parquet")
+    report = json.loads(scan(path, tmp_path / "o", "--id-col", "rid", "--format", "json").stdout)
+    fields = {k: report[k] for k in ("run", "classes", "noise", "detection", "findings", "checks", "verdict")}
+    text = render_terminal(
+        AuditReport(tool_version="x", created_at="now", baseline=None, **fields), color=False, width=80
+    )
+    for row in report["detection"]["top_flagged"]:
+        assert row["row_id"] in text

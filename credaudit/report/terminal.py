@@ -178,7 +178,9 @@ def _rows_table(det: dict) -> Table:
         title_justify="left",
         show_edge=False,
     )
-    table.add_column("row")
+    # Row ids are never cut: a reviewer copies them to find the row. The text column gives way.
+    id_width = max((len(str(row["row_id"])) for row in det["top_flagged"]), default=3)
+    table.add_column("row", no_wrap=True, min_width=id_width)
     table.add_column("given")
     table.add_column("suggested")
     table.add_column("conf.", justify="right")
