@@ -262,7 +262,7 @@ def test_terminal_never_truncates_row_ids(tmp_path):
     report = json.loads(scan(path, tmp_path / "o", "--id-col", "rid", "--format", "json").stdout)
     fields = {k: report[k] for k in ("run", "classes", "noise", "detection", "findings", "checks", "verdict")}
     text = render_terminal(
-        AuditReport(tool_version="x", created_at="now", baseline=None, **fields), color=False, width=80
+        AuditReport(tool_version="x", created_at="now", baseline=None, **fields), color=False, width=60
     )
     for row in report["detection"]["top_flagged"]:
         assert row["row_id"] in text
