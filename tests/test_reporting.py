@@ -266,3 +266,12 @@ def test_terminal_never_truncates_row_ids(tmp_path):
     )
     for row in report["detection"]["top_flagged"]:
         assert row["row_id"] in text
+
+
+def test_html_shows_the_confusions_not_the_diagonal(tmp_path):
+    data = noisy_file(tmp_path, rate=0.25)
+    scan(data, tmp_path / "o", "--format", "quiet")
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "diagonal masked" in html
+    table = html.split('id="confusions"', 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr>") >= 2, "a ranked table of the most confused class pairs"

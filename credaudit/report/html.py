@@ -14,7 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from credaudit.report.format import check_line, comparison_rows, interval, pct, score_interval, untrusted_line
+from credaudit.report.format import (
+    check_line,
+    comparison_rows,
+    interval,
+    largest_confusions,
+    pct,
+    score_interval,
+    untrusted_line,
+)
 from credaudit.report.model import AuditReport
 
 # Classes shown in the heatmap and the per-class charts before switching to "the most confused".
@@ -48,6 +56,7 @@ def render_html(report: AuditReport, rows: list[dict[str, Any]]) -> str:
         checks=[dict(c, line=check_line(c)) for c in report.checks if c["status"] != "skipped"],
         comparison=comparison_rows(report.baseline) if report.baseline else None,
         heatmap_svg=_heatmap_svg(noise),
+        confusions=largest_confusions(noise),
         priors_svg=_priors_svg(report),
         error_share_svg=_error_share_svg(report),
         scores_svg=_scores_svg(det),
@@ -103,7 +112,15 @@ def _heatmap_svg(noise: dict) -> str:
         title += f" — the {len(keep)} most confused of {k} classes"
     size = max(3.5, 0.38 * len(labels) + 1.8)
     fig, ax = _figure(size + 1.0, size)
-    image = ax.imshow(t, cmap="Blues", vmin=0.0, vmax=1.0)
+    # The diagonal (labels kept) would set the colour scale and hide every confusion: mask it and
+    # scale the colours to the largest off-diagonal cell. The kept shares are in the bar charts.
+    off = np.where(np.eye(len(labels), dtype=bool), np.nan, t)
+    vmax = max(0.05, float(np.nanmax(off)) if off.size > 1 else 0.05)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["Reds"].with_extremes(bad="#eeeeee")
+    image = ax.imshow(off, cmap=cmap, vmin=0.0, vmax=vmax)
+    title += " (diagonal masked)"
     ax.set_xticks(range(len(labels)), [_short(x) for x in labels], rotation=60, ha="right")
     ax.set_yticks(range(len(labels)), [_short(x) for x in labels])
     ax.set_xlabel("observed label")
@@ -120,9 +137,9 @@ def _heatmap_svg(noise: dict) -> str:
                         ha="center",
                         va="center",
                         fontsize=8,
-                        color="white" if t[i, j] > 0.6 else "black",
+                        color="white" if i != j and t[i, j] > 0.6 * vmax else "black",
                     )
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="P(observed | true)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="P(observed | true), off the diagonal")
     return _svg(fig)
 
 
