@@ -133,22 +133,25 @@ def load_imdb(union: bool = False) -> BenchSet:
     )
 
 
+def _one_label_vs_truth(name: str, stem: str, class_names: list[str], notes: str) -> BenchSet:
+    """A set whose ``label`` column is one annotator's label and ``true_label`` the reference."""
+    frame = pl.read_parquet(data_dir() / f"{stem}.parquet")
+    x = _vectors(data_dir() / f"{stem}.minilm_l6_v2.f16.npy")
+    labels = frame["label"].to_numpy().astype(np.int64)
+    truth = frame["true_label"].to_numpy().astype(np.int64)
+    return BenchSet(name, x, labels, truth, class_names, notes=notes)
+
+
 def load_md_agreement() -> BenchSet:
     """MD-Agreement tweets (offensive or not): one annotator's vote against the 5-annotator majority.
 
-    Imbalanced binary (31 % offensive by majority), 17 % of the single votes disagree with the
-    majority. The "truth" is the majority of the same annotators (no expert gold)."""
-    frame = pl.read_parquet(data_dir() / "md_agreement/md-agreement.parquet")
-    x = _vectors(data_dir() / "md_agreement/md-agreement.minilm_l6_v2.f16.npy")
-    labels = frame["label"].to_numpy().astype(np.int64)
-    truth = frame["true_label"].to_numpy().astype(np.int64)
-    return BenchSet(
+    Imbalanced binary (33 % offensive), 17 % of the single votes disagree with the majority. The
+    "truth" is the majority of the same annotators (no expert gold)."""
+    return _one_label_vs_truth(
         "md_agreement",
-        x,
-        labels,
-        truth,
+        "md_agreement/md-agreement",
         ["not_offensive", "offensive"],
-        notes="one annotator vs the majority of five; imbalanced binary",
+        "one annotator vs the majority of five; imbalanced binary",
     )
 
 
@@ -157,17 +160,11 @@ def load_rte() -> BenchSet:
 
     The sentence embedding of premise + hypothesis carries almost no entailment signal: a
     feature-based detector is near chance here, and the right behaviour is to say so."""
-    frame = pl.read_parquet(data_dir() / "rte_snow2008/rte_snow2008.parquet")
-    x = _vectors(data_dir() / "rte_snow2008/rte_snow2008.minilm_l6_v2.f16.npy")
-    labels = frame["label"].to_numpy().astype(np.int64)
-    truth = frame["true_label"].to_numpy().astype(np.int64)
-    return BenchSet(
+    return _one_label_vs_truth(
         "rte",
-        x,
-        labels,
-        truth,
+        "rte_snow2008/rte_snow2008",
         ["not_entailed", "entailed"],
-        notes="one crowd vote vs expert gold; features near chance",
+        "one crowd vote vs expert gold; features near chance",
     )
 
 

@@ -129,18 +129,14 @@ class AuditResult:
 
     def cleaning_plan(self, mode: str | None = None, min_confidence: float | None = None) -> CleaningPlan:
         """Which flagged rows the cleaned data drops or relabels, after the guards (cleaning.py)."""
-        out = self.config.output
-        return plan_cleaning(
+        return _cleaning_plan(
+            self.config,
             self.codec.encode(self.table.label_values),
-            self.detection.is_label_error,
-            self.detection.error_score,
-            self.detection.suggestion_confidence,
+            self.detection,
             n_classes=self.codec.n_classes,
-            mode=mode or out.clean,
-            min_confidence=out.min_confidence if min_confidence is None else min_confidence,
             trusted=bool(self.report.noise["trustworthy"]),
-            max_class_share=out.max_clean_share,
-            force=out.force_clean,
+            mode=mode,
+            min_confidence=min_confidence,
         )
 
     def cleaned(self, mode: str | None = None, min_confidence: float | None = None) -> pl.DataFrame:
@@ -491,6 +487,33 @@ def _excerpt(text: str | None, limit: int) -> str | None:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def _cleaning_plan(
+    config: ScanConfig,
+    labels: np.ndarray,
+    detection: Detection,
+    *,
+    n_classes: int,
+    trusted: bool,
+    mode: str | None = None,
+    min_confidence: float | None = None,
+) -> CleaningPlan:
+    """The guarded cleaning plan (cleaning.py) with the config's settings; ``mode`` and
+    ``min_confidence`` override the config's."""
+    out = config.output
+    return plan_cleaning(
+        labels,
+        detection.is_label_error,
+        detection.error_score,
+        detection.suggestion_confidence,
+        n_classes=n_classes,
+        mode=mode or out.clean,
+        min_confidence=out.min_confidence if min_confidence is None else min_confidence,
+        trusted=trusted,
+        max_class_share=out.max_clean_share,
+        force=out.force_clean,
+    )
+
+
 def _effective_config(config: ScanConfig) -> dict[str, Any]:
     """The config as run: defaults that depend on the environment are resolved (the cache directory)."""
     from credaudit.encoders.cache import default_cache_dir
@@ -617,19 +640,7 @@ def _build_report(
             for i in top
         ],
     }
-    out = config.output
-    plan = plan_cleaning(
-        labels,
-        flagged,
-        detection.error_score,
-        detection.suggestion_confidence,
-        n_classes=n_classes,
-        mode=out.clean,
-        min_confidence=out.min_confidence,
-        trusted=trust.trusted,
-        max_class_share=out.max_clean_share,
-        force=out.force_clean,
-    )
+    plan = _cleaning_plan(config, labels, detection, n_classes=n_classes, trusted=trust.trusted)
     detection_section["cleaning"] = plan.to_dict(labels, names)
     comparison = (
         compare_reports(baseline, {"noise": noise, "detection": detection_section}, before_path=config.gates.baseline)
