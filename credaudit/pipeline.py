@@ -687,7 +687,12 @@ def suspicious_rows(result: AuditResult, limit: int) -> list[dict[str, Any]]:
     """The ``limit`` flagged rows with the highest error scores, with text excerpts."""
     detection, table = result.detection, result.table
     flagged = np.flatnonzero(detection.is_label_error)
-    order = flagged[np.lexsort((-detection.flag_rate[flagged], -detection.error_score[flagged]))][:limit]
+    # Many top rows score 1.000: the share of neighbours that agree with the label tells them apart.
+    order = flagged[
+        np.lexsort(
+            (-detection.flag_rate[flagged], detection.neighbour_agreement[flagged], -detection.error_score[flagged])
+        )
+    ][:limit]
     return [
         {
             "row_id": table.row_ids[i],
@@ -695,6 +700,7 @@ def suspicious_rows(result: AuditResult, limit: int) -> list[dict[str, Any]]:
             "suggested_label": result.codec.values[detection.suggested_label[i]],
             "suggestion_confidence": float(detection.suggestion_confidence[i]),
             "error_score": float(detection.error_score[i]),
+            "neighbour_agreement": float(detection.neighbour_agreement[i]),
             "excerpt": _excerpt(table.texts[i] if table.texts is not None else None, 300),
         }
         for i in order
