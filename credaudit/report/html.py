@@ -163,9 +163,9 @@ def _priors_svg(report: AuditReport) -> str:
     ax.barh(y + 0.2, clean, height=0.4, label="estimated clean (p)", color="#3182bd")
     ax.set_yticks(y, names)
     ax.invert_yaxis()
-    ax.set_xlabel("share of rows")
-    ax.set_title("Class shares: observed vs estimated clean", loc="left")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
+    # The x label lives in the title: under the axes it collided with the legend.
+    ax.set_title("Class shares of rows: observed vs estimated clean", loc="left")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
     return _svg(fig)
 
 
@@ -194,12 +194,23 @@ def _scores_svg(det: dict) -> str:
     fig, ax = _figure(6.0, 2.6)
     ax.bar(centers, hist["unflagged"], width=width * 0.95, color="#bdbdbd", label="not flagged")
     ax.bar(centers, hist["flagged"], width=width * 0.95, bottom=hist["unflagged"], color="#de2d26", label="flagged")
-    if hist.get("lowest_flagged_score") is not None:
-        ax.axvline(hist["lowest_flagged_score"], color="black", linestyle="--", linewidth=1)
-        ax.text(hist["lowest_flagged_score"], ax.get_ylim()[1] * 0.95, " lowest flagged score", va="top", fontsize=8)
     ax.set_yscale("symlog", linthresh=10)
+    if hist.get("lowest_flagged_score") is not None:
+        lowest = hist["lowest_flagged_score"]
+        ax.axvline(lowest, color="black", linestyle="--", linewidth=1)
+        # Placed in axes height (the y scale is logarithmic) and on the side with room, never clipped.
+        right = lowest > 0.5
+        ax.text(
+            lowest,
+            0.95,
+            "lowest flagged score " if right else " lowest flagged score",
+            transform=ax.get_xaxis_transform(),
+            ha="right" if right else "left",
+            va="top",
+            fontsize=8,
+        )
     ax.set_xlabel("error score (higher = more likely wrong)")
     ax.set_ylabel("rows")
     ax.set_title("Distribution of error scores", loc="left")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _svg(fig)
