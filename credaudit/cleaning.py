@@ -103,7 +103,8 @@ def plan_cleaning(
     trusted : bool
         Whether the noise estimate passed the trust checks.
     max_class_share : float
-        Most rows of any observed class that may be dropped or relabelled, as a share of it.
+        Most rows of any observed class that may be dropped or relabelled, as a share of it; at
+        least one row of each class always stays.
     force : bool
         Clean even with an untrustworthy estimate (the class share still applies).
 
@@ -127,7 +128,8 @@ def plan_cleaning(
 
     acted = flagged.copy()
     counts = np.bincount(labels, minlength=n_classes)
-    allowed = np.floor(counts * max_class_share).astype(np.int64)
+    # Even at a share of 1.0, one row of every class stays: a class never vanishes from the file.
+    allowed = np.minimum(np.floor(counts * max_class_share), np.maximum(counts - 1, 0)).astype(np.int64)
     score = np.nan_to_num(error_score, nan=-1.0)
     capped = []
     for j in np.flatnonzero(np.bincount(labels[flagged], minlength=n_classes) > allowed):
@@ -140,7 +142,7 @@ def plan_cleaning(
     if capped:
         reasons.append(
             f"{int(held_back.sum())} flagged row(s) of {len(capped)} class(es) were kept unchanged: at most "
-            f"{max_class_share:.0%} of a class is dropped or relabelled (--max-clean-share)"
+            f"{max_class_share:.0%} of a class is dropped or relabelled (--max-clean-share), and never its last row"
         )
     if mode == "drop":
         return CleaningPlan(mode, acted, none.copy(), held_back, reasons)

@@ -417,7 +417,7 @@ def scan(
                 )
             )
         if config.output.github or os.environ.get("GITHUB_ACTIONS") == "true":
-            _github(result.report, strict=config.gates.strict, stream=sys.stderr if fmt == "json" else sys.stdout)
+            _github(result.report, config.gates, stream=sys.stderr if fmt == "json" else sys.stdout)
         return int(exit_code_for(result))
 
     _guard(debug, body)
@@ -478,7 +478,7 @@ def embed(
     _guard(debug, body)
 
 
-def _github(report, *, strict: bool, stream) -> None:
+def _github(report, gates, *, stream) -> None:
     """Step summary (if GitHub gave a file) and annotations; JSON mode keeps stdout pure."""
     from credaudit.io import append_text
     from credaudit.report.github import annotations
@@ -487,7 +487,7 @@ def _github(report, *, strict: bool, stream) -> None:
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         append_text(Path(summary), render_markdown(report))
-    for line in annotations(report, strict=strict):
+    for line in annotations(report, strict=gates.strict, allow_inconclusive=gates.allow_inconclusive):
         stream.write(line + "\n")
 
 

@@ -10,6 +10,7 @@ mirrors these defaults (a test keeps the two equal). TOML has no null: a setting
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -114,6 +115,12 @@ class NoiseConfig:
     n_bootstrap: int = _opt(40, "bootstrap resamples for the 95% intervals (0: no intervals)", low=0)
     bootstrap_max_iter: int = _opt(20, "L-BFGS iterations per bootstrap refit (warm-started)", low=1)
     confidence_level: float = _opt(0.95, "coverage of the reported intervals", low_open=0.0, high_open=1.0)
+    n_workers: int = _opt(
+        0,
+        "bootstrap refits run side by side, each holding its own copy of the fit's arrays "
+        "(0: the usable cores, at most 4); the results do not depend on it",
+        low=0,
+    )
     max_classes: int = _opt(
         256, "refuse datasets with more classes: the transition-matrix fit costs O(K^4) per step", low=2
     )
@@ -144,7 +151,9 @@ class DetectConfig:
         low=0.0,
     )
     vote_cap_factor: float = _opt(
-        2.0, "rank: flag at most this multiple of a class's rows whose neighbour vote prefers another label", low=0.0
+        2.0,
+        "rank: flag at most this multiple of a class's rows whose neighbour vote prefers another label (0: no cap)",
+        low=0.0,
     )
     min_score: float = _opt(
         0.2,
@@ -275,6 +284,14 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
+# Keys earlier releases read, with why they are gone: a config file that still sets one keeps
+# working, with a note on stderr, instead of failing as an unknown key.
+RETIRED_KEYS: dict[str, str] = {
+    "noise.min_knn_agreement": "replaced by noise.min_kappa, which compares the k-NN label agreement with "
+    "its chance level (a fixed agreement threshold missed chance-level features on balanced classes)",
+}
+
+
 def merge(
     file_values: dict[str, Any] | None = None,
     *,
@@ -308,6 +325,12 @@ def merge(
     unknown: list[str] = []
     hints: list[str] = []
     for key, value in (file_values or {}).items():
+        subs = value if isinstance(value, dict) else {}
+        retired = {sub: RETIRED_KEYS[f"{key}.{sub}"] for sub in subs if f"{key}.{sub}" in RETIRED_KEYS}
+        if retired:
+            for sub, why in retired.items():
+                print(f"credaudit: {key}.{sub} in {file_name} is ignored: {why}", file=sys.stderr)
+            value = {sub: v for sub, v in value.items() if sub not in retired}
         if key in TOP_LEVEL:
             top[key] = value
             sources[key] = f"{key} in {file_name}"

@@ -230,7 +230,7 @@ def flag_rank(
         K.
     vote_cap_factor : float, optional
         Cap each class's budget at this multiple of its rows whose plain vote prefers another
-        class.
+        class; None or 0: no cap.
     min_score : float
         Never flag a row whose error score is below this, even within the budget.
 
@@ -242,7 +242,7 @@ def flag_rank(
     eligible = inside & (scores.n_disagree > 0) & (np.nan_to_num(scores.error_score, nan=-1.0) >= min_score)
     n_in_class = np.bincount(labels[inside], minlength=n_classes)
     budget = np.floor(n_in_class * np.asarray(error_rate) + 0.5).astype(np.int64)
-    if vote_cap_factor is not None:
+    if vote_cap_factor:
         outvoted = np.bincount(labels[inside & (scores.vote_top != labels)], minlength=n_classes)
         budget = np.minimum(budget, np.floor(vote_cap_factor * outvoted).astype(np.int64))
     return _top_per_class(labels, scores, eligible, budget, n_classes)
@@ -419,7 +419,7 @@ def detect_label_errors(
             posterior=np.where(fallback_rows[:, None], plain.posterior, model.posterior),
             n_disagree=model.n_disagree,
             other_similarity=model.other_similarity,
-            vote_top=model.vote_top,
+            vote_top=np.where(fallback_rows, plain.vote_top, model.vote_top),
         )
 
     def flag(scores: VoteScores) -> np.ndarray:
@@ -470,8 +470,14 @@ def detect_label_errors(
     # so that within a class no flagged row scores below an unflagged one (a reviewer reading
     # issues.parquet by score sees exactly the flags first).
     eligible = ~np.isnan(full_scores.error_score) & (full_scores.n_disagree > 0)
+    outvoted = full_scores.vote_top != labels
     if method in ("rank", "threshold"):
         eligible &= fallback_rows | (np.nan_to_num(full_scores.error_score, nan=-1.0) >= min_score)
+    else:
+        # The vote method flags only rows their neighbours outvote; so must the re-pick.
+        eligible &= outvoted
+    # Rows of untrusted classes are judged by the plain vote, whatever the method.
+    eligible &= ~fallback_rows | outvoted
     per_class = np.bincount(labels[is_error], minlength=n_classes)
     is_error = _top_per_class(labels, full_scores, eligible, per_class, n_classes)
 

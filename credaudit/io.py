@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -481,16 +481,22 @@ def append_text(path: Path, text: str) -> None:
         raise OutputWriteError(f"cannot append to {path}: {exc.strerror or exc}") from None
 
 
+# Lists the files the last run wrote into an output directory, so a rerun removes only its own
+# earlier outputs (never a user's file that happens to share a name).
+OUTPUTS_MANIFEST = ".credaudit-outputs.json"
+
+
 def write_outputs(
-    out_dir: Path, writers: dict[str, Callable[[Path], None]], *, stale: Iterable[str] = ()
+    out_dir: Path, writers: dict[str, Callable[[Path], None]], *, replace_previous: bool = False
 ) -> list[Path]:
     """Write every output atomically as a set.
 
     Each writer receives a path inside a staging directory next to ``out_dir``; only when all have
     succeeded are the files moved into ``out_dir`` (``os.replace``: atomic per file, same
-    filesystem). A failure leaves ``out_dir`` as it was. Then the files named in ``stale`` that
-    this run did not write (outputs of an earlier run with other options) are removed, so the
-    directory holds only this run's outputs.
+    filesystem). A failure leaves ``out_dir`` as it was. With ``replace_previous``, the names are
+    recorded in ``OUTPUTS_MANIFEST``, and the files an earlier run recorded there that this run did
+    not write (outputs of other options) are removed, so the directory holds only this run's
+    outputs; a file that cannot be removed is left in place.
 
     Raises
     ------
@@ -503,6 +509,10 @@ def write_outputs(
     except OSError as exc:
         raise OutputWriteError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
     created_dir = False
+    previous = _previous_outputs(out_dir) if replace_previous else set()
+    if replace_previous:
+        names = sorted(writers)
+        writers = {**writers, OUTPUTS_MANIFEST: lambda path: path.write_text(json.dumps(names) + "\n")}
     try:
         for name, writer in writers.items():
             writer(staging / name)
@@ -512,9 +522,13 @@ def write_outputs(
         written = []
         for name in writers:
             os.replace(staging / name, out_dir / name)
-            written.append(out_dir / name)
-        for name in set(stale) - set(writers):
-            (out_dir / name).unlink(missing_ok=True)
+            if name != OUTPUTS_MANIFEST:
+                written.append(out_dir / name)
+        for name in previous - set(writers):
+            try:
+                (out_dir / name).unlink(missing_ok=True)
+            except OSError:
+                pass  # an old output that cannot go is harmless; this run's files are in place
         return written
     except OSError as exc:
         if created_dir:
@@ -522,6 +536,18 @@ def write_outputs(
         raise OutputWriteError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _previous_outputs(out_dir: Path) -> set[str]:
+    """The plain file names a previous run recorded in ``out_dir``'s manifest (none if unreadable)."""
+    try:
+        names = json.loads((out_dir / OUTPUTS_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(names, list):
+        return set()
+    # Only bare names: a tampered manifest must not reach outside the directory.
+    return {n for n in names if isinstance(n, str) and n and Path(n).name == n and n not in (".", "..")}
 
 
 def atomic_write_file(path: Path, writer: Callable[[Path], None]) -> None:

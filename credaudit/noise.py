@@ -483,6 +483,19 @@ def triple_tightness(
     return np.minimum(np.minimum(neighbor_similarities[:, 0], neighbor_similarities[:, 1]), between)
 
 
+def default_workers() -> int:
+    """The cores this process may use (its CPU affinity, not the machine's count), at most 4.
+
+    More threads would not speed the bootstrap up on a shared box, and each holds a copy of the
+    fit's arrays (O(distinct triples + K^3)), which adds up at large K.
+    """
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, 4))
+
+
 def estimate_noise(
     labels: np.ndarray,
     neighbor_indices: np.ndarray,
@@ -528,8 +541,9 @@ def estimate_noise(
     seed : int
         Seeds initialisations and resampling.
     n_workers : int, optional
-        Bootstrap resamples fitted side by side (threads; BLAS single-threaded in each); default:
-        the CPU count. The result does not depend on it.
+        Bootstrap resamples fitted side by side (threads; BLAS single-threaded in each), each
+        holding its own copy of the fit's arrays; default (None or 0): :func:`default_workers`.
+        The result does not depend on it.
     progress : Progress, optional
         One ``advance`` per bootstrap resample.
 
@@ -573,7 +587,7 @@ def estimate_noise(
 
         progress.start("noise intervals", total=n_bootstrap)
         samples = []
-        workers = max(1, min(n_workers or os.cpu_count() or 1, n_bootstrap))
+        workers = max(1, min(n_workers or default_workers(), n_bootstrap))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for sample in pool.map(refit, draws):
                 samples.append(sample)

@@ -264,6 +264,7 @@ def audit(
             n_bootstrap=noise_cfg.n_bootstrap,
             bootstrap_max_iter=noise_cfg.bootstrap_max_iter,
             confidence_level=noise_cfg.confidence_level,
+            n_workers=noise_cfg.n_workers or None,
             seed=config.seed,
             progress=progress,
         )
@@ -668,16 +669,6 @@ def output_dir(config: ScanConfig, data_path: Path) -> Path:
     return Path(config.output.out) if config.output.out else default_out_dir(data_path)
 
 
-# Every file ``scan`` may write into its output directory: a rerun removes those it did not write.
-SCAN_OUTPUTS = (
-    "issues.parquet",
-    "report.json",
-    "report.md",
-    "report.html",
-    *(f"cleaned{ext}{gz}" for ext in (".parquet", ".jsonl", ".csv") for gz in ("", ".gz")),
-)
-
-
 def output_names(cleaned_name: str, *, html: bool = True) -> list[str]:
     """Names of the files written into the output directory."""
     return [cleaned_name, "issues.parquet", "report.json", "report.md"] + (["report.html"] if html else [])
@@ -726,11 +717,12 @@ def write_scan_outputs(result: AuditResult, out_dir: Path) -> list[Path]:
         from credaudit.report.html import render_html
 
         writers["report.html"] = write_text(render_html(result.report, suspicious_rows(result, output.html_rows)))
-    written = write_outputs(out_dir, writers, stale=SCAN_OUTPUTS)
+    written = write_outputs(out_dir, writers, replace_previous=True)
     if output.junit:
         from credaudit.report.junit import render_junit
 
-        junit_text = render_junit(result.report, strict=result.config.gates.strict)
+        gates = result.config.gates
+        junit_text = render_junit(result.report, strict=gates.strict, allow_inconclusive=gates.allow_inconclusive)
         atomic_write_file(Path(output.junit), write_text(junit_text))
         written.append(Path(output.junit))
     return written

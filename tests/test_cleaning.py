@@ -43,6 +43,14 @@ def test_no_class_loses_more_than_its_share_most_suspicious_first():
     assert not plan(labels, flagged, mode="flag").drop.any()
 
 
+def test_a_class_never_vanishes_even_at_share_one():
+    labels = np.array([0] * 4 + [1] * 4)
+    flagged = np.ones(8, dtype=bool)
+    result = plan(labels, flagged, max_class_share=1.0)
+    assert result.drop.sum() == 6 and not result.drop[[3, 7]].any(), "the least suspicious row of each class stays"
+    assert "never its last row" in result.reasons[0]
+
+
 @pytest.mark.parametrize("mode", ["drop", "relabel"])
 def test_weak_features_leave_the_cleaned_file_whole(tmp_path, mode):
     x, _, observed = make_imbalanced_weak(1500, 3)

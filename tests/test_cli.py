@@ -204,6 +204,15 @@ def test_a_rerun_leaves_only_its_own_files(noisy_file, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_a_rerun_never_removes_a_file_it_did_not_write(noisy_file, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.html").write_text("the user's own page")  # same name as an output, written by someone else
+    scan(noisy_file, "--format", "quiet", "--no-html", out=out)
+    assert (out / "report.html").read_text() == "the user's own page"
+    assert (out / "report.json").exists()
+
+
 def test_help_shows_defaults_and_report_sizes_have_flags(noisy_file, tmp_path):
     help_text = invoke(["scan", "--help"], env={"COLUMNS": "200"}).stdout
     assert "[default: rank]" in help_text and "[default: 0.25]" in help_text

@@ -114,3 +114,10 @@ def test_config_is_frozen_and_serialisable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.seed = 1  # type: ignore[misc]
     assert config.to_dict()["input"]["text_cols"] == ["text"]
+
+
+def test_a_retired_key_is_ignored_with_a_note(capsys):
+    config = merge({"noise": {"min_knn_agreement": 0.5, "n_bootstrap": 7}}, file_name="old.toml")
+    assert config.noise.n_bootstrap == 7
+    err = capsys.readouterr().err
+    assert "noise.min_knn_agreement in old.toml is ignored" in err and "min_kappa" in err

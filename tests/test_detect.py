@@ -139,6 +139,7 @@ def test_rank_budget_is_capped_by_the_vote_and_floored_by_the_score():
     )
     rate = np.array([1.0, 0.0])  # a wildly wrong budget: every row of class 0
     assert flag_rank(labels, scores, rate, n_classes=2).sum() == 7, "no cap, no floor: all rows with a dissenter"
+    assert flag_rank(labels, scores, rate, n_classes=2, vote_cap_factor=0).sum() == 7, "0 means no cap"
     capped = flag_rank(labels, scores, rate, n_classes=2, vote_cap_factor=2.0)
     assert capped.tolist() == [True, True] + [False] * 6, "at most twice the outvoted rows"
     floored = flag_rank(labels, scores, rate, n_classes=2, min_score=0.2)
@@ -148,15 +149,38 @@ def test_rank_budget_is_capped_by_the_vote_and_floored_by_the_score():
 @pytest.mark.parametrize("method", ["rank", "vote", "threshold"])
 def test_within_a_class_no_flagged_row_scores_below_an_unflagged_one(method):
     x, _, observed = make_clusterable(2000, 5, symmetric_t(5, 0.25), 3, spread=0.9)
-    detection, _ = run(x, observed, 5, method=method)
+    detection, estimate = run(x, observed, 5, method=method)
     assert detection.is_label_error.any()
+    candidates = detection.neighbour_agreement < 1
+    if method == "vote":
+        # The vote flags only rows their neighbours outvote: the order holds among those.
+        model = score_label_errors(
+            observed,
+            build_knn_graph(x, k=10),  # detection scores on the 10 nearest
+            n_classes=5,
+            transition_matrix=estimate.transition_matrix,
+            propagation_steps=3,
+        )
+        candidates &= model.vote_top != observed
     for c in range(5):
         in_class = observed == c
         flagged = detection.error_score[in_class & detection.is_label_error]
         # Rows whose neighbours all share their label are never flagged, whatever their score.
-        others = detection.error_score[in_class & ~detection.is_label_error & (detection.neighbour_agreement < 1)]
+        others = detection.error_score[in_class & ~detection.is_label_error & candidates]
         if len(flagged) and len(others):
             assert flagged.min() >= others.max()
+
+
+def test_vote_method_flags_only_outvoted_rows():
+    x, _, observed = make_clusterable(2000, 4, symmetric_t(4, 0.3), 5, spread=1.0)
+    detection, estimate = run(x, observed, 4, method="vote")
+    graph = build_knn_graph(x, k=10)  # detection scores on the 10 nearest
+    model = score_label_errors(
+        observed, graph, n_classes=4, transition_matrix=estimate.transition_matrix, propagation_steps=3
+    )
+    np.testing.assert_allclose(model.error_score, detection.error_score)
+    assert detection.is_label_error.any()
+    assert (model.vote_top[detection.is_label_error] != observed[detection.is_label_error]).all()
 
 
 def test_threshold_flags_by_score():

@@ -86,7 +86,7 @@ def test_junit_is_parsed_by_a_standard_reader(tmp_path):
         expect_exit=1,
     )
     suite = next(iter(JUnitXml.fromfile(str(junit))))
-    assert suite.name == "credaudit" and suite.tests == 4 and suite.failures == 1 and suite.skipped == 2
+    assert suite.name == "credaudit" and suite.tests == 5 and suite.failures == 1 and suite.skipped == 2
     cases = {case.name: case for case in suite}
     failure = cases["max_noise_rate"].result[0]
     assert isinstance(failure, Failure)
@@ -121,6 +121,53 @@ def test_github_summary_and_annotations(tmp_path):
     json_run = scan(data, tmp_path / "o", "--max-noise-rate", "0.01", "--format", "json", "--github", expect_exit=1)
     json.loads(json_run.stdout)
     assert "::error title=credaudit max_noise_rate::" in json_run.stderr
+
+
+class _GateReport:
+    """A report with one inconclusive check and one warning finding."""
+
+    checks = [
+        {
+            "id": "max_noise_rate",
+            "status": "inconclusive",
+            "message": "estimate untrustworthy",
+            "metric": "noise_rate",
+            "bound": "estimate",
+            "value": 0.1,
+            "threshold": 0.05,
+        }
+    ]
+    findings = [{"kind": "weak_features", "severity": "warning", "message": "features near chance"}]
+    run = {"input": {"path": "x.csv", "sha256": "0"}, "stage_seconds": {"total": 1.0}}
+    verdict = "inconclusive"
+    noise = {"noise_rate": {"estimate": 0.1}, "credibility": {"estimate": 0.9}}
+    created_at = "2026-11-29T00:00:00Z"
+
+
+def test_junit_and_annotations_agree_with_the_exit_code(tmp_path):
+    from junitparser import Failure, JUnitXml, Skipped
+
+    from credaudit.report.junit import render_junit
+
+    def suite_of(**kwargs):
+        path = tmp_path / "j.xml"
+        path.write_text(render_junit(_GateReport(), **kwargs))
+        suite = next(iter(JUnitXml.fromfile(str(path))))
+        return suite, {case.name: case for case in suite}
+
+    suite, cases = suite_of()
+    assert suite.failures == 1 and isinstance(cases["max_noise_rate"].result[0], Failure)
+    assert cases["findings"].is_passed, "warnings alone do not fail without --strict"
+    suite, cases = suite_of(allow_inconclusive=True)
+    assert suite.failures == 0 and isinstance(cases["max_noise_rate"].result[0], Skipped)
+    suite, cases = suite_of(allow_inconclusive=True, strict=True)
+    assert suite.failures == 1 and "features near chance" in cases["findings"].result[0].text
+
+    assert annotations(_GateReport())[0].startswith("::error title=credaudit max_noise_rate")
+    allowed = annotations(_GateReport(), allow_inconclusive=True)
+    assert allowed[0].startswith("::warning title=credaudit max_noise_rate")
+    assert allowed[1].startswith("::warning title=credaudit weak_features")
+    assert annotations(_GateReport(), strict=True, allow_inconclusive=True)[1].startswith("::error")
 
 
 def test_annotation_escaping():

@@ -90,6 +90,10 @@ def test_a_non_dominant_row_sends_only_its_classes_to_the_vote():
     assert detection.fallback is not None
     for c in (0, 1):
         assert detection.is_label_error[observed == c].mean() <= 0.2 + 1e-9
+        # The vote judges these rows: a flagged row is one its neighbours outvote.
+        flagged_here = detection.is_label_error & (observed == c)
+        assert (detection.suggested_label[flagged_here] != c).all()
+        assert (detection.neighbour_agreement[flagged_here] < 0.5 + 1e-9).all()
     errors = observed != true
     flagged = detection.is_label_error
     assert (flagged & errors).sum() / flagged.sum() > 0.9

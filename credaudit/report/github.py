@@ -17,13 +17,18 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def annotations(report: AuditReport, *, strict: bool = False) -> list[str]:
-    """One workflow-command line per failed or warned check and per warning finding."""
+def annotations(report: AuditReport, *, strict: bool = False, allow_inconclusive: bool = False) -> list[str]:
+    """One workflow-command line per failed, inconclusive or warned check and per warning finding.
+
+    Errors are exactly what fails the run: failed checks, inconclusive ones unless
+    ``allow_inconclusive``, and with ``strict`` warnings too.
+    """
     lines = []
     for check in report.checks:
-        if check["status"] in ("fail", "inconclusive") or (strict and check["status"] == "warn"):
+        status = check["status"]
+        if status == "fail" or (status == "inconclusive" and not allow_inconclusive) or (strict and status == "warn"):
             level = "error"
-        elif check["status"] == "warn":
+        elif status in ("warn", "inconclusive"):
             level = "warning"
         else:
             continue
@@ -32,5 +37,6 @@ def annotations(report: AuditReport, *, strict: bool = False) -> list[str]:
     for finding in report.findings:
         if finding["severity"] == "warning":
             title = _escape_property(f"credaudit {finding['kind']}")
-            lines.append(f"::warning title={title}::{_escape_data(finding['message'])}")
+            level = "error" if strict else "warning"
+            lines.append(f"::{level} title={title}::{_escape_data(finding['message'])}")
     return lines
