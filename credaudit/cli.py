@@ -5,6 +5,7 @@ Exit codes: 0 pass, 1 gate failed or inconclusive, 2 usage/config error, 3 input
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
@@ -14,9 +15,31 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+import typer.core
 
 from credaudit import __version__
 from credaudit.errors import CredauditError, ExitCode
+
+
+class _Command(typer.core.TyperCommand):
+    """A command that names an unknown option plainly.
+
+    click's matcher offers any loosely similar option ("--bogus" got "Possible options: --out");
+    a suggestion that is not close misleads more than none.
+    """
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        known = sorted({opt for param in self.get_params(ctx) for opt in (*param.opts, *param.secondary_opts)})
+        for arg in args:
+            if arg == "--":
+                break
+            name = arg.split("=", 1)[0]
+            if name.startswith("--") and name not in known:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+                hint = f"did you mean {close[0]}?" if close else f"'credaudit {ctx.info_name} --help' lists them"
+                ctx.fail(f"No such option: {name} ({hint})")
+        return super().parse_args(ctx, args)
+
 
 app = typer.Typer(
     name="credaudit",
@@ -168,7 +191,7 @@ def _progress(interactive: bool, *, quiet: bool = False):
     return RichProgress() if interactive else PlainProgress()
 
 
-@app.command()
+@app.command(cls=_Command)
 def scan(
     data: DataArg,
     config_file: ConfigOpt = None,
@@ -330,6 +353,17 @@ def scan(
     junit: Annotated[
         Optional[Path], typer.Option("--junit", help="Also write the gate checks as JUnit XML.", show_default=False)
     ] = None,
+    review: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--review",
+            help="Also write every flagged row, most suspicious first, for review: FILE.csv (fill in decision / "
+            "corrected_label) or FILE.json (Label Studio tasks, with FILE.label_config.xml); repeat for both. "
+            "`credaudit apply` reads the reviewed file back.",
+            show_default=False,
+            metavar="FILE",
+        ),
+    ] = None,
     top_rows: Annotated[
         Optional[int],
         typer.Option("--top-rows", help="Most suspicious rows in the reports. [default: 20]", show_default=False),
@@ -394,6 +428,7 @@ def scan(
                 "gates.strict": (strict, "--strict"),
                 "gates.allow_inconclusive": (allow_inconclusive, "--allow-inconclusive"),
                 "output.junit": (str(junit) if junit else None, "--junit"),
+                "output.review": (tuple(review) if review else None, "--review"),
                 "output.top_rows": (top_rows, "--top-rows"),
                 "output.excerpt_chars": (excerpt_chars, "--excerpt-chars"),
                 "output.html": (html, "--html/--no-html"),
@@ -423,6 +458,63 @@ def scan(
     _guard(debug, body)
 
 
+@app.command(cls=_Command)
+def apply(
+    reviewed: Annotated[
+        Path,
+        typer.Argument(
+            help="A reviewed queue: the .csv from `scan --review` with decision / corrected_label filled in, or a "
+            "Label Studio export (.json, JSON or JSON-MIN) of the tasks it wrote.",
+            show_default=False,
+        ),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option("--data", help="The dataset the queue came from (read as the scan read it).", show_default=False),
+    ],
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            help="Where to write the data with the decisions applied, in its own format. "
+            "[default: ./credaudit-out/<data stem>/reviewed.<ext>]",
+            show_default=False,
+        ),
+    ] = None,
+    config_file: ConfigOpt = None,
+    label_col: LabelColOpt = None,
+    id_col: IdColOpt = None,
+    drop_unlabelled: Annotated[
+        Optional[bool],
+        typer.Option("--drop-unlabelled", help="As given to the scan.", show_default=False),
+    ] = None,
+    encoding: Annotated[
+        Optional[str],
+        typer.Option("--encoding", help="As given to the scan. [default: utf-8]", show_default=False),
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Write DATA with reviewers' decisions applied: relabel, drop or keep each reviewed row; the rest unchanged."""
+
+    def body() -> int:
+        from credaudit import pipeline
+        from credaudit.console import write
+
+        config = _config(
+            config_file,
+            {
+                "input.label_col": (label_col, "--label-col"),
+                "input.id_col": (id_col, "--id-col"),
+                "input.drop_unlabelled": (drop_unlabelled, "--drop-unlabelled"),
+                "input.encoding": (encoding, "--encoding"),
+            },
+        )
+        write(pipeline.apply_review(reviewed, data, config, out=out) + "\n")
+        return 0
+
+    _guard(debug, body)
+
+
 def _encoder_overrides(encoder, device, precision, batch_size, cache_dir) -> dict:
     """The encoder flags ``scan`` and ``embed`` share, as config overrides (value, flag name)."""
     return {
@@ -434,7 +526,7 @@ def _encoder_overrides(encoder, device, precision, batch_size, cache_dir) -> dic
     }
 
 
-@app.command()
+@app.command(cls=_Command)
 def embed(
     data: DataArg,
     config_file: ConfigOpt = None,
@@ -491,7 +583,7 @@ def _github(report, gates, *, stream) -> None:
         stream.write(line + "\n")
 
 
-@app.command()
+@app.command(cls=_Command)
 def diff(
     baseline: Annotated[Path, typer.Argument(help="The earlier report.json.", show_default=False)],
     current: Annotated[Path, typer.Argument(help="The later report.json.", show_default=False)],
@@ -557,7 +649,7 @@ def diff(
     _guard(debug, body)
 
 
-@app.command("encoders")
+@app.command("encoders", cls=_Command)
 def list_encoders() -> None:
     """List the available encoders and where their weights come from."""
 

@@ -226,6 +226,11 @@ class OutputConfig:
     html: bool = _opt(True, "also write report.html (self-contained, opens offline)")
     html_rows: int = _opt(500, "most suspicious rows in report.html's table", low=0)
     junit: str | None = _opt(None, "also write the gate checks as a JUnit XML file at this path")
+    review: tuple[str, ...] = _opt(
+        (),
+        "also write the flagged rows as a review queue: a .csv to fill in, and/or a .json of Label Studio tasks "
+        "(with <stem>.label_config.xml beside it); `credaudit apply` reads the reviewed file back",
+    )
     github: bool = _opt(
         False,
         "GitHub Actions output (step summary, ::error/::warning annotations); on by itself when GITHUB_ACTIONS=true",

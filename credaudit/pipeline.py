@@ -6,13 +6,14 @@ assembles the result. It never touches a terminal: progress goes through the ``P
 
 from __future__ import annotations
 
+import json
 import math
 import resource
 import sys
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from credaudit.cleaning import CleaningPlan, plan_cleaning
 from credaudit.config import InputConfig, ScanConfig
 from credaudit.detect import Detection, detect_label_errors
 from credaudit.encoders.base import Encoder, resolve_device
-from credaudit.errors import InputError
+from credaudit.errors import InputError, UsageError
 from credaudit.findings import (
     Finding,
     find_conflicting_duplicates,
@@ -53,6 +54,18 @@ from credaudit.progress import NullProgress, Progress
 from credaudit.report.json import render_json
 from credaudit.report.markdown import render_markdown
 from credaudit.report.model import T_ORIENTATION, AuditReport
+from credaudit.review import (
+    REVIEW_FORMATS,
+    apply_decisions,
+    label_studio_config,
+    label_studio_tasks,
+    neighbour_label_summary,
+    rank_flagged,
+    read_review,
+    review_config_path,
+    review_frame,
+    write_review_csv,
+)
 from credaudit.trust import TrustAssessment, assess_trust, widen_untrusted
 
 # Spare neighbours so that, after a 90 % subsample, nearly every row still has k of them stored.
@@ -674,16 +687,16 @@ def output_names(cleaned_name: str, *, html: bool = True) -> list[str]:
     return [cleaned_name, "issues.parquet", "report.json", "report.md"] + (["report.html"] if html else [])
 
 
+def _ranked_flags(detection: Detection) -> np.ndarray:
+    return rank_flagged(
+        detection.is_label_error, detection.error_score, detection.neighbour_agreement, detection.flag_rate
+    )
+
+
 def suspicious_rows(result: AuditResult, limit: int) -> list[dict[str, Any]]:
-    """The ``limit`` flagged rows with the highest error scores, with text excerpts."""
+    """The ``limit`` flagged rows a reviewer should see first, with text excerpts."""
     detection, table = result.detection, result.table
-    flagged = np.flatnonzero(detection.is_label_error)
-    # Many top rows score 1.000: the share of neighbours that agree with the label tells them apart.
-    order = flagged[
-        np.lexsort(
-            (-detection.flag_rate[flagged], detection.neighbour_agreement[flagged], -detection.error_score[flagged])
-        )
-    ][:limit]
+    order = _ranked_flags(detection)[:limit]
     return [
         {
             "row_id": table.row_ids[i],
@@ -696,6 +709,45 @@ def suspicious_rows(result: AuditResult, limit: int) -> list[dict[str, Any]]:
         }
         for i in order
     ]
+
+
+def review_queue(result: AuditResult) -> pl.DataFrame:
+    """Every flagged row, most suspicious first, with its neighbours' labels (review.py)."""
+    detection, table = result.detection, result.table
+    rows = _ranked_flags(detection)
+    labels = result.codec.encode(table.label_values)
+    neighbours = result.graph.indices[rows, : detection.k]
+    neighbour_codes = np.where(neighbours >= 0, labels[np.maximum(neighbours, 0)], -1)
+    names = [str(v) for v in result.codec.values]
+    return review_frame(
+        rows,
+        row_ids=table.row_ids,
+        given=table.label_values,
+        suggested=result.issues.get_column("suggested_label").to_list(),
+        suggestion_confidence=detection.suggestion_confidence,
+        error_score=detection.error_score,
+        neighbour_agreement=detection.neighbour_agreement,
+        neighbour_labels=neighbour_label_summary(neighbour_codes, names),
+        texts=table.texts,
+    )
+
+
+def write_review_files(result: AuditResult, paths: Sequence[str]) -> list[Path]:
+    """Write the review queue to each path, each file atomically: CSV, or Label Studio tasks + config."""
+    queue = review_queue(result)
+    written = []
+    for name in paths:
+        path = Path(name)
+        if path.suffix.lower() == ".csv":
+            atomic_write_file(path, lambda target: write_review_csv(queue, target))
+        else:
+            tasks = json.dumps(label_studio_tasks(queue), ensure_ascii=False, indent=1)
+            atomic_write_file(path, write_text(tasks + "\n"))
+            names = [str(v) for v in result.codec.values]
+            atomic_write_file(review_config_path(path), write_text(label_studio_config(names)))
+            written.append(review_config_path(path))
+        written.append(path)
+    return written
 
 
 def write_scan_outputs(result: AuditResult, out_dir: Path) -> list[Path]:
@@ -725,7 +777,7 @@ def write_scan_outputs(result: AuditResult, out_dir: Path) -> list[Path]:
         junit_text = render_junit(result.report, strict=gates.strict, allow_inconclusive=gates.allow_inconclusive)
         atomic_write_file(Path(output.junit), write_text(junit_text))
         written.append(Path(output.junit))
-    return written
+    return written + write_review_files(result, output.review)
 
 
 def scan(data: str | Path, config: ScanConfig, *, progress: Progress | None = None) -> tuple[AuditResult, list[Path]]:
@@ -740,5 +792,49 @@ def scan(data: str | Path, config: ScanConfig, *, progress: Progress | None = No
     check_out_dir(out, path, output_names(fmt.cleaned_name(), html=config.output.html))
     if config.output.junit:
         check_out_file(Path(config.output.junit), path, flag="--junit")
+    for review in config.output.review:
+        if Path(review).suffix.lower() not in REVIEW_FORMATS:
+            raise UsageError(f"--review {review}: name a .csv file (to fill in) or a .json file (Label Studio tasks)")
+        check_out_file(Path(review), path, flag="--review")
     result = audit(path, config, progress=progress)
     return result, write_scan_outputs(result, out)
+
+
+def apply_review(reviewed: str | Path, data: str | Path, config: ScanConfig, *, out: Path | None = None) -> str:
+    """Write DATA with the decisions of a reviewed queue applied: what ``credaudit apply`` does.
+
+    The data is read as the scan read it (the same ``[input]`` settings give the same row ids);
+    the result goes to ``out`` (default: ``./credaudit-out/<data stem>/reviewed.<ext>``) in the
+    data's own format, atomically. Returns the one-line summary.
+
+    Raises
+    ------
+    CredauditError
+        The review file or the data cannot be read, a decision does not fit the data (review.py),
+        or ``out`` cannot be written.
+    """
+    data_path = Path(data)
+    fmt = replace(detect_format(data_path), encoding=config.input.encoding)
+    target = Path(out) if out else default_out_dir(data_path) / fmt.cleaned_name().replace("cleaned", "reviewed", 1)
+    check_out_file(target, data_path, flag="--out")
+    decisions = read_review(Path(reviewed))
+    cfg = config.input
+    table = read_table(
+        data_path,
+        text_cols=cfg.text_cols,
+        label_col=cfg.label_col,
+        id_col=cfg.id_col,
+        drop_unlabelled=cfg.drop_unlabelled,
+        encoding=cfg.encoding,
+        text_optional=True,  # applying decisions needs the ids and labels only
+    )
+    frame, summary = apply_decisions(
+        table.frame,
+        row_ids=table.row_ids,
+        label_values=table.label_values,
+        label_col=cfg.label_col,
+        review=decisions,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_file(target, lambda path: write_frame(frame, path, table.format))
+    return summary.describe(data_path, target)

@@ -213,6 +213,15 @@ def test_a_rerun_never_removes_a_file_it_did_not_write(noisy_file, tmp_path):
     assert (out / "report.json").exists()
 
 
+def test_an_unknown_option_gets_a_suggestion_only_when_one_is_close(noisy_file):
+    bogus = invoke(["scan", noisy_file, "--bogus"], expect_exit=2)
+    assert "No such option: --bogus" in bogus.stderr and "--out" not in bogus.stderr
+    typo = invoke(["scan", noisy_file, "--lable-col", "label"], expect_exit=2)
+    assert "did you mean --label-col?" in typo.stderr
+    # Values after "--" and "--opt=value" forms are not mistaken for options.
+    invoke(["scan", noisy_file, "--embedding-col=emb", "--format=quiet", "--out", noisy_file.parent / "eq"])
+
+
 def test_help_shows_defaults_and_report_sizes_have_flags(noisy_file, tmp_path):
     help_text = invoke(["scan", "--help"], env={"COLUMNS": "200"}).stdout
     assert "[default: rank]" in help_text and "[default: 0.25]" in help_text

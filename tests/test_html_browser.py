@@ -111,3 +111,29 @@ def test_report_loads_without_console_errors_and_works(tmp_path, browser):
 
     ARTIFACTS.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACTS / "report.png"))
+
+
+def test_many_classes_keep_the_heatmap_readable(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    k = 40
+    x, _, observed = make_clusterable(2400, k, symmetric_t(k, 0.1), 0)
+    names = np.array([f"intent_number_{i:02d}" for i in range(k)])
+    texts = [f"m {i}" for i in range(2400)]
+    frame = pl.DataFrame({"text": texts, "label": names[observed].tolist(), "emb": x.tolist()})
+    data = write_table(frame, tmp_path / "many.parquet")
+    invoke(["scan", data, "--embedding-col", "emb", "--out", tmp_path / "o", "--format", "quiet"])
+    browser.get((tmp_path / "o" / "report.html").as_uri())
+    heatmap = browser.find_element(By.ID, "heatmap")
+    figures = browser.find_element(By.CSS_SELECTOR, ".figures")
+    assert "wide" in heatmap.get_attribute("class")
+    assert heatmap.size["width"] > 0.95 * figures.size["width"], "a row of its own"
+    # Tick labels are rendered at a readable size, not scaled down to specks.
+    heights = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#heatmap svg text'))"
+        ".filter(t => t.textContent.startsWith('intent_number'))"
+        ".map(t => t.getBoundingClientRect().height);"
+    )
+    assert heights and min(heights) >= 9, heights
+    title = browser.find_element(By.ID, "error-share").get_attribute("innerHTML")
+    assert f"of {k} classes with the most wrong labels" in title

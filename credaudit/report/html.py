@@ -27,6 +27,8 @@ from credaudit.report.model import AuditReport
 
 # Classes shown in the heatmap and the per-class charts before switching to "the most confused".
 MAX_HEATMAP_CLASSES = 20
+# Above this many classes the heatmap gets a row of its own in the page.
+WIDE_HEATMAP_CLASSES = 10
 MAX_BAR_CLASSES = 25
 
 
@@ -56,6 +58,7 @@ def render_html(report: AuditReport, rows: list[dict[str, Any]]) -> str:
         checks=[dict(c, line=check_line(c)) for c in report.checks if c["status"] != "skipped"],
         comparison=comparison_rows(report.baseline) if report.baseline else None,
         heatmap_svg=_heatmap_svg(noise),
+        heatmap_wide=len(noise["transition_matrix"]["labels"]) > WIDE_HEATMAP_CLASSES,
         confusions=largest_confusions(noise),
         priors_svg=_priors_svg(report),
         error_share_svg=_error_share_svg(report),
@@ -152,6 +155,12 @@ def _class_order(report: AuditReport) -> list[int]:
     return order
 
 
+def _of_classes(report: AuditReport, order: list[int]) -> str:
+    """A title suffix when a chart shows only some classes."""
+    k = len(report.classes)
+    return "" if len(order) == k else f" — the {len(order)} of {k} classes with the most wrong labels"
+
+
 def _priors_svg(report: AuditReport) -> str:
     order = _class_order(report)
     names = [_short(report.classes[j]["name"]) for j in order]
@@ -164,7 +173,7 @@ def _priors_svg(report: AuditReport) -> str:
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     # The x label lives in the title: under the axes it collided with the legend.
-    ax.set_title("Class shares of rows: observed vs estimated clean", loc="left")
+    ax.set_title("Class shares of rows: observed vs estimated clean" + _of_classes(report, order), loc="left")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
     return _svg(fig)
 
@@ -182,7 +191,7 @@ def _error_share_svg(report: AuditReport) -> str:
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     ax.set_xlabel("share of the class's rows whose label is wrong (95% interval)")
-    ax.set_title("Wrong labels per observed class", loc="left")
+    ax.set_title("Wrong labels per observed class" + _of_classes(report, order), loc="left")
     return _svg(fig)
 
 
