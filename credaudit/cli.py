@@ -115,6 +115,14 @@ CacheOpt = Annotated[
     Optional[bool],
     typer.Option("--cache/--no-cache", help="Reuse cached embeddings. [default: cache]", show_default=False),
 ]
+EncodingOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--encoding",
+        help="Text encoding of CSV/JSONL input, e.g. latin-1; written files keep it. [default: utf-8]",
+        show_default=False,
+    ),
+]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
 
 
@@ -203,14 +211,7 @@ def scan(
         Optional[bool],
         typer.Option("--drop-unlabelled", help="Skip rows with a null label instead of failing.", show_default=False),
     ] = None,
-    encoding: Annotated[
-        Optional[str],
-        typer.Option(
-            "--encoding",
-            help="Text encoding of CSV/JSONL input, e.g. latin-1; the cleaned copy keeps it. [default: utf-8]",
-            show_default=False,
-        ),
-    ] = None,
+    encoding: EncodingOpt = None,
     encoder: EncoderOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
@@ -488,10 +489,7 @@ def apply(
         Optional[bool],
         typer.Option("--drop-unlabelled", help="As given to the scan.", show_default=False),
     ] = None,
-    encoding: Annotated[
-        Optional[str],
-        typer.Option("--encoding", help="As given to the scan. [default: utf-8]", show_default=False),
-    ] = None,
+    encoding: EncodingOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Write DATA with reviewers' decisions applied: relabel, drop or keep each reviewed row; the rest unchanged."""
@@ -546,6 +544,7 @@ def embed(
         ),
     ] = None,
     id_col: IdColOpt = None,
+    encoding: EncodingOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Compute and cache the embeddings of DATA (a batch pre-step: a later scan reads them from the cache)."""
@@ -559,6 +558,7 @@ def embed(
             {
                 "input.text_cols": (tuple(text_col) if text_col else None, "--text-col"),
                 "input.id_col": (id_col, "--id-col"),
+                "input.encoding": (encoding, "--encoding"),
                 **_encoder_overrides(encoder, device, precision, batch_size, cache_dir),
             },
         )

@@ -26,7 +26,8 @@ def _opt(default: Any, help: str, **rules: Any) -> Any:
     """A config field: its default, a one-line help (used in default.toml) and validation rules.
 
     Rules: ``choices`` (allowed values), ``low``/``high`` (inclusive bounds), ``low_open``/``high_open``
-    (exclusive bounds), ``pattern`` (a callable value -> bool with ``pattern_text`` for messages).
+    (exclusive bounds), ``pattern`` (a callable value -> bool with ``pattern_text`` for messages);
+    for lists, ``items`` (what they hold, for messages) and ``empty_ok``.
     """
     factory = None
     if isinstance(default, (list, tuple)):
@@ -230,6 +231,8 @@ class OutputConfig:
         (),
         "also write the flagged rows as a review queue: a .csv to fill in, and/or a .json of Label Studio tasks "
         "(with <stem>.label_config.xml beside it); `credaudit apply` reads the reviewed file back",
+        items="file paths",
+        empty_ok=True,
     )
     github: bool = _opt(
         False,
@@ -399,8 +402,11 @@ def _check(cls: type, key: str, value: Any, source: str) -> Any:
     if tuple in allowed:
         if isinstance(value, str):
             value = (value,)
-        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
-            fail("a non-empty list of column names")
+        items = rules.get("items", "column names")
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+            fail(f"a list of {items}")
+        if not value and not rules.get("empty_ok", False):
+            fail(f"a non-empty list of {items}")
         return tuple(value)
     if bool in allowed:
         if not isinstance(value, bool):

@@ -60,7 +60,9 @@ def embed_file(
     if output is not None and output.suffix not in (".npy", ".parquet"):
         raise UsageError(f"--output {output} must end in .npy or .parquet")
     started = time.perf_counter()
-    texts, ids = read_texts(data, text_cols=config.input.text_cols, id_col=config.input.id_col)
+    texts, ids = read_texts(
+        data, text_cols=config.input.text_cols, id_col=config.input.id_col, encoding=config.input.encoding
+    )
     encoder = get_encoder(
         config.encoder.name,
         device=resolve_device(config.encoder.device),

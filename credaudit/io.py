@@ -575,16 +575,18 @@ def atomic_write_file(path: Path, writer: Callable[[Path], None]) -> None:
 
 
 def read_texts(
-    source: str | Path, *, text_cols: tuple[str, ...], id_col: str | None = None
+    source: str | Path, *, text_cols: tuple[str, ...], id_col: str | None = None, encoding: str = "utf-8"
 ) -> tuple[list[str], list[Any]]:
     """Texts (text columns joined with a newline, null -> "") and row ids of a file, without labels.
+
+    ``encoding`` is the text encoding of a CSV or JSONL file, as for :func:`read_table`.
 
     Raises
     ------
     DataReadError, MissingColumnError, EmptyDataError
     """
     path = Path(source)
-    frame = read_frame(path, detect_format(path))
+    frame = read_frame(path, replace(detect_format(path), encoding=encoding))
     if frame.height == 0:
         raise EmptyDataError(f"{path.name} has no rows")
     for column, flag in [*((c, "--text-col") for c in text_cols), (id_col, "--id-col")]:

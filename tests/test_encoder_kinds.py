@@ -174,3 +174,16 @@ def test_embed_refuses_auto(tmp_path):
 
 def test_scan_with_default_config_has_no_auto_candidates():
     assert ScanConfig().encoder.name == "minilm"
+
+
+def test_embed_reads_the_encoding_it_is_given(tmp_path):
+    from tests.helpers import invoke
+
+    path = tmp_path / "latin.csv"
+    path.write_bytes("text\ncafé au lait\nthé vert\n".encode("latin-1"))
+    cache = tmp_path / "cache"
+    refused = invoke(["embed", path, "--encoder", "tfidf", "--cache-dir", cache], expect_exit=3)
+    assert "line 2" in refused.stderr and "--encoding" in refused.stderr
+    vectors = tmp_path / "v.parquet"
+    invoke(["embed", path, "--encoder", "tfidf", "--cache-dir", cache, "--encoding", "latin-1", "--output", vectors])
+    assert pl.read_parquet(vectors).height == 2
