@@ -245,7 +245,8 @@ def scan(
         Optional[str],
         typer.Option(
             "--clean",
-            help="drop flagged rows, relabel confident ones, or flag (add columns). [default: drop]",
+            help="drop flagged rows, relabel confident ones, dedupe (keep one row per near-duplicate group), "
+            "or flag (add columns). [default: drop]",
             show_default=False,
         ),
     ] = None,
@@ -271,6 +272,49 @@ def scan(
             show_default=False,
         ),
     ] = None,
+    outlier_threshold: Annotated[
+        Optional[float],
+        typer.Option(
+            "--outlier-threshold",
+            help="Flag rows whose outlier score is at least this (0.5: beyond Q3 + 3 IQR of the k-NN or "
+            "class-centroid distance). [default: 0.5]",
+            show_default=False,
+        ),
+    ] = None,
+    outlier_rate: Annotated[
+        Optional[float],
+        typer.Option(
+            "--outlier-rate",
+            help="Instead: flag this share of rows with the highest outlier scores.",
+            show_default=False,
+        ),
+    ] = None,
+    near_duplicate_threshold: Annotated[
+        Optional[float],
+        typer.Option(
+            "--near-duplicate-threshold",
+            help="Cosine similarity above which rows sharing most of their words are near-duplicates. [default: 0.93]",
+            show_default=False,
+        ),
+    ] = None,
+    reference: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--reference",
+            help="A file (e.g. the test split) to check for leakage: rows of DATA with an exact or near-duplicate "
+            "in it are reported; repeat for several.",
+            show_default=False,
+            metavar="FILE",
+        ),
+    ] = None,
+    reference_embedding_col: Annotated[
+        Optional[str],
+        typer.Option(
+            "--reference-embedding-col",
+            help="Column of precomputed vectors in the --reference files (needed with --embedding-col).",
+            show_default=False,
+        ),
+    ] = None,
     max_noise_rate: Annotated[
         Optional[float],
         typer.Option("--max-noise-rate", help="Gate: fail if the estimated noise rate is above.", show_default=False),
@@ -286,6 +330,42 @@ def scan(
             help="Gate: fail if flagged rows exceed N (int) or a fraction (float < 1).",
             show_default=False,
         ),
+    ] = None,
+    max_outliers: Annotated[
+        Optional[str],
+        typer.Option("--max-outliers", help="Gate: fail if outliers exceed N (int) or a fraction.", show_default=False),
+    ] = None,
+    max_duplicates: Annotated[
+        Optional[str],
+        typer.Option(
+            "--max-duplicates",
+            help="Gate: fail if redundant near-duplicate rows (all but one per group) exceed N or a fraction.",
+            show_default=False,
+        ),
+    ] = None,
+    max_leakage: Annotated[
+        Optional[str],
+        typer.Option(
+            "--max-leakage",
+            help="Gate: fail if rows with a duplicate in a --reference file exceed N or a fraction.",
+            show_default=False,
+        ),
+    ] = None,
+    warn_max_outliers: Annotated[
+        Optional[str],
+        typer.Option("--warn-max-outliers", help="Warn if outliers exceed N or a fraction.", show_default=False),
+    ] = None,
+    warn_max_duplicates: Annotated[
+        Optional[str],
+        typer.Option(
+            "--warn-max-duplicates",
+            help="Warn if redundant near-duplicates exceed N or a fraction.",
+            show_default=False,
+        ),
+    ] = None,
+    warn_max_leakage: Annotated[
+        Optional[str],
+        typer.Option("--warn-max-leakage", help="Warn if leaked rows exceed N or a fraction.", show_default=False),
     ] = None,
     gate_on: Annotated[
         Optional[str],
@@ -419,6 +499,17 @@ def scan(
                 "gates.min_credibility": (min_credibility, "--min-credibility"),
                 "gates.max_flagged": (_parse_max_flagged(max_flagged), "--max-flagged"),
                 "gates.gate_on": (gate_on, "--gate-on"),
+                "hygiene.outlier_threshold": (outlier_threshold, "--outlier-threshold"),
+                "hygiene.outlier_rate": (outlier_rate, "--outlier-rate"),
+                "hygiene.near_duplicate_threshold": (near_duplicate_threshold, "--near-duplicate-threshold"),
+                "hygiene.reference": (tuple(reference) if reference else None, "--reference"),
+                "hygiene.reference_embedding_col": (reference_embedding_col, "--reference-embedding-col"),
+                "gates.max_outliers": (_parse_max_flagged(max_outliers), "--max-outliers"),
+                "gates.max_duplicates": (_parse_max_flagged(max_duplicates), "--max-duplicates"),
+                "gates.max_leakage": (_parse_max_flagged(max_leakage), "--max-leakage"),
+                "gates.warn_max_outliers": (_parse_max_flagged(warn_max_outliers), "--warn-max-outliers"),
+                "gates.warn_max_duplicates": (_parse_max_flagged(warn_max_duplicates), "--warn-max-duplicates"),
+                "gates.warn_max_leakage": (_parse_max_flagged(warn_max_leakage), "--warn-max-leakage"),
                 "seed": (seed, "--seed"),
                 "gates.warn_max_noise_rate": (warn_max_noise_rate, "--warn-max-noise-rate"),
                 "gates.warn_min_credibility": (warn_min_credibility, "--warn-min-credibility"),

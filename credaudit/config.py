@@ -172,6 +172,38 @@ class DetectConfig:
 
 
 @dataclass(frozen=True)
+class HygieneConfig:
+    outlier_threshold: float = _opt(
+        0.5,
+        "flag rows whose outlier score is at least this (0.5: beyond Q3 + 3 IQR of the k-NN or class-centroid "
+        "distance)",
+        low=0.0,
+        high=1.0,
+    )
+    outlier_rate: float | None = _opt(
+        None, "instead of the threshold, flag this share of rows with the highest outlier scores", low=0.0, high=1.0
+    )
+    near_duplicate_threshold: float = _opt(
+        0.93, "cosine similarity above which rows whose words overlap are near-duplicates", low=0.0, high=1.0
+    )
+    near_duplicate_min_overlap: float = _opt(
+        0.8, "share of words two near-duplicate texts must have in common (Jaccard)", low=0.0, high=1.0
+    )
+    near_duplicate_vector_threshold: float = _opt(
+        0.99, "cosine similarity above which rows are near-duplicates whatever their words", low=0.0, high=1.0
+    )
+    reference: tuple[str, ...] = _opt(
+        (),
+        "files to check for leakage: rows of the input with an exact or near-duplicate in one of them are reported",
+        items="file paths",
+        empty_ok=True,
+    )
+    reference_embedding_col: str | None = _opt(
+        None, "column of precomputed vectors in the reference files (needed with --embedding-col)"
+    )
+
+
+@dataclass(frozen=True)
 class GatesConfig:
     max_noise_rate: float | None = _opt(None, "fail if the estimated noise rate is above", low=0.0, high=1.0)
     min_credibility: float | None = _opt(None, "fail if credibility is below", low=0.0, high=1.0)
@@ -189,6 +221,20 @@ class GatesConfig:
     warn_max_flagged: int | float | None = _opt(
         None, "warn if flagged rows exceed N (int) or a fraction (float < 1)", low=0.0
     )
+    max_outliers: int | float | None = _opt(
+        None, "fail if outlier rows exceed N (int) or a fraction (float < 1)", low=0.0
+    )
+    max_duplicates: int | float | None = _opt(
+        None, "fail if redundant near-duplicate rows (all but one per group) exceed N or a fraction", low=0.0
+    )
+    max_leakage: int | float | None = _opt(
+        None, "fail if rows with a duplicate in a reference file exceed N (int) or a fraction (float < 1)", low=0.0
+    )
+    warn_max_outliers: int | float | None = _opt(None, "warn if outlier rows exceed N or a fraction", low=0.0)
+    warn_max_duplicates: int | float | None = _opt(
+        None, "warn if redundant near-duplicate rows exceed N or a fraction", low=0.0
+    )
+    warn_max_leakage: int | float | None = _opt(None, "warn if leaked rows exceed N or a fraction", low=0.0)
     warn_max_regression: float | None = _opt(
         None, "with a baseline: warn if the noise rate rose by more than this (intervals apart)", low=0.0, high=1.0
     )
@@ -211,8 +257,9 @@ class OutputConfig:
     out: str | None = _opt(None, "output directory; default: ./credaudit-out/<data stem>/")
     clean: str = _opt(
         "drop",
-        "cleaned data: drop flagged rows, relabel confident ones (drop the rest), or flag (add columns)",
-        choices=("drop", "relabel", "flag"),
+        "cleaned data: drop flagged rows, relabel confident ones (drop the rest), dedupe (keep one row per "
+        "near-duplicate group), or flag (add columns)",
+        choices=("drop", "relabel", "dedupe", "flag"),
     )
     min_confidence: float = _opt(0.9, "suggestion confidence needed to relabel", low=0.0, high=1.0)
     max_clean_share: float = _opt(
@@ -250,6 +297,7 @@ class ScanConfig:
     graph: GraphConfig = field(default_factory=GraphConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    hygiene: HygieneConfig = field(default_factory=HygieneConfig)
     gates: GatesConfig = field(default_factory=GatesConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

@@ -40,7 +40,8 @@ class CheckResult:
     Attributes
     ----------
     id : str
-        ``max_noise_rate``, ``min_credibility``, ``max_flagged`` or ``max_regression``.
+        ``max_noise_rate``, ``min_credibility``, ``max_flagged``, ``max_outliers``,
+        ``max_duplicates``, ``max_leakage`` or ``max_regression``.
     metric : str
         What was compared: ``noise_rate``, ``credibility``, ``flagged_rows``, ``flagged_rate`` or
         ``noise_rate_increase``.
@@ -115,6 +116,7 @@ def evaluate_gates(
     comparison: dict[str, Any] | None = None,
     *,
     trusted: bool = True,
+    hygiene: dict[str, int | None] | None = None,
 ) -> list[CheckResult]:
     """One CheckResult per gate, in a fixed order; gates with no threshold are ``skipped``.
 
@@ -129,6 +131,9 @@ def evaluate_gates(
     trusted : bool
         Whether the noise estimate passed the trust checks; if not, the gates that read it are
         ``inconclusive`` whatever their value.
+    hygiene : dict, optional
+        Row counts for the hygiene gates: ``outliers``, ``duplicates`` (redundant rows: all but
+        one per near-duplicate group) and ``leakage`` (None: no reference was given).
 
     Notes
     -----
@@ -186,36 +191,14 @@ def evaluate_gates(
             )
         )
 
-    if gates.max_flagged is None and gates.warn_max_flagged is None:
-        checks.append(skipped("max_flagged", "flagged_rows"))
-    else:
-        fail_limit, warn_limit = gates.max_flagged, gates.warn_max_flagged
-        as_rate = any(isinstance(x, float) and x < 1 for x in (fail_limit, warn_limit) if x is not None)
-        value = n_flagged / n_rows if as_rate else float(n_flagged)
-
-        def scale(limit):
-            if limit is None:
-                return None
-            is_rate = isinstance(limit, float) and limit < 1
-            return limit if is_rate == as_rate else (limit / n_rows if as_rate else limit * n_rows)
-
-        fail_limit, warn_limit = scale(fail_limit), scale(warn_limit)
-        status = _judge(value, fail_limit, warn_limit, upper=True)
-        shown = _pct if as_rate else (lambda x: f"{x:.0f} rows")
-        checks.append(
-            CheckResult(
-                "max_flagged",
-                "flagged_rate" if as_rate else "flagged_rows",
-                value,
-                "estimate",
-                None if fail_limit is None else float(fail_limit),
-                None if warn_limit is None else float(warn_limit),
-                status,
-                None,
-                f"flagged {shown(value)} ({_limits(fail_limit, warn_limit, shown, upper=True)})",
-            )
-        )
-
+    checks.append(_count_check("max_flagged", "flagged", n_flagged, n_rows, gates.max_flagged, gates.warn_max_flagged))
+    for check_id, noun, key in (
+        ("max_outliers", "outliers", "outliers"),
+        ("max_duplicates", "redundant near-duplicates", "duplicates"),
+        ("max_leakage", "rows leaked from a reference", "leakage"),
+    ):
+        fail, warn = getattr(gates, check_id), getattr(gates, f"warn_{check_id}")
+        checks.append(_count_check(check_id, noun, (hygiene or {}).get(key), n_rows, fail, warn))
     checks.append(regression_check(comparison, gates.max_regression, gates.warn_max_regression))
     if not trusted:
         checks = [_inconclusive(c) if c.id in _READS_ESTIMATE and c.status is not Status.SKIPPED else c for c in checks]
@@ -223,6 +206,46 @@ def evaluate_gates(
 
 
 _READS_ESTIMATE = ("max_noise_rate", "min_credibility", "max_regression")
+
+
+def _count_check(
+    check_id: str, noun: str, count: int | None, n_rows: int, fail: int | float | None, warn: int | float | None
+) -> CheckResult:
+    """A gate on a row count, with limits as counts (int) or shares (float < 1).
+
+    The value is compared as a share when either limit is one; the other limit is converted.
+    """
+    metric = check_id.removeprefix("max_")
+    if fail is None and warn is None:
+        return CheckResult(
+            check_id, f"{metric}_rows", None, "estimate", None, None, Status.SKIPPED, message="no threshold set"
+        )
+    if count is None:
+        return CheckResult(
+            check_id, f"{metric}_rows", None, "estimate", None, None, Status.SKIPPED, message=f"{noun}: not measured"
+        )
+    as_rate = any(isinstance(x, float) and x < 1 for x in (fail, warn) if x is not None)
+    value = count / n_rows if as_rate else float(count)
+
+    def scale(limit):
+        if limit is None:
+            return None
+        is_rate = isinstance(limit, float) and limit < 1
+        return limit if is_rate == as_rate else (limit / n_rows if as_rate else limit * n_rows)
+
+    fail_limit, warn_limit = scale(fail), scale(warn)
+    shown = _pct if as_rate else (lambda x: f"{x:.0f} rows")
+    return CheckResult(
+        check_id,
+        f"{metric}_rate" if as_rate else f"{metric}_rows",
+        value,
+        "estimate",
+        None if fail_limit is None else float(fail_limit),
+        None if warn_limit is None else float(warn_limit),
+        _judge(value, fail_limit, warn_limit, upper=True),
+        None,
+        f"{noun} {shown(value)} ({_limits(fail_limit, warn_limit, shown, upper=True)})",
+    )
 
 
 def _inconclusive(check: CheckResult) -> CheckResult:

@@ -365,10 +365,10 @@ def read_table(
     )
 
 
-def _embedding_matrix(frame: pl.DataFrame, column: str, name: str) -> np.ndarray:
+def _embedding_matrix(frame: pl.DataFrame, column: str, name: str, flag: str = "--embedding-col") -> np.ndarray:
     """The (N, d) float32 matrix of a list/array column, or an InputError naming the bad row."""
     series = frame.get_column(column)
-    where = f"column '{column}' (--embedding-col) in {name}"
+    where = f"column '{column}' ({flag}) in {name}"
     if not isinstance(series.dtype, (pl.List, pl.Array)):
         raise InputError(f"{where} must hold numeric vectors (lists or arrays); found {series.dtype}")
     inner = series.dtype.inner
@@ -597,6 +597,68 @@ def read_texts(
     texts = _join_texts(frame, text_cols).to_list()
     ids = frame.get_column(id_col).to_list() if id_col else list(range(frame.height))
     return texts, ids
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A file the input is checked against for leakage (e.g. the test split).
+
+    Attributes
+    ----------
+    path : Path
+    texts : list of str, or None
+        The text columns joined as for the input; None when the file has none of them.
+    row_ids : list
+        The ``--id-col`` value where the file has that column, else the 0-based row number.
+    embeddings : ndarray of shape (M, d), float32, or None
+        From ``--reference-embedding-col``; None when the reference is to be embedded.
+    """
+
+    path: Path
+    texts: list[str] | None
+    row_ids: list[Any]
+    embeddings: np.ndarray | None
+
+
+def read_reference(
+    source: str | Path,
+    *,
+    text_cols: tuple[str, ...],
+    id_col: str | None,
+    embedding_col: str | None,
+    encoding: str = "utf-8",
+) -> Reference:
+    """Read a reference file for the leakage check.
+
+    Raises
+    ------
+    DataReadError, MissingColumnError, EmptyDataError, InputError
+        With a message naming the file (and ``--reference``).
+    """
+    path = Path(source)
+    if not path.exists():
+        raise DataReadError(f"--reference {path} does not exist")
+    frame = read_frame(path, replace(detect_format(path), encoding=encoding))
+    if frame.height == 0:
+        raise EmptyDataError(f"--reference {path.name} has no rows")
+    present = tuple(c for c in text_cols if c in frame.columns)
+    if embedding_col is not None and embedding_col not in frame.columns:
+        raise MissingColumnError(
+            f"column '{embedding_col}' (--reference-embedding-col) is not in {path.name}; "
+            f"columns are: {', '.join(frame.columns)}"
+        )
+    if embedding_col is None and len(present) < len(text_cols):
+        missing = ", ".join(c for c in text_cols if c not in frame.columns)
+        raise MissingColumnError(
+            f"--reference {path.name} lacks the text column(s) {missing} to embed; "
+            f"columns are: {', '.join(frame.columns)}"
+        )
+    texts = _join_texts(frame, present).to_list() if present else None
+    ids = frame.get_column(id_col).to_list() if id_col and id_col in frame.columns else list(range(frame.height))
+    vectors = (
+        _embedding_matrix(frame, embedding_col, path.name, flag="--reference-embedding-col") if embedding_col else None
+    )
+    return Reference(path, texts, ids, vectors)
 
 
 def _join_texts(frame: pl.DataFrame, text_cols: tuple[str, ...]) -> pl.Series:

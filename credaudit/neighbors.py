@@ -210,6 +210,30 @@ def _drop_self(
     out_sims[:] = sims[keep].reshape(len(rows), k)
 
 
+def search_neighbors(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows of ``base`` most similar to each query (exact inner product).
+
+    Parameters
+    ----------
+    base : ndarray of shape (M, d), float32
+        Unit vectors searched.
+    queries : ndarray of shape (N, d), float32
+        Unit vectors; need not be rows of ``base``.
+    k : int
+        At most M.
+
+    Returns
+    -------
+    similarities : ndarray of shape (N, k), float32
+        Cosine similarities, most similar first.
+    indices : ndarray of shape (N, k), int64
+        Row numbers in ``base``.
+    """
+    return _flat_searcher(np.ascontiguousarray(base, dtype=np.float32))(
+        np.ascontiguousarray(queries, dtype=np.float32), k
+    )
+
+
 def _flat_searcher(base: np.ndarray):
     import faiss
 

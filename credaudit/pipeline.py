@@ -6,6 +6,7 @@ assembles the result. It never touches a terminal: progress goes through the ``P
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import resource
@@ -35,6 +36,14 @@ from credaudit.findings import (
     find_estimate_warnings,
 )
 from credaudit.gates import CheckResult, evaluate_gates, verdict
+from credaudit.hygiene import (
+    Outliers,
+    dedupe_mask,
+    duplicate_summary,
+    near_duplicate_groups,
+    outlier_summary,
+    score_outliers,
+)
 from credaudit.io import (
     Table,
     atomic_write_file,
@@ -42,15 +51,18 @@ from credaudit.io import (
     check_out_file,
     default_out_dir,
     detect_format,
+    read_reference,
     read_table,
     write_frame,
     write_outputs,
     write_text,
 )
 from credaudit.labels import LabelCodec
+from credaudit.leakage import Leakage, find_leakage, leakage_summary
 from credaudit.neighbors import NeighborGraph, build_knn_graph, normalize_rows
 from credaudit.noise import NoiseEstimate, estimate_noise, triple_tightness
 from credaudit.progress import NullProgress, Progress
+from credaudit.report.format import excerpt
 from credaudit.report.json import render_json
 from credaudit.report.markdown import render_markdown
 from credaudit.report.model import T_ORIENTATION, AuditReport
@@ -135,6 +147,7 @@ class AuditResult:
     findings: list[Finding]
     checks: list[CheckResult]
     config: ScanConfig
+    hygiene: Hygiene
 
     @property
     def verdict(self) -> str:
@@ -148,6 +161,7 @@ class AuditResult:
             self.detection,
             n_classes=self.codec.n_classes,
             trusted=bool(self.report.noise["trustworthy"]),
+            duplicate_groups=self.hygiene.duplicate_groups,
             mode=mode,
             min_confidence=min_confidence,
         )
@@ -157,9 +171,10 @@ class AuditResult:
 
         Parameters
         ----------
-        mode : {"drop", "relabel", "flag"}, optional
+        mode : {"drop", "relabel", "dedupe", "flag"}, optional
             ``drop`` flagged rows; ``relabel`` flagged rows whose suggestion confidence is at
-            least ``min_confidence`` (dropping the other flagged rows); ``flag`` keeps every row and
+            least ``min_confidence`` (dropping the other flagged rows); ``dedupe`` keeps the first
+            row of each near-duplicate group and changes no label; ``flag`` keeps every row and
             adds ``credaudit_*`` columns. Default: the config's ``output.clean``. ``drop`` and
             ``relabel`` are guarded (:meth:`cleaning_plan`).
         min_confidence : float, optional
@@ -169,9 +184,9 @@ class AuditResult:
         frame = self.table.frame
         flagged = pl.Series(self.detection.is_label_error)
         suggested = self.issues.get_column("suggested_label")
-        if mode in ("drop", "relabel"):
+        if mode in ("drop", "relabel", "dedupe"):
             plan = self.cleaning_plan(mode, min_confidence)
-            if mode == "drop":
+            if mode in ("drop", "dedupe"):
                 return frame.filter(~pl.Series(plan.drop))
             label_col = self.config.input.label_col
             relabelled = frame.with_columns(
@@ -185,7 +200,7 @@ class AuditResult:
                 self.issues.get_column("suggestion_confidence").alias("credaudit_suggestion_confidence"),
                 self.issues.get_column("error_score").alias("credaudit_error_score"),
             )
-        raise ValueError(f"mode must be drop, relabel or flag; got {mode!r}")
+        raise ValueError(f"mode must be drop, relabel, dedupe or flag; got {mode!r}")
 
 
 def audit(
@@ -244,7 +259,8 @@ def audit(
     device = resolve_device(config.encoder.device)
     _check_device(device)
     with times.stage("embed"):
-        vectors, encoder_summary = _features(table, labels, config, embeddings, encoder, device, progress)
+        vectors, encoder_summary, used_encoder = _features(table, labels, config, embeddings, encoder, device, progress)
+        references = _references(config, vectors, used_encoder, progress) if config.hygiene.reference else []
 
     with times.stage("graph"):
         detect_cfg = config.detect
@@ -262,6 +278,9 @@ def audit(
             seed=config.seed,
             progress=progress,
         )
+
+    with times.stage("hygiene"):
+        hygiene = _hygiene(vectors, labels, graph, table.texts, references, n_classes=n_classes, config=config)
 
     with times.stage("noise"):
         noise_cfg = config.noise
@@ -313,6 +332,20 @@ def audit(
             progress=progress,
         )
 
+        # An outlier has no close neighbours to vote on it: no label verdict, and a suggestion
+        # trusted only as far as the row belongs to the data.
+        outlying = hygiene.outliers.is_outlier
+        if outlying.any():
+            detection = dataclasses.replace(
+                detection,
+                is_label_error=detection.is_label_error & ~outlying,
+                suggestion_confidence=np.where(
+                    outlying,
+                    detection.suggestion_confidence * (1.0 - hygiene.outliers.score),
+                    detection.suggestion_confidence,
+                ),
+            )
+
     with times.stage("findings"):
         names = codec.names()
         counts = np.bincount(labels, minlength=n_classes)
@@ -328,7 +361,7 @@ def audit(
         ]
         findings += find_estimate_warnings(estimate, counts, names, trust, min_class_rows=noise_cfg.min_class_rows)
 
-    issues = _issues_frame(table, codec, detection, config)
+    issues = _issues_frame(table, codec, detection, config, hygiene)
     times.seconds["total"] = round(time.perf_counter() - started, 4)
     report, checks = _build_report(
         table,
@@ -343,6 +376,7 @@ def audit(
         times,
         trust,
         baseline,
+        hygiene,
     )
     return AuditResult(
         report=report,
@@ -356,7 +390,93 @@ def audit(
         findings=findings,
         checks=checks,
         config=config,
+        hygiene=hygiene,
     )
+
+
+@dataclass(frozen=True)
+class Hygiene:
+    """The data-hygiene results: outliers, near-duplicate groups and (with references) leakage."""
+
+    outliers: Outliers
+    duplicate_groups: np.ndarray
+    leakage: Leakage | None
+
+    def counts(self) -> dict[str, int | None]:
+        """Row counts for the hygiene gates (``duplicates``: the rows a dedupe would remove)."""
+        return {
+            "outliers": int(self.outliers.is_outlier.sum()),
+            "duplicates": int(dedupe_mask(self.duplicate_groups).sum()),
+            "leakage": None if self.leakage is None else int(self.leakage.is_leaked.sum()),
+        }
+
+
+def _hygiene(
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    graph: NeighborGraph,
+    texts: list[str] | None,
+    references: list[tuple[str, np.ndarray, list[str] | None, list[Any]]],
+    *,
+    n_classes: int,
+    config: ScanConfig,
+) -> Hygiene:
+    cfg = config.hygiene
+    link = dict(
+        threshold=cfg.near_duplicate_threshold,
+        min_overlap=cfg.near_duplicate_min_overlap,
+        vector_threshold=cfg.near_duplicate_vector_threshold,
+    )
+    outliers = score_outliers(
+        vectors,
+        labels,
+        graph,
+        n_classes=n_classes,
+        k=config.detect.k,
+        threshold=cfg.outlier_threshold,
+        rate=cfg.outlier_rate,
+    )
+    groups = near_duplicate_groups(graph, texts, **link)
+    leakage = find_leakage(vectors, texts, references, **link) if references else None
+    return Hygiene(outliers, groups, leakage)
+
+
+def _references(
+    config: ScanConfig, vectors: np.ndarray, encoder: Encoder | None, progress: Progress
+) -> list[tuple[str, np.ndarray, list[str] | None, list[Any]]]:
+    """Read (and embed, with the input's encoder and cache) every ``--reference`` file."""
+    cfg, hyg = config.input, config.hygiene
+    if encoder is None and hyg.reference_embedding_col is None:
+        raise UsageError(
+            "--reference with precomputed vectors needs --reference-embedding-col: the reference must be "
+            "embedded the same way as the input"
+        )
+    if encoder is not None and getattr(encoder, "whole_corpus", False):
+        raise UsageError(
+            f"--reference cannot be used with --encoder {encoder.name}: it is fitted on the input alone, so a "
+            "reference file would not share its space; choose minilm or static"
+        )
+    references = []
+    for name in hyg.reference:
+        ref = read_reference(
+            name,
+            text_cols=cfg.text_cols,
+            id_col=cfg.id_col,
+            embedding_col=hyg.reference_embedding_col,
+            encoding=cfg.encoding,
+        )
+        if ref.embeddings is not None:
+            ref_vectors = normalize_rows(ref.embeddings)
+        else:
+            from credaudit.features import embed_texts
+
+            ref_vectors = embed_texts(ref.texts, encoder, cache=_cache_for(config, encoder), progress=progress).vectors
+        if ref_vectors.shape[1] != vectors.shape[1]:
+            raise InputError(
+                f"--reference {ref.path.name} has {ref_vectors.shape[1]}-d vectors; the input has {vectors.shape[1]}-d"
+            )
+        references.append((ref.path.name, ref_vectors, ref.texts, ref.row_ids))
+    return references
 
 
 def _read(data: str | Path | pl.DataFrame, cfg: InputConfig, *, precomputed: bool) -> Table:
@@ -384,6 +504,18 @@ def _check_device(device: str) -> None:
             raise InputError(f"--device {device}: torch sees only {torch.cuda.device_count()} GPU(s)")
 
 
+def _cache_for(config: ScanConfig, enc: Encoder):
+    """The embedding cache for ``enc`` (None when caching is off or the encoder is fitted per corpus)."""
+    from credaudit.encoders.cache import EmbeddingCache, default_cache_dir
+
+    cfg = config.encoder
+    if not cfg.cache or getattr(enc, "whole_corpus", False):
+        return None
+    root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    max_bytes = None if cfg.cache_max_mb is None else cfg.cache_max_mb * 1024 * 1024
+    return EmbeddingCache(root, enc.fingerprint, enc.dimension, max_bytes=max_bytes)
+
+
 def _features(
     table: Table,
     labels: np.ndarray,
@@ -392,7 +524,8 @@ def _features(
     encoder: Encoder | None,
     device: str,
     progress: Progress,
-) -> tuple[np.ndarray, EncoderSummary]:
+) -> tuple[np.ndarray, EncoderSummary, Encoder | None]:
+    """The unit vectors, what made them, and the encoder (None for precomputed vectors)."""
     if embeddings is not None:
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or embeddings.shape[0] != table.n_rows:
@@ -400,26 +533,24 @@ def _features(
                 f"embeddings must have shape ({table.n_rows}, d) to match the data; got {embeddings.shape}"
             )
         vectors = normalize_rows(embeddings)
-        return vectors, EncoderSummary(
-            "precomputed", "embeddings passed to audit()", vectors.shape[1], "n/a", None, 0, 0
-        )
+        summary = EncoderSummary("precomputed", "embeddings passed to audit()", vectors.shape[1], "n/a", None, 0, 0)
+        return vectors, summary, None
     if table.embeddings is not None:
         vectors = normalize_rows(table.embeddings)
-        return vectors, EncoderSummary(
-            "precomputed", f"column '{config.input.embedding_col}'", vectors.shape[1], "n/a", None, 0, 0
+        return (
+            vectors,
+            EncoderSummary(
+                "precomputed", f"column '{config.input.embedding_col}'", vectors.shape[1], "n/a", None, 0, 0
+            ),
+            None,
         )
-    from credaudit.encoders.cache import EmbeddingCache, default_cache_dir
     from credaudit.encoders.registry import get_encoder
     from credaudit.features import Embeddings, embed_texts
 
     cfg = config.encoder
-    root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-    max_bytes = None if cfg.cache_max_mb is None else cfg.cache_max_mb * 1024 * 1024
 
-    def cache_for(enc: Encoder) -> EmbeddingCache | None:
-        if not cfg.cache or getattr(enc, "whole_corpus", False):
-            return None
-        return EmbeddingCache(root, enc.fingerprint, enc.dimension, max_bytes=max_bytes)
+    def cache_for(enc: Encoder):
+        return _cache_for(config, enc)
 
     candidates = None
     # Whole-corpus encoders (tfidf) embed every row to be judged by auto; the winner's result is kept.
@@ -447,7 +578,11 @@ def _features(
     else:
         enc = get_encoder(cfg.name, device=device, batch_size=cfg.batch_size, precision=cfg.precision)
     result = whole_corpus.get(enc.name) or embed_texts(table.texts, enc, cache=cache_for(enc), progress=progress)
-    return result.vectors, EncoderSummary(
+    return result.vectors, _summary(enc, result, candidates), enc
+
+
+def _summary(enc: Encoder, result: Any, candidates: Any) -> EncoderSummary:
+    return EncoderSummary(
         enc.name,
         enc.source,
         enc.dimension,
@@ -460,8 +595,20 @@ def _features(
     )
 
 
-def _issues_frame(table: Table, codec: LabelCodec, detection: Detection, config: ScanConfig) -> pl.DataFrame:
+def _issues_frame(
+    table: Table, codec: LabelCodec, detection: Detection, config: ScanConfig, hygiene: Hygiene
+) -> pl.DataFrame:
     label_dtype = table.frame.schema[config.input.label_col]
+    groups = hygiene.duplicate_groups
+    leakage = hygiene.leakage
+    leaked = {}
+    if leakage is not None:
+        hit = leakage.is_leaked
+        leaked = {
+            "leaked_from": pl.Series([leakage.references[s] if s >= 0 else None for s in leakage.source.tolist()]),
+            "leaked_row_id": pl.Series([str(r) if r is not None else None for r in leakage.row_id], dtype=pl.String),
+            "leak_similarity": pl.Series(np.where(hit, np.round(leakage.similarity, 4), np.nan)).fill_nan(None),
+        }
     return pl.DataFrame(
         {
             "row_id": table.row_ids,
@@ -472,6 +619,10 @@ def _issues_frame(table: Table, codec: LabelCodec, detection: Detection, config:
             "flag_rate": detection.flag_rate,
             "is_label_error": detection.is_label_error,
             "neighbour_agreement": detection.neighbour_agreement,
+            "outlier_score": np.round(hygiene.outliers.score, 4),
+            "is_outlier": hygiene.outliers.is_outlier,
+            "duplicate_group": pl.Series(groups).set(pl.Series(groups < 0), None),
+            **leaked,
         }
     )
 
@@ -494,13 +645,6 @@ def _score_histogram(scores: np.ndarray, flagged: np.ndarray, n_bins: int = 20) 
     }
 
 
-def _excerpt(text: str | None, limit: int) -> str | None:
-    if text is None:
-        return None
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def _cleaning_plan(
     config: ScanConfig,
     labels: np.ndarray,
@@ -508,12 +652,17 @@ def _cleaning_plan(
     *,
     n_classes: int,
     trusted: bool,
+    duplicate_groups: np.ndarray,
     mode: str | None = None,
     min_confidence: float | None = None,
 ) -> CleaningPlan:
     """The guarded cleaning plan (cleaning.py) with the config's settings; ``mode`` and
-    ``min_confidence`` override the config's."""
+    ``min_confidence`` override the config's. ``dedupe`` drops all but the first row of each
+    near-duplicate group and changes no label."""
     out = config.output
+    if (mode or out.clean) == "dedupe":
+        none = np.zeros(len(labels), dtype=bool)
+        return CleaningPlan("dedupe", dedupe_mask(duplicate_groups), none, none.copy())
     return plan_cleaning(
         labels,
         detection.is_label_error,
@@ -551,6 +700,7 @@ def _build_report(
     times: StageTimes,
     trust: TrustAssessment,
     baseline: dict | None,
+    hygiene: Hygiene,
 ) -> tuple[AuditReport, list[CheckResult]]:
     """The report and its gate checks (the regression gate needs the finished noise section)."""
     n_classes = codec.n_classes
@@ -649,19 +799,43 @@ def _build_report(
                 "suggested_label": codec.values[detection.suggested_label[i]],
                 "suggestion_confidence": round(float(detection.suggestion_confidence[i]), 4),
                 "error_score": round(float(detection.error_score[i]), 4),
-                "excerpt": _excerpt(texts[i] if texts is not None else None, config.output.excerpt_chars),
+                "excerpt": excerpt(texts[i] if texts is not None else None, config.output.excerpt_chars),
             }
             for i in top
         ],
     }
-    plan = _cleaning_plan(config, labels, detection, n_classes=n_classes, trusted=trust.trusted)
+    plan = _cleaning_plan(
+        config, labels, detection, n_classes=n_classes, trusted=trust.trusted, duplicate_groups=hygiene.duplicate_groups
+    )
     detection_section["cleaning"] = plan.to_dict(labels, names)
     comparison = (
         compare_reports(baseline, {"noise": noise, "detection": detection_section}, before_path=config.gates.baseline)
         if baseline is not None
         else None
     )
-    checks = evaluate_gates(config.gates, estimate, int(flagged.sum()), table.n_rows, comparison, trusted=trust.trusted)
+    checks = evaluate_gates(
+        config.gates,
+        estimate,
+        int(flagged.sum()),
+        table.n_rows,
+        comparison,
+        trusted=trust.trusted,
+        hygiene=hygiene.counts(),
+    )
+    shown = dict(top=config.output.top_rows, excerpt_chars=config.output.excerpt_chars)
+    hygiene_section = {
+        "outliers": outlier_summary(hygiene.outliers, labels, names, table.row_ids, texts, **shown),
+        "near_duplicates": duplicate_summary(
+            hygiene.duplicate_groups,
+            labels,
+            names,
+            table.row_ids,
+            texts,
+            threshold=config.hygiene.near_duplicate_threshold,
+            **shown,
+        ),
+        "leakage": None if hygiene.leakage is None else leakage_summary(hygiene.leakage, table.row_ids, texts, **shown),
+    }
     report = AuditReport(
         tool_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -673,6 +847,7 @@ def _build_report(
         checks=[c.to_dict() for c in checks],
         verdict=verdict(checks, strict=config.gates.strict, warnings=any(f.severity == "warning" for f in findings)),
         baseline=comparison,
+        hygiene=hygiene_section,
     )
     return report, checks
 
@@ -705,7 +880,7 @@ def suspicious_rows(result: AuditResult, limit: int) -> list[dict[str, Any]]:
             "suggestion_confidence": float(detection.suggestion_confidence[i]),
             "error_score": float(detection.error_score[i]),
             "neighbour_agreement": float(detection.neighbour_agreement[i]),
-            "excerpt": _excerpt(table.texts[i] if table.texts is not None else None, 300),
+            "excerpt": excerpt(table.texts[i] if table.texts is not None else None, 300),
         }
         for i in order
     ]
@@ -792,6 +967,13 @@ def scan(data: str | Path, config: ScanConfig, *, progress: Progress | None = No
     check_out_dir(out, path, output_names(fmt.cleaned_name(), html=config.output.html))
     if config.output.junit:
         check_out_file(Path(config.output.junit), path, flag="--junit")
+    for name in config.hygiene.reference:
+        if not Path(name).exists():
+            raise UsageError(f"--reference {name} does not exist")
+    if (config.gates.max_leakage is not None or config.gates.warn_max_leakage is not None) and not (
+        config.hygiene.reference
+    ):
+        raise UsageError("--max-leakage / --warn-max-leakage need --reference: leakage is measured against it")
     for review in config.output.review:
         if Path(review).suffix.lower() not in REVIEW_FORMATS:
             raise UsageError(f"--review {review}: name a .csv file (to fill in) or a .json file (Label Studio tasks)")

@@ -35,7 +35,7 @@ def scan(path, *extra, expect_exit=0, out=None):
 def test_json_format_is_the_report_on_stdout(noisy_file):
     result = scan(noisy_file, "--format", "json")
     report = json.loads(result.stdout)
-    assert report["schema_version"] == 3
+    assert report["schema_version"] == 4
     assert report["verdict"] == "pass"
     assert 0.08 < report["noise"]["noise_rate"]["estimate"] < 0.22
     written = json.loads((noisy_file.parent / "out" / "report.json").read_text())
@@ -74,7 +74,15 @@ def test_gates_decide_the_exit_code(noisy_file, args, code):
     report = json.loads(result.stdout)
     assert report["verdict"] == ("fail" if code else "pass")
     statuses = {c["id"]: c["status"] for c in report["checks"]}
-    assert set(statuses) == {"max_noise_rate", "min_credibility", "max_flagged", "max_regression"}
+    assert set(statuses) == {
+        "max_noise_rate",
+        "min_credibility",
+        "max_flagged",
+        "max_outliers",
+        "max_duplicates",
+        "max_leakage",
+        "max_regression",
+    }
 
 
 def test_gate_on_bound_uses_the_pessimistic_end(noisy_file):
@@ -100,6 +108,9 @@ def test_clean_modes(noisy_file, mode):
         "flag_rate",
         "is_label_error",
         "neighbour_agreement",
+        "outlier_score",
+        "is_outlier",
+        "duplicate_group",
     ]
     assert 40 < flagged.sum() < 140
     if mode == "drop":

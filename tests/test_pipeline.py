@@ -69,9 +69,17 @@ def test_report_has_every_spec_field(noisy):
     assert {"method", "k", "rounds", "flagged", "flagged_per_class", "top_flagged"} <= set(report["detection"])
     top = report["detection"]["top_flagged"][0]
     assert {"row_id", "given_label", "suggested_label", "suggestion_confidence", "excerpt"} <= set(top)
-    assert [c["id"] for c in report["checks"]] == ["max_noise_rate", "min_credibility", "max_flagged", "max_regression"]
+    assert [c["id"] for c in report["checks"]] == [
+        "max_noise_rate",
+        "min_credibility",
+        "max_flagged",
+        "max_outliers",
+        "max_duplicates",
+        "max_leakage",
+        "max_regression",
+    ]
     assert all(c["status"] == "skipped" for c in report["checks"])
-    assert report["baseline"] is None and report["schema_version"] == 3
+    assert report["baseline"] is None and report["schema_version"] == 4
     histogram = report["detection"]["error_score_histogram"]
     assert sum(histogram["flagged"]) == report["detection"]["flagged"]
     assert sum(histogram["flagged"]) + sum(histogram["unflagged"]) == 900
@@ -131,6 +139,9 @@ def test_gates_and_interval_bound(noisy):
         "max_noise_rate": "fail",
         "min_credibility": "pass",
         "max_flagged": "pass",
+        "max_outliers": "skipped",
+        "max_duplicates": "skipped",
+        "max_leakage": "skipped",
         "max_regression": "skipped",
     }
     assert result.verdict == "fail"

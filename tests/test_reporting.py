@@ -86,7 +86,7 @@ def test_junit_is_parsed_by_a_standard_reader(tmp_path):
         expect_exit=1,
     )
     suite = next(iter(JUnitXml.fromfile(str(junit))))
-    assert suite.name == "credaudit" and suite.tests == 5 and suite.failures == 1 and suite.skipped == 2
+    assert suite.name == "credaudit" and suite.tests == 8 and suite.failures == 1 and suite.skipped == 5
     cases = {case.name: case for case in suite}
     failure = cases["max_noise_rate"].result[0]
     assert isinstance(failure, Failure)
@@ -252,7 +252,7 @@ def test_old_schema_is_read_and_newer_is_refused(tmp_path):
     assert compare_reports(load_report(old), current)["noise_rate"]["delta"] == pytest.approx(0.0)
     newer = tmp_path / "v9.json"
     newer.write_text(json.dumps({**current, "schema_version": 9}))
-    with pytest.raises(UsageError, match="schema_version 9; this credaudit reads versions 1-3"):
+    with pytest.raises(UsageError, match="schema_version 9; this credaudit reads versions 1-4"):
         load_report(newer)
     invoke(["diff", newer, old], expect_exit=2)
     bad = tmp_path / "bad.json"

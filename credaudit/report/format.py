@@ -5,6 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 
+def excerpt(text: str | None, limit: int) -> str | None:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
+    if text is None:
+        return None
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def pct(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}%"
 

@@ -13,6 +13,9 @@ Versions:
   estimate); ``noise.trustworthy`` and ``noise.trust`` (the trust checks); ``detection.fallback``
   (why the neighbour vote replaced the estimate, or null); ``detection.cleaning`` (what the cleaned
   file dropped, relabelled and held back, and why).
+- 4: a top-level ``hygiene`` section (``outliers``, ``near_duplicates``, ``leakage`` or null
+  without ``--reference``); checks ``max_outliers``, ``max_duplicates``, ``max_leakage``.
+  Version-3 reports remain readable as baselines.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 T_ORIENTATION = (
     "rows = true class, columns = observed label: "
@@ -42,6 +45,7 @@ class AuditReport:
     checks: list[dict[str, Any]]
     verdict: str
     baseline: dict[str, Any] | None = None
+    hygiene: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,6 +57,7 @@ class AuditReport:
             "classes": self.classes,
             "noise": self.noise,
             "detection": self.detection,
+            "hygiene": self.hygiene,
             "findings": self.findings,
             "checks": self.checks,
             "baseline": self.baseline,

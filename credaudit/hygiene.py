@@ -1,0 +1,361 @@
+"""Data hygiene from the neighbour graph: outliers and near-duplicate groups.
+
+Both checks reuse what the audit already has (the unit-normalised embeddings and the k-NN graph),
+so they cost a few matrix products, not another search.
+
+**Outliers.** Two distances, both "higher = further from the data":
+
+- ``knn_distance``: 1 − the mean cosine similarity to the row's k nearest neighbours (a row alone
+  in the space);
+- ``centroid_distance``: 1 − the largest cosine similarity to any class centroid (the mean vector
+  of the rows labelled with that class). A block of out-of-task rows that cluster among
+  themselves (another language, a scraped template) has close neighbours, so the first distance
+  misses it; it is still far from every class of the task.
+
+Each distance is put on the dataset's own scale, r = (d − Q3) / IQR (Tukey's fences; cleanlab uses
+the fence r = 1.7 on the first distance alone), and a row's outlier score is
+``r⁺ / (r⁺ + OUTLIER_FENCE)`` with r the larger of the two: 0 up to the third quartile, 0.5 at
+``OUTLIER_FENCE`` interquartile ranges beyond it, towards 1 further out. The default threshold
+0.5 therefore flags rows beyond Q3 + 3·IQR on either distance, chosen on the planted-outlier
+benchmark (benchmarks/hygiene.py).
+
+**Near-duplicates.** Rows are linked when their texts are identical (found by hashing, whatever
+the vectors), when their vectors are nearly identical, or when their vectors are close *and* their
+words overlap (see :func:`near_duplicate_groups`; thresholds chosen on the edited-copy benchmark).
+Candidates come from the graph, which holds each row's nearest neighbours (a near-duplicate is
+always among them); the groups are the connected components of the links.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from credaudit.neighbors import NeighborGraph
+from credaudit.report.format import excerpt
+
+# Outlier score 0.5 sits this many interquartile ranges beyond the third quartile.
+OUTLIER_FENCE = 3.0
+_WORD = re.compile(r"\w+")
+# Rows per block in the row-by-centroid products (bounds the temporary to block × K floats).
+_BLOCK = 65_536
+
+
+@dataclass(frozen=True)
+class Outliers:
+    """Per-row outlier results.
+
+    Attributes
+    ----------
+    score : ndarray of shape (N,), float64
+        In [0, 1]; higher = further from the rest of the data (see the module docstring).
+    is_outlier : ndarray of shape (N,), bool
+    knn_distance : ndarray of shape (N,), float64
+        1 − mean cosine similarity to the k nearest neighbours.
+    centroid_distance : ndarray of shape (N,), float64
+        1 − the largest cosine similarity to a class centroid.
+    rule : str
+        How ``is_outlier`` was decided, for reports ("score >= 0.5" or "top 1.0% by score").
+    """
+
+    score: np.ndarray
+    is_outlier: np.ndarray
+    knn_distance: np.ndarray
+    centroid_distance: np.ndarray
+    rule: str
+
+
+def _fence_ratio(distance: np.ndarray) -> np.ndarray:
+    """(d − Q3) / IQR of the data's own distribution (IQR floored so a constant column is not inf)."""
+    q1, q3 = np.percentile(distance, [25, 75])
+    return (distance - q3) / max(q3 - q1, 1e-6)
+
+
+def score_outliers(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    graph: NeighborGraph,
+    *,
+    n_classes: int,
+    k: int,
+    threshold: float = 0.5,
+    rate: float | None = None,
+) -> Outliers:
+    """Outlier scores from the neighbour graph and the class centroids.
+
+    Parameters
+    ----------
+    embeddings : ndarray of shape (N, d), float32
+        Unit-normalised rows.
+    labels : ndarray of shape (N,), int64
+        Observed label codes; they define the class centroids.
+    graph : NeighborGraph
+        indices/similarities of shape (N, >= k), nearest first.
+    n_classes : int
+        K.
+    k : int
+        Neighbours averaged for the k-NN distance.
+    threshold : float
+        Flag rows whose score is at least this.
+    rate : float, optional
+        Instead of the threshold, flag this share of rows with the highest scores.
+
+    Returns
+    -------
+    Outliers
+    """
+    k = min(k, graph.k)
+    knn_distance = 1.0 - graph.similarities[:, :k].astype(np.float64).mean(axis=1)
+    centroids = np.zeros((n_classes, embeddings.shape[1]), dtype=np.float64)
+    np.add.at(centroids, labels, embeddings)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    centroids32 = centroids.astype(np.float32)
+    best = np.empty(len(embeddings), dtype=np.float64)
+    for start in range(0, len(embeddings), _BLOCK):
+        best[start : start + _BLOCK] = (embeddings[start : start + _BLOCK] @ centroids32.T).max(axis=1)
+    centroid_distance = 1.0 - best
+    ratio = np.maximum(_fence_ratio(knn_distance), _fence_ratio(centroid_distance))
+    positive = np.maximum(ratio, 0.0)
+    score = positive / (positive + OUTLIER_FENCE)
+    if rate is not None:
+        n_flag = int(round(rate * len(score)))
+        is_outlier = np.zeros(len(score), dtype=bool)
+        if n_flag:
+            # Highest scores first; the row number breaks ties, so the choice is deterministic.
+            order = np.lexsort((np.arange(len(score)), -score))
+            is_outlier[order[:n_flag]] = True
+        rule = f"top {rate:.1%} by score"
+    else:
+        is_outlier = score >= threshold
+        rule = f"score >= {threshold:g}"
+    return Outliers(score, is_outlier, knn_distance, centroid_distance, rule)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def linked(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    similarities: np.ndarray,
+    texts_a: list[str] | None,
+    texts_b: list[str] | None,
+    *,
+    threshold: float,
+    min_overlap: float,
+    vector_threshold: float,
+) -> np.ndarray:
+    """Which candidate pairs (rows[i] of A, cols[i] of B) are near-duplicates.
+
+    A pair is linked when its cosine similarity is at least ``vector_threshold``, or at least
+    ``threshold`` with word sets overlapping by ``min_overlap`` (Jaccard of lower-cased words;
+    needs both text lists). Returns a bool mask over the pairs.
+    """
+    keep = similarities >= vector_threshold
+    if texts_a is None or texts_b is None:
+        return keep
+    # The pairs between the two thresholds are few; their words are compared one by one.
+    maybe = np.flatnonzero(~keep & (similarities >= threshold))
+    words_a: dict[int, frozenset[str]] = {}
+    words_b: dict[int, frozenset[str]] = {}
+    for p, i, j in zip(maybe.tolist(), rows[maybe].tolist(), cols[maybe].tolist(), strict=True):
+        a = words_a.get(i)
+        if a is None:
+            a = words_a[i] = _words(texts_a[i])
+        b = words_b.get(j)
+        if b is None:
+            b = words_b[j] = _words(texts_b[j])
+        union = len(a | b)
+        keep[p] = bool(union) and len(a & b) / union >= min_overlap
+    return keep
+
+
+def text_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(64-bit hash, is non-empty) per text: exact duplicates found without comparing vectors."""
+    series = pl.Series(texts, dtype=pl.String)
+    return series.hash(seed=0).to_numpy(), series.str.strip_chars().str.len_chars().to_numpy() > 0
+
+
+def _first_with_same_text(texts: list[str]) -> np.ndarray:
+    """Per row, the first earlier row with the identical non-empty text, else -1."""
+    hashed, non_empty = text_hashes(texts)
+    _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
+    anchor = first[inverse]
+    return np.where(non_empty & (anchor != np.arange(len(texts))), anchor, -1)
+
+
+def near_duplicate_groups(
+    graph: NeighborGraph,
+    texts: list[str] | None = None,
+    *,
+    threshold: float = 0.93,
+    min_overlap: float = 0.8,
+    vector_threshold: float = 0.99,
+) -> np.ndarray:
+    """Group rows that are near-duplicates of each other.
+
+    Two rows are linked when their texts are identical (non-empty), or their cosine similarity is
+    at least ``vector_threshold``, or it is at least ``threshold`` and their word sets overlap by at
+    least ``min_overlap`` (Jaccard, lower-cased words). Embeddings alone also link paraphrases
+    ("how to get card pin?" / "How do I get my card PIN?"); the word overlap keeps the groups to
+    copies with small edits. Without texts only ``vector_threshold`` links.
+
+    Parameters
+    ----------
+    graph : NeighborGraph
+        indices (N, k) with -1 for missing neighbours; similarities (N, k) cosine.
+    texts : list of str, optional
+        Per-row texts.
+    threshold, min_overlap, vector_threshold : float
+        As above.
+
+    Returns
+    -------
+    ndarray of shape (N,), int64
+        Group id per row (0, 1, ... in order of each group's first row), -1 for a row in no group.
+    """
+    n = graph.indices.shape[0]
+    valid = graph.indices >= 0
+    candidate = valid & (graph.similarities >= min(threshold, vector_threshold))
+    pair_rows = np.repeat(np.arange(n), candidate.sum(axis=1))
+    pair_cols = graph.indices[candidate]
+    keep = linked(
+        pair_rows,
+        pair_cols,
+        graph.similarities[candidate],
+        texts,
+        texts,
+        threshold=threshold,
+        min_overlap=min_overlap,
+        vector_threshold=vector_threshold,
+    )
+    rows = [pair_rows[keep]]
+    cols = [pair_cols[keep]]
+    if texts is not None:
+        anchor = _first_with_same_text(texts)
+        same = anchor >= 0
+        rows.append(np.flatnonzero(same))
+        cols.append(anchor[same])
+    r = np.concatenate(rows)
+    c = np.concatenate(cols)
+    adjacency = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n)).tocsr()
+    _, component = connected_components(adjacency, directed=False)
+    sizes = np.bincount(component)
+    grouped = sizes[component] > 1
+    groups = np.full(n, -1, dtype=np.int64)
+    if grouped.any():
+        # Dense ids in order of each group's first row, so ids read naturally and are deterministic.
+        first_row = np.full(sizes.size, n, dtype=np.int64)
+        np.minimum.at(first_row, component, np.arange(n))
+        keep = np.flatnonzero(grouped)
+        _, dense = np.unique(first_row[component[keep]], return_inverse=True)
+        groups[keep] = dense
+    return groups
+
+
+def dedupe_mask(groups: np.ndarray) -> np.ndarray:
+    """Rows to drop so that one row per group remains: every member but the group's first row."""
+    drop = groups >= 0
+    if drop.any():
+        in_group = np.flatnonzero(drop)
+        _, first = np.unique(groups[in_group], return_index=True)
+        drop[in_group[first]] = False
+    return drop
+
+
+def outlier_summary(
+    outliers: Outliers,
+    labels: np.ndarray,
+    class_names: list[str],
+    row_ids: list[Any],
+    texts: list[str] | None,
+    *,
+    top: int,
+    excerpt_chars: int,
+) -> dict[str, Any]:
+    """The report's ``hygiene.outliers`` section: counts, per class, and the most outlying rows."""
+    flagged = outliers.is_outlier
+    order = np.lexsort((np.arange(len(flagged)), -outliers.score))
+    shown = [i for i in order[:top] if flagged[i]]
+    per_class = np.bincount(labels[flagged], minlength=len(class_names))
+    return {
+        "count": int(flagged.sum()),
+        "rate": float(flagged.mean()) if len(flagged) else 0.0,
+        "rule": outliers.rule,
+        "fence": OUTLIER_FENCE,
+        "per_class": [
+            {"label": class_names[j], "outliers": int(per_class[j])} for j in np.argsort(-per_class) if per_class[j]
+        ][:top],
+        "top_rows": [
+            {
+                "row_id": row_ids[i],
+                "label": class_names[labels[i]],
+                "outlier_score": round(float(outliers.score[i]), 4),
+                "knn_distance": round(float(outliers.knn_distance[i]), 4),
+                "centroid_distance": round(float(outliers.centroid_distance[i]), 4),
+                "excerpt": excerpt(texts[i], excerpt_chars) if texts is not None else None,
+            }
+            for i in shown
+        ],
+    }
+
+
+def duplicate_summary(
+    groups: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    row_ids: list[Any],
+    texts: list[str] | None,
+    *,
+    threshold: float,
+    top: int,
+    excerpt_chars: int,
+) -> dict[str, Any]:
+    """The report's ``hygiene.near_duplicates`` section: groups, rows, the largest and the conflicting ones."""
+    in_group = np.flatnonzero(groups >= 0)
+    n_groups = int(groups.max()) + 1 if in_group.size else 0
+    sizes = np.bincount(groups[in_group], minlength=n_groups)
+    # Distinct labels per group: sort members by (group, label) and count label changes.
+    order = np.lexsort((labels[in_group], groups[in_group]))
+    g, lab = groups[in_group][order], labels[in_group][order]
+    new_label = np.r_[True, (g[1:] != g[:-1]) | (lab[1:] != lab[:-1])][: len(g)]
+    n_labels = np.bincount(g[new_label], minlength=n_groups)
+    conflicting = np.flatnonzero(n_labels > 1)
+    members: dict[int, list[int]] = {}
+    wanted = set(np.argsort(-sizes, kind="stable")[:top].tolist()) | set(conflicting[:top].tolist())
+    for row in in_group:
+        group = int(groups[row])
+        if group in wanted:
+            members.setdefault(group, []).append(int(row))
+
+    def describe(group: int) -> dict[str, Any]:
+        rows = members[group]
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[class_names[labels[r]]] = counts.get(class_names[labels[r]], 0) + 1
+        return {
+            "group": group,
+            "size": int(sizes[group]),
+            "labels": counts,
+            "row_ids": [row_ids[r] for r in rows[:10]],
+            "excerpts": [excerpt(texts[r], excerpt_chars) for r in rows[:3]] if texts is not None else None,
+        }
+
+    largest = [describe(int(j)) for j in np.argsort(-sizes, kind="stable")[:top] if n_groups]
+    return {
+        "threshold": threshold,
+        "groups": n_groups,
+        "rows": int(in_group.size),
+        "redundant_rows": int(in_group.size - n_groups),
+        "conflicting_groups": int(conflicting.size),
+        "conflicting_rows": int(sizes[conflicting].sum()) if conflicting.size else 0,
+        "largest": largest,
+        "conflicting": [describe(int(j)) for j in conflicting[:top]],
+    }
