@@ -297,6 +297,14 @@ def scan(
             show_default=False,
         ),
     ] = None,
+    leakage_threshold: Annotated[
+        Optional[float],
+        typer.Option(
+            "--leakage-threshold",
+            help="Like --near-duplicate-threshold, for matches in a --reference file. [default: 0.85]",
+            show_default=False,
+        ),
+    ] = None,
     reference: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -503,6 +511,7 @@ def scan(
                 "hygiene.outlier_rate": (outlier_rate, "--outlier-rate"),
                 "hygiene.near_duplicate_threshold": (near_duplicate_threshold, "--near-duplicate-threshold"),
                 "hygiene.reference": (tuple(reference) if reference else None, "--reference"),
+                "hygiene.leakage_threshold": (leakage_threshold, "--leakage-threshold"),
                 "hygiene.reference_embedding_col": (reference_embedding_col, "--reference-embedding-col"),
                 "gates.max_outliers": (_parse_max_flagged(max_outliers), "--max-outliers"),
                 "gates.max_duplicates": (_parse_max_flagged(max_duplicates), "--max-duplicates"),

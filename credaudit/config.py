@@ -187,10 +187,23 @@ class HygieneConfig:
         0.93, "cosine similarity above which rows whose words overlap are near-duplicates", low=0.0, high=1.0
     )
     near_duplicate_min_overlap: float = _opt(
-        0.8, "share of words two near-duplicate texts must have in common (Jaccard)", low=0.0, high=1.0
+        0.8,
+        "share of words two near-duplicate texts must have in common (Jaccard; or one text is the other plus a word)",
+        low=0.0,
+        high=1.0,
     )
     near_duplicate_vector_threshold: float = _opt(
-        0.99, "cosine similarity above which rows are near-duplicates whatever their words", low=0.0, high=1.0
+        0.99,
+        "without texts (precomputed vectors only): cosine similarity above which rows are near-duplicates",
+        low=0.0,
+        high=1.0,
+    )
+    leakage_threshold: float = _opt(
+        0.85,
+        "like near_duplicate_threshold, for matches in a --reference file (lower: a leaked test item costs more "
+        "than a missed duplicate)",
+        low=0.0,
+        high=1.0,
     )
     reference: tuple[str, ...] = _opt(
         (),

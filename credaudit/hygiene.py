@@ -20,8 +20,8 @@ the fence r = 1.7 on the first distance alone), and a row's outlier score is
 benchmark (benchmarks/hygiene.py).
 
 **Near-duplicates.** Rows are linked when their texts are identical (found by hashing, whatever
-the vectors), when their vectors are nearly identical, or when their vectors are close *and* their
-words overlap (see :func:`near_duplicate_groups`; thresholds chosen on the edited-copy benchmark).
+the vectors), or when their vectors are close *and* their words overlap (without texts: when their
+vectors are nearly identical) (see :func:`near_duplicate_groups`; thresholds chosen on the edited-copy benchmark).
 Candidates come from the graph, which holds each row's nearest neighbours (a near-duplicate is
 always among them); the groups are the connected components of the links.
 """
@@ -112,10 +112,12 @@ def score_outliers(
     """
     k = min(k, graph.k)
     knn_distance = 1.0 - graph.similarities[:, :k].astype(np.float64).mean(axis=1)
-    centroids = np.zeros((n_classes, embeddings.shape[1]), dtype=np.float64)
-    np.add.at(centroids, labels, embeddings)
-    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    centroids32 = centroids.astype(np.float32)
+    # Class sums as one sparse (K x N) by dense (N x d) product (np.add.at is an order slower).
+    membership = coo_matrix(
+        (np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))), shape=(n_classes, len(labels))
+    ).tocsr()
+    centroids32 = np.asarray(membership @ embeddings, dtype=np.float32)
+    centroids32 /= np.maximum(np.linalg.norm(centroids32, axis=1, keepdims=True), 1e-12)
     best = np.empty(len(embeddings), dtype=np.float64)
     for start in range(0, len(embeddings), _BLOCK):
         best[start : start + _BLOCK] = (embeddings[start : start + _BLOCK] @ centroids32.T).max(axis=1)
@@ -154,15 +156,17 @@ def linked(
 ) -> np.ndarray:
     """Which candidate pairs (rows[i] of A, cols[i] of B) are near-duplicates.
 
-    A pair is linked when its cosine similarity is at least ``vector_threshold``, or at least
-    ``threshold`` with word sets overlapping by ``min_overlap`` (Jaccard of lower-cased words;
-    needs both text lists). Returns a bool mask over the pairs.
+    With texts, a pair is linked when its cosine similarity is at least ``threshold`` and its word
+    sets overlap (:func:`_overlapping`: Jaccard of lower-cased words at least ``min_overlap``, or
+    one text is the other plus a word). Without texts, when the similarity is at least
+    ``vector_threshold``. Returns a bool mask over the pairs.
     """
-    keep = similarities >= vector_threshold
     if texts_a is None or texts_b is None:
-        return keep
-    # The pairs between the two thresholds are few; their words are compared one by one.
-    maybe = np.flatnonzero(~keep & (similarities >= threshold))
+        return similarities >= vector_threshold
+    # With texts, the words always decide: in a dense region vectors alone chain whole clusters
+    # together. The candidate pairs are few; their words are compared one by one.
+    keep = np.zeros(len(similarities), dtype=bool)
+    maybe = np.flatnonzero(similarities >= threshold)
     words_a: dict[int, frozenset[str]] = {}
     words_b: dict[int, frozenset[str]] = {}
     for p, i, j in zip(maybe.tolist(), rows[maybe].tolist(), cols[maybe].tolist(), strict=True):
@@ -172,9 +176,20 @@ def linked(
         b = words_b.get(j)
         if b is None:
             b = words_b[j] = _words(texts_b[j])
-        union = len(a | b)
-        keep[p] = bool(union) and len(a & b) / union >= min_overlap
+        keep[p] = _overlapping(a, b, min_overlap)
     return keep
+
+
+def _overlapping(a: frozenset[str], b: frozenset[str], min_overlap: float) -> bool:
+    """Word sets of near-copies: Jaccard at least ``min_overlap``, or one set is the other plus one word
+    (a dropped word in a short question leaves a Jaccard of only 3/4)."""
+    union = len(a | b)
+    if not union:
+        return False
+    if len(a & b) / union >= min_overlap:
+        return True
+    small, large = (a, b) if len(a) <= len(b) else (b, a)
+    return small <= large and len(large) - len(small) <= 1
 
 
 def text_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -202,10 +217,10 @@ def near_duplicate_groups(
     """Group rows that are near-duplicates of each other.
 
     Two rows are linked when their texts are identical (non-empty), or their cosine similarity is
-    at least ``vector_threshold``, or it is at least ``threshold`` and their word sets overlap by at
-    least ``min_overlap`` (Jaccard, lower-cased words). Embeddings alone also link paraphrases
-    ("how to get card pin?" / "How do I get my card PIN?"); the word overlap keeps the groups to
-    copies with small edits. Without texts only ``vector_threshold`` links.
+    at least ``threshold`` and their words overlap (:func:`linked`). Embeddings alone also link
+    paraphrases ("how to get card pin?" / "How do I get my card PIN?") and, in dense regions, chain
+    whole clusters; the words keep the groups to copies with small edits. Without texts, a cosine
+    similarity of at least ``vector_threshold`` links.
 
     Parameters
     ----------

@@ -437,7 +437,9 @@ def _hygiene(
         rate=cfg.outlier_rate,
     )
     groups = near_duplicate_groups(graph, texts, **link)
-    leakage = find_leakage(vectors, texts, references, **link) if references else None
+    leakage = (
+        find_leakage(vectors, texts, references, **{**link, "threshold": cfg.leakage_threshold}) if references else None
+    )
     return Hygiene(outliers, groups, leakage)
 
 

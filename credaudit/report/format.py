@@ -123,3 +123,90 @@ def comparison_rows(comparison: dict[str, Any], *, max_classes: int = 10) -> lis
     classes = sorted(comparison["per_class"], key=lambda c: (c["intervals_overlap"], -abs(c["delta"])))
     rows += [row(f"wrong labels in '{c['label']}'", c) for c in classes[:max_classes]]
     return rows
+
+
+def hygiene_lines(hygiene: dict[str, Any] | None) -> list[str]:
+    """One sentence per hygiene check (outliers, near-duplicates, leakage); none for old reports."""
+    if not hygiene:
+        return []
+    out, dup, leak = hygiene["outliers"], hygiene["near_duplicates"], hygiene.get("leakage")
+    lines = [
+        f"Outliers: {out['count']:,} row(s) ({pct(out['rate'])}), flagged when {out['rule']}; "
+        "they get no label verdict.",
+        f"Near-duplicates: {dup['groups']:,} group(s) holding {dup['rows']:,} rows ({dup['redundant_rows']:,} "
+        f"redundant); {dup['conflicting_groups']:,} group(s) carry conflicting labels.",
+    ]
+    if leak is not None:
+        per = "; ".join(f"{r['reference']}: {r['rows']:,} ({r['exact']:,} identical)" for r in leak["references"])
+        lines.append(f"Leakage: {leak['rows']:,} row(s) ({pct(leak['rate'])}) have a duplicate in a reference ({per}).")
+    return lines
+
+
+def hygiene_tables(hygiene: dict[str, Any] | None) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The hygiene examples as (title, header, rows) tables, for every renderer; empty tables left out."""
+    if not hygiene:
+        return []
+
+    def labels(counts: dict[str, int]) -> str:
+        return ", ".join(f"{name} ×{n}" for name, n in counts.items())
+
+    def first(excerpts: list[str] | None) -> str:
+        return (excerpts or [""])[0] or ""
+
+    out, dup, leak = hygiene["outliers"], hygiene["near_duplicates"], hygiene.get("leakage")
+    tables = [
+        (
+            "Most outlying rows",
+            ["row", "label", "outlier score", "text"],
+            [
+                [str(r["row_id"]), str(r["label"]), f"{r['outlier_score']:.3f}", r.get("excerpt") or ""]
+                for r in out["top_rows"]
+            ],
+        ),
+        (
+            "Near-duplicate groups with conflicting labels",
+            ["group", "rows", "labels", "row ids", "text"],
+            [
+                [
+                    str(g["group"]),
+                    str(g["size"]),
+                    labels(g["labels"]),
+                    ", ".join(map(str, g["row_ids"][:5])),
+                    first(g["excerpts"]),
+                ]
+                for g in dup["conflicting"]
+            ],
+        ),
+        (
+            "Largest near-duplicate groups",
+            ["group", "rows", "labels", "row ids", "text"],
+            [
+                [
+                    str(g["group"]),
+                    str(g["size"]),
+                    labels(g["labels"]),
+                    ", ".join(map(str, g["row_ids"][:5])),
+                    first(g["excerpts"]),
+                ]
+                for g in dup["largest"]
+            ],
+        ),
+    ]
+    if leak is not None:
+        tables.append(
+            (
+                "Rows with a duplicate in a reference file",
+                ["row", "reference", "reference row", "similarity", "text"],
+                [
+                    [
+                        str(r["row_id"]),
+                        r["reference"],
+                        str(r["reference_row_id"]),
+                        "identical" if r["exact"] else f"{r['similarity']:.3f}",
+                        r.get("excerpt") or "",
+                    ]
+                    for r in leak["examples"]
+                ],
+            )
+        )
+    return [t for t in tables if t[2]]

@@ -17,6 +17,8 @@ import numpy as np
 from credaudit.report.format import (
     check_line,
     comparison_rows,
+    hygiene_lines,
+    hygiene_tables,
     interval,
     largest_confusions,
     pct,
@@ -60,6 +62,8 @@ def render_html(report: AuditReport, rows: list[dict[str, Any]]) -> str:
         heatmap_svg=_heatmap_svg(noise),
         heatmap_wide=len(noise["transition_matrix"]["labels"]) > WIDE_HEATMAP_CLASSES,
         confusions=largest_confusions(noise),
+        hygiene_lines=hygiene_lines(report.hygiene),
+        hygiene_tables=hygiene_tables(report.hygiene),
         priors_svg=_priors_svg(report),
         error_share_svg=_error_share_svg(report),
         scores_svg=_scores_svg(det),

@@ -8,6 +8,8 @@ from credaudit.report.format import (
     cleaning_line,
     comparison_rows,
     encoder_line,
+    hygiene_lines,
+    hygiene_tables,
     interval,
     largest_confusions,
     pct,
@@ -114,6 +116,12 @@ def render_markdown(report: AuditReport) -> str:
                 f"{row['suggestion_confidence']:.2f} | {_cell(row.get('excerpt') or '')} |"
             )
         lines.append("")
+    hygiene = hygiene_lines(report.hygiene)
+    if hygiene:
+        lines += ["## Data hygiene", ""] + [f"- {_cell(line)}" for line in hygiene] + [""]
+        for title, header, rows in hygiene_tables(report.hygiene):
+            lines += [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows] + [""]
     lines += [
         f"<sub>credaudit {report.tool_version} · input sha256 {run['input']['sha256'][:12]} · seed {run['seed']} · "
         f"method {det['method']}, k={det['k']}, {det['rounds']} rounds</sub>",

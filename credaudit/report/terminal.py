@@ -17,6 +17,8 @@ from credaudit.report.format import (
     cleaning_line,
     comparison_rows,
     encoder_line,
+    hygiene_lines,
+    hygiene_tables,
     interval,
     largest_confusions,
     pct,
@@ -27,6 +29,7 @@ from credaudit.report.model import AuditReport
 
 _MAX_FULL_MATRIX = 10
 _MAX_CLASS_ROWS = 25
+_MAX_EXAMPLES = 5
 
 
 def _console(buffer: io.StringIO, *, color: bool, width: int) -> Console:
@@ -103,6 +106,9 @@ def _body(report: AuditReport, outputs: list[str]) -> Group:
         style = "yellow" if finding["severity"] == "warning" else "dim"
         parts.append(Text(("! " if finding["severity"] == "warning" else "· ") + finding["message"], style=style))
 
+    for line in hygiene_lines(report.hygiene):
+        parts.append(Text("· " + line, style="dim"))
+
     parts.append(Text())
     parts.append(_class_table(report))
     parts.append(Text())
@@ -110,6 +116,11 @@ def _body(report: AuditReport, outputs: list[str]) -> Group:
     if det["top_flagged"]:
         parts.append(Text())
         parts.append(_rows_table(det))
+    for title, header, rows in hygiene_tables(report.hygiene):
+        parts.append(Text())
+        parts.append(
+            _example_table(f"{title} (top {min(len(rows), _MAX_EXAMPLES)}; all in issues.parquet)", header, rows)
+        )
     if outputs:
         parts.append(Text())
         parts.append(Text("Wrote " + ", ".join(outputs), style="dim"))
@@ -193,6 +204,17 @@ def _rows_table(det: dict) -> Table:
             f"{row['suggestion_confidence']:.2f}",
             row.get("excerpt") or "",
         )
+    return table
+
+
+def _example_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+    """A few example rows; ids are never cut, the text column (last) gives way."""
+    table = Table(title=title, title_justify="left", show_edge=False)
+    for name in header[:-1]:
+        table.add_column(name, no_wrap=name in ("row", "group", "reference row"))
+    table.add_column(header[-1], overflow="ellipsis", no_wrap=True, max_width=60)
+    for row in rows[:_MAX_EXAMPLES]:
+        table.add_row(*row)
     return table
 
 
