@@ -160,3 +160,23 @@ def test_api_result_carries_hygiene():
         (result.hygiene.duplicate_groups >= 0).sum()
     )
     assert result.cleaned("dedupe").height == 300 - int(dedupe_mask(result.hygiene.duplicate_groups).sum())
+
+
+def test_a_reference_is_embedded_with_the_input_encoder_and_its_cache(tmp_path):
+    from credaudit.config import merge
+    from tests.fakes import BagOfWordsEncoder
+
+    words = ["card", "pin", "refund", "fee", "rate", "transfer", "limit", "cash"]
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(words, 5)) + f" w{i}" for i in range(200)]
+    labels = [i % 2 for i in range(200)]
+    reference = write_table(
+        pl.DataFrame({"text": ["unrelated words entirely", texts[7], texts[9] + "!"]}), tmp_path / "r.csv"
+    )
+    encoder = BagOfWordsEncoder()
+    config = merge({"hygiene": {"reference": [str(reference)]}, "encoder": {"cache_dir": str(tmp_path / "cache")}})
+    result = audit(pl.DataFrame({"text": texts, "label": labels}), config, encoder=encoder)
+    # The same encoder embedded the reference; row 7's text was already in the cache from the input.
+    assert encoder.calls[-1] == 2
+    leaked = result.issues.filter(pl.col("leaked_from").is_not_null())
+    assert set(leaked["row_id"]) == {7, 9} and set(leaked["leaked_row_id"]) == {"1", "2"}
