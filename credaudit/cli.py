@@ -560,6 +560,156 @@ def scan(
 
 
 @app.command(cls=_Command)
+def fairness(
+    data: DataArg,
+    pred_col: Annotated[
+        Optional[str], typer.Option("--pred-col", help="The binary prediction (0/1 or true/false).", show_default=False)
+    ] = None,
+    proxy_col: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--proxy-col",
+            help="A column of group predictions (a proxy of the missing attribute); give three or more.",
+            show_default=False,
+            metavar="<column>",
+        ),
+    ] = None,
+    label_col: Annotated[
+        Optional[str],
+        typer.Option(
+            "--label-col",
+            help="The binary outcome: adds the equal-opportunity and equalized-odds gaps.",
+            show_default=False,
+        ),
+    ] = None,
+    group_col: Annotated[
+        Optional[str],
+        typer.Option(
+            "--group-col",
+            help="The true group where known (null elsewhere): reference gaps on those rows.",
+            show_default=False,
+        ),
+    ] = None,
+    config_file: ConfigOpt = None,
+    encoding: EncodingOpt = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", help="Output directory. [default: ./credaudit-out/<data stem>-fairness/]", show_default=False
+        ),
+    ] = None,
+    max_dp_gap: Annotated[
+        Optional[float],
+        typer.Option(
+            "--max-dp-gap", help="Gate: fail if the calibrated demographic-parity gap is above.", show_default=False
+        ),
+    ] = None,
+    max_eo_gap: Annotated[
+        Optional[float],
+        typer.Option(
+            "--max-eo-gap", help="Gate: fail if the calibrated equalized-odds gap is above.", show_default=False
+        ),
+    ] = None,
+    warn_max_dp_gap: Annotated[
+        Optional[float], typer.Option("--warn-max-dp-gap", help="Warn if the DP gap is above.", show_default=False)
+    ] = None,
+    warn_max_eo_gap: Annotated[
+        Optional[float], typer.Option("--warn-max-eo-gap", help="Warn if the EO gap is above.", show_default=False)
+    ] = None,
+    gate_on: Annotated[
+        Optional[str],
+        typer.Option(
+            "--gate-on",
+            help="Compare gates to the calibrated `estimate` or its interval's upper `bound`. [default: estimate]",
+            show_default=False,
+        ),
+    ] = None,
+    strict: Annotated[
+        Optional[bool], typer.Option("--strict", help="Warnings fail the run too (exit 1).", show_default=False)
+    ] = None,
+    n_bootstrap: Annotated[
+        Optional[int],
+        typer.Option("--n-bootstrap", help="Resamples for the intervals. [default: 200]", show_default=False),
+    ] = None,
+    per_slice: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--per-slice",
+            help="Fit the proxies' errors separately per prediction/outcome slice (noisier; for proxies whose errors "
+            "depend on them).",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        Optional[int], typer.Option("--seed", help="One seed for every random choice. [default: 0]", show_default=False)
+    ] = None,
+    output_format: Annotated[
+        Optional[str],
+        typer.Option(
+            "--format", help="rich, json (report on stdout) or quiet (one line). [default: rich]", show_default=False
+        ),
+    ] = None,
+    html: Annotated[
+        Optional[bool], typer.Option("--html/--no-html", help="Write report.html. [default: html]", show_default=False)
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Fairness gaps with the sensitive attribute missing: naive vs calibrated from three or more weak proxies."""
+
+    def body() -> int:
+        import json
+
+        from credaudit import fairness_run
+        from credaudit.console import console_width, is_interactive, write
+        from credaudit.errors import ExitCode
+        from credaudit.io import check_out_dir
+        from credaudit.report.fairness import render_fairness_quiet, render_fairness_terminal
+
+        config = _config(
+            config_file,
+            {
+                "fairness.pred_col": (pred_col, "--pred-col"),
+                "fairness.proxy_cols": (tuple(proxy_col) if proxy_col else None, "--proxy-col"),
+                "fairness.label_col": (label_col, "--label-col"),
+                "fairness.group_col": (group_col, "--group-col"),
+                "fairness.n_bootstrap": (n_bootstrap, "--n-bootstrap"),
+                "fairness.per_slice": (per_slice, "--per-slice"),
+                "input.encoding": (encoding, "--encoding"),
+                "output.out": (str(out) if out else None, "--out"),
+                "output.format": (output_format, "--format"),
+                "output.html": (html, "--html/--no-html"),
+                "gates.max_dp_gap": (max_dp_gap, "--max-dp-gap"),
+                "gates.max_eo_gap": (max_eo_gap, "--max-eo-gap"),
+                "gates.warn_max_dp_gap": (warn_max_dp_gap, "--warn-max-dp-gap"),
+                "gates.warn_max_eo_gap": (warn_max_eo_gap, "--warn-max-eo-gap"),
+                "gates.gate_on": (gate_on, "--gate-on"),
+                "gates.strict": (strict, "--strict"),
+                "seed": (seed, "--seed"),
+            },
+        )
+        if not data.exists():
+            from credaudit.errors import DataReadError
+
+            raise DataReadError(f"{data} does not exist")
+        out_dir = fairness_run.fairness_out_dir(config, data)
+        check_out_dir(out_dir, data, ["report.json", "report.md", "report.html"])
+        fmt = config.output.format
+        with _progress(fmt == "rich" and is_interactive(sys.stderr), quiet=fmt == "quiet") as progress:
+            report, _ = fairness_run.audit_fairness_file(data, config, progress=progress)
+        written = fairness_run.write_fairness_outputs(report, out_dir, html=config.output.html)
+        if fmt == "json":
+            write(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        elif fmt == "quiet":
+            write(render_fairness_quiet(report))
+        else:
+            write(render_fairness_terminal(report, width=console_width(sys.stdout)))
+            write("Wrote " + ", ".join(str(p) for p in written) + "\n")
+        return int(ExitCode.GATE_FAILED if report.verdict == "fail" else ExitCode.OK)
+
+    _guard(debug, body)
+
+
+@app.command(cls=_Command)
 def apply(
     reviewed: Annotated[
         Path,

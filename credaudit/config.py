@@ -217,6 +217,33 @@ class HygieneConfig:
 
 
 @dataclass(frozen=True)
+class FairnessConfig:
+    pred_col: str | None = _opt(None, "`credaudit fairness`: the binary prediction column (0/1 or true/false)")
+    label_col: str | None = _opt(None, "`credaudit fairness`: the binary outcome column (for the EO and EOp gaps)")
+    proxy_cols: tuple[str, ...] = _opt(
+        (),
+        "`credaudit fairness`: three or more columns of group predictions (proxies)",
+        items="column names",
+        empty_ok=True,
+    )
+    group_col: str | None = _opt(
+        None, "`credaudit fairness`: the true group where known (null elsewhere), for reference gaps"
+    )
+    n_bootstrap: int = _opt(200, "bootstrap resamples for the calibrated gaps' intervals", low=0)
+    per_slice: bool = _opt(
+        False,
+        "fit the proxies' transition matrices separately in each prediction/outcome slice (noisier; right when "
+        "a proxy's errors depend on the prediction or the outcome)",
+    )
+    max_dependence: float = _opt(
+        0.03,
+        "warn when two proxies agree more (or less) often than the fitted model implies by more than this",
+        low=0.0,
+        high=1.0,
+    )
+
+
+@dataclass(frozen=True)
 class GatesConfig:
     max_noise_rate: float | None = _opt(None, "fail if the estimated noise rate is above", low=0.0, high=1.0)
     min_credibility: float | None = _opt(None, "fail if credibility is below", low=0.0, high=1.0)
@@ -248,6 +275,16 @@ class GatesConfig:
         None, "warn if redundant near-duplicate rows exceed N or a fraction", low=0.0
     )
     warn_max_leakage: int | float | None = _opt(None, "warn if leaked rows exceed N or a fraction", low=0.0)
+    max_dp_gap: float | None = _opt(
+        None, "`credaudit fairness`: fail if the calibrated demographic-parity gap is above", low=0.0, high=1.0
+    )
+    max_eo_gap: float | None = _opt(
+        None, "`credaudit fairness`: fail if the calibrated equalized-odds gap is above", low=0.0, high=1.0
+    )
+    warn_max_dp_gap: float | None = _opt(
+        None, "warn if the calibrated demographic-parity gap is above", low=0.0, high=1.0
+    )
+    warn_max_eo_gap: float | None = _opt(None, "warn if the calibrated equalized-odds gap is above", low=0.0, high=1.0)
     warn_max_regression: float | None = _opt(
         None, "with a baseline: warn if the noise rate rose by more than this (intervals apart)", low=0.0, high=1.0
     )
@@ -311,6 +348,7 @@ class ScanConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     hygiene: HygieneConfig = field(default_factory=HygieneConfig)
+    fairness: FairnessConfig = field(default_factory=FairnessConfig)
     gates: GatesConfig = field(default_factory=GatesConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

@@ -623,3 +623,124 @@ def estimate_noise(
         n_bootstrap=n_bootstrap,
         confidence_level=confidence_level,
     )
+
+
+@dataclass(frozen=True)
+class LatentClassFit:
+    """Several observers of one latent class, each with its own transition matrix.
+
+    Attributes
+    ----------
+    transition_matrices : ndarray of shape (m, G, G), float64
+        ``T[k, i, j] = P(observer k says j | latent class i)``; each row sums to 1.
+    prior : ndarray of shape (G,) or (S, G), float64
+        ``p[i] = P(latent class i)``, per stratum when fitted with strata.
+    log_likelihood : float
+        Of the observed answer patterns under the fit.
+    """
+
+    transition_matrices: np.ndarray
+    prior: np.ndarray
+    log_likelihood: float
+
+
+def fit_latent_classes(
+    patterns: np.ndarray,
+    counts: np.ndarray,
+    *,
+    n_groups: int,
+    n_restarts: int = 4,
+    max_iter: int = 500,
+    tol: float = 1e-9,
+    seed: int = 0,
+    init: LatentClassFit | None = None,
+    strata: np.ndarray | None = None,
+) -> LatentClassFit:
+    """Fit the high-order consensus model with one transition matrix per observer.
+
+    The label audit's three observers (a row and its two nearest neighbours) are exchangeable, so
+    :func:`fit_transition_matrix` fits one T for all three. Three or more *different* observers of
+    a latent class (proxy models of a hidden attribute, annotators) each get their own. For three:
+
+        P(a, b, c) = Σ_i p_i T₁[i, a] T₂[i, b] T₃[i, c]
+
+    the third-order consensus tensor of the module docstring with a matrix per position (the lower
+    orders are its marginals). It is identifiable when three of the matrices have full rank
+    (Kruskal), and its maximum likelihood is found by expectation-maximisation over the distinct
+    answer patterns: exact, monotone, and cheap for the few groups of a sensitive attribute.
+
+    Parameters
+    ----------
+    patterns : ndarray of shape (U, m), int64
+        Distinct answer patterns, one column per observer (m >= 3), codes 0..G-1.
+    counts : ndarray of shape (U,)
+        How many rows gave each pattern.
+    n_groups : int
+        G, the latent classes (and answer values).
+    n_restarts : int
+        Initialisations (the first diagonal, the others perturbed); the best likelihood wins.
+    max_iter, tol : int, float
+        EM iterations per initialisation, and the relative likelihood change that stops it.
+    seed : int
+        Seeds the perturbed initialisations.
+    init : LatentClassFit, optional
+        Warm start (one initialisation only), used by the bootstrap.
+    strata : ndarray of shape (U,), int64, optional
+        A stratum per pattern (0..S-1): the matrices are shared, each stratum has its own prior
+        (``prior`` then has shape (S, G)). Strata must be disjoint sets of rows.
+
+    Returns
+    -------
+    LatentClassFit
+        Latent classes named after the answer they most produce (the trace of ΣₖTₖ is maximal):
+        the observers must be right more often than not, on the whole.
+    """
+    patterns = np.asarray(patterns, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.float64)
+    n_obs, g = patterns.shape[1], n_groups
+    stratum = np.zeros(len(counts), dtype=np.int64) if strata is None else np.asarray(strata, dtype=np.int64)
+    n_strata = int(stratum.max()) + 1 if len(stratum) else 1
+    stratum_total = np.maximum(np.bincount(stratum, weights=counts, minlength=n_strata), 1e-300)
+    if init is not None:
+        starts = [(init.transition_matrices, init.prior.reshape(n_strata, g))]
+    else:
+        rng = np.random.default_rng(seed)
+        off = 0.3 / max(g - 1, 1)
+        base = np.full((n_obs, g, g), off) + np.eye(g)[None] * (0.7 - off)
+        starts = [(base, np.full((n_strata, g), 1.0 / g))]
+        for _ in range(n_restarts - 1):
+            t = base + rng.uniform(0, 0.3, size=base.shape)
+            starts.append((t / t.sum(axis=2, keepdims=True), rng.dirichlet(np.ones(g), size=n_strata)))
+    best = None
+    observers = np.arange(n_obs)
+    for t0, p0 in starts:
+        t, p = t0.copy(), p0.copy()
+        previous = -math.inf
+        for _ in range(max_iter):
+            # log P(i, pattern u) = log p_i + Σ_k log T_k[i, pattern[u, k]]
+            log_t = np.log(np.maximum(t, 1e-300))
+            log_joint = np.log(np.maximum(p, 1e-300))[stratum] + log_t[observers, :, patterns].sum(axis=1)
+            top = log_joint.max(axis=1, keepdims=True)
+            log_marginal = top[:, 0] + np.log(np.exp(log_joint - top).sum(axis=1))
+            log_likelihood = float(np.dot(counts, log_marginal))
+            weights = np.exp(log_joint - log_marginal[:, None]) * counts[:, None]  # n_u · P(i | u)
+            p = np.zeros((n_strata, g))
+            np.add.at(p, stratum, weights)
+            p /= stratum_total[:, None]
+            # A tiny pseudo-count keeps a matrix row defined when a latent class loses all its mass.
+            t = np.full((n_obs, g, g), 1e-9)
+            for k in observers:
+                np.add.at(t[k].T, patterns[:, k], weights)
+            t /= t.sum(axis=2, keepdims=True)
+            if abs(log_likelihood - previous) <= tol * max(abs(log_likelihood), 1.0):
+                break
+            previous = log_likelihood
+        if best is None or log_likelihood > best[2]:
+            best = (t, p, log_likelihood)
+    t, p, log_likelihood = best
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(t.sum(axis=0), maximize=True)
+    perm = rows[np.argsort(cols)]
+    prior = p[:, perm]
+    return LatentClassFit(t[:, perm], prior[0] if strata is None else prior, log_likelihood)

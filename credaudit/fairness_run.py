@@ -1,0 +1,348 @@
+"""``credaudit fairness``: read and validate, audit (fairness.py), gate, report, write.
+
+The command's wiring, as thin as ``scan``'s: validation at the boundary with messages naming the
+column and row, one report object (``FairnessReport``) that every renderer reads, the gates of
+gates.py, and the atomic output writer of io.py.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from credaudit import __version__
+from credaudit.config import ScanConfig
+from credaudit.errors import InputError, MissingColumnError, UsageError
+from credaudit.fairness import METRICS, FairnessData, FairnessResult, audit_fairness, proxy_diagnostics
+from credaudit.gates import CheckResult, Status, _judge, verdict
+from credaudit.io import default_out_dir, detect_format, file_sha256, read_frame, write_outputs, write_text
+from credaudit.progress import NullProgress, Progress
+
+FAIRNESS_SCHEMA_VERSION = 1
+_METRIC_NAMES = {
+    "dp_gap": "demographic parity",
+    "eop_gap": "equal opportunity",
+    "eo_gap": "equalized odds",
+}
+
+
+def _binary(frame: pl.DataFrame, column: str, flag: str, name: str) -> np.ndarray:
+    """A 0/1 column (bools, 0/1 numbers); an InputError naming the column and the values otherwise."""
+    series = frame.get_column(column)
+    nulls = series.is_null()
+    if bool(nulls.any()):
+        raise InputError(f"column '{column}' ({flag}) in {name} is empty at row {int(nulls.arg_true()[0])}")
+    if series.dtype == pl.Boolean:
+        return series.cast(pl.Int64).to_numpy()
+    values = series.unique().to_list()
+    if series.dtype.is_numeric() and set(values) <= {0, 1}:
+        return series.cast(pl.Int64).to_numpy()
+    shown = ", ".join(map(repr, sorted(values, key=str)[:5]))
+    raise InputError(
+        f"column '{column}' ({flag}) in {name} must be binary (0/1 or true/false) for the fairness gaps; "
+        f"found {len(values)} values: {shown}"
+    )
+
+
+def read_fairness_data(path: Path, config: ScanConfig) -> tuple[FairnessData, dict[str, Any]]:
+    """Read and validate the columns ``credaudit fairness`` needs.
+
+    Raises
+    ------
+    UsageError
+        Fewer than three proxy columns, or no prediction column (exit 2).
+    MissingColumnError, InputError, DataReadError
+        A named column is missing, empty at a row, not binary, or a proxy has one value (exit 3).
+    """
+    cfg = config.fairness
+    if cfg.pred_col is None:
+        raise UsageError("credaudit fairness needs --pred-col (the binary prediction column)")
+    if len(cfg.proxy_cols) < 3:
+        raise UsageError(
+            f"credaudit fairness needs at least three --proxy-col columns (got {len(cfg.proxy_cols)}): the proxies' "
+            "errors are identified only from three or more of them"
+        )
+    if len(set(cfg.proxy_cols)) < len(cfg.proxy_cols):
+        raise UsageError("each --proxy-col must name a different column")
+    fmt = replace(detect_format(path), encoding=config.input.encoding)
+    frame = read_frame(path, fmt)
+    name = path.name
+    for column, flag in [
+        (cfg.pred_col, "--pred-col"),
+        (cfg.label_col, "--label-col"),
+        (cfg.group_col, "--group-col"),
+        *((c, "--proxy-col") for c in cfg.proxy_cols),
+    ]:
+        if column is not None and column not in frame.columns:
+            raise MissingColumnError(
+                f"column '{column}' ({flag}) is not in {name}; columns are: {', '.join(frame.columns)}"
+            )
+    if frame.height == 0:
+        raise InputError(f"{name} has no rows")
+    pred = _binary(frame, cfg.pred_col, "--pred-col", name)
+    label = _binary(frame, cfg.label_col, "--label-col", name) if cfg.label_col else None
+    proxy_values = []
+    for column in cfg.proxy_cols:
+        series = frame.get_column(column)
+        nulls = series.is_null()
+        if bool(nulls.any()):
+            raise InputError(f"column '{column}' (--proxy-col) in {name} is empty at row {int(nulls.arg_true()[0])}")
+        values = series.cast(pl.String).to_list()
+        if len(set(values)) < 2:
+            raise InputError(
+                f"column '{column}' (--proxy-col) in {name} has one value ({values[0]!r}): a proxy must name groups"
+            )
+        proxy_values.append(values)
+    group_values = None
+    if cfg.group_col:
+        group_values = frame.get_column(cfg.group_col).cast(pl.String).to_list()
+    groups = sorted({v for values in proxy_values for v in values} | {v for v in group_values or [] if v is not None})
+    code = {g: i for i, g in enumerate(groups)}
+    proxies = np.array([[code[v] for v in values] for values in proxy_values], dtype=np.int64).T
+    group = None if group_values is None else np.array([code[v] if v is not None else -1 for v in group_values])
+    meta = {
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "format": fmt.kind + (".gz" if fmt.gzip else ""),
+        "rows": frame.height,
+        "columns_used": {
+            "pred": cfg.pred_col,
+            "label": cfg.label_col,
+            "proxies": list(cfg.proxy_cols),
+            "group": cfg.group_col,
+        },
+        "rows_with_group": None if group is None else int((group >= 0).sum()),
+    }
+    return FairnessData(pred, label, proxies, group, groups), meta
+
+
+@dataclass(frozen=True)
+class FairnessReport:
+    """The ``credaudit fairness`` report: ``to_dict()`` is report.json."""
+
+    tool_version: str
+    created_at: str
+    run: dict[str, Any]
+    fairness: dict[str, Any]
+    findings: list[dict[str, Any]]
+    checks: list[dict[str, Any]]
+    verdict: str
+    schema_version: int = FAIRNESS_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "fairness",
+            "schema_version": self.schema_version,
+            "tool_version": self.tool_version,
+            "created_at": self.created_at,
+            "run": self.run,
+            "fairness": self.fairness,
+            "findings": self.findings,
+            "checks": self.checks,
+            "verdict": self.verdict,
+        }
+
+
+def _metric_entries(result: FairnessResult, data: FairnessData) -> list[dict[str, Any]]:
+    """One entry per metric and group pair, then per metric the overall (largest) gap."""
+    entries = []
+    for metric in METRICS:
+        if metric not in result.calibrated:
+            continue
+        naive, cal = result.naive[metric], result.calibrated[metric]
+        low, high = result.low[metric], result.high[metric]
+        ref = result.reference[metric] if result.reference is not None else None
+
+        def number(x: float) -> float | None:
+            return None if not np.isfinite(x) else round(float(x), 6)
+
+        for p, (a, b) in enumerate(result.pairs):
+            entries.append(
+                {
+                    "metric": metric,
+                    "groups": [data.groups[a], data.groups[b]],
+                    "naive": number(naive[p]),
+                    "calibrated": {"estimate": number(cal[p]), "low": number(low[p]), "high": number(high[p])},
+                    "reference": None if ref is None else number(ref[p]),
+                }
+            )
+        worst = int(np.nanargmax(cal)) if np.isfinite(cal).any() else 0
+        entries.append(
+            {
+                "metric": metric,
+                "groups": "all",
+                "pair": [data.groups[result.pairs[worst][0]], data.groups[result.pairs[worst][1]]],
+                "naive": number(np.nanmax(naive)),
+                "calibrated": {
+                    "estimate": number(np.nanmax(cal)),
+                    # The largest gap's interval: the bounds of the pair that is largest.
+                    "low": number(low[worst]),
+                    "high": number(np.nanmax(high)),
+                },
+                "reference": None if ref is None else number(np.nanmax(ref)),
+            }
+        )
+    return entries
+
+
+def _findings(diagnostics: dict[str, Any], data: FairnessData, proxy_names: list[str]) -> list[dict[str, Any]]:
+    findings = []
+    m, g = data.proxies.shape[1], len(data.groups)
+    weak = [proxy_names[k] for k, p in enumerate(diagnostics["proxies"]) if not p["diagonally_dominant"]]
+    if weak:
+        findings.append(
+            {
+                "kind": "weak_proxy",
+                "severity": "warning",
+                "message": f"proxy {', '.join(weak)} confuses some group with another more often than it names it "
+                "right: the groups it confuses cannot be told apart, and the calibrated gaps are unreliable",
+                "details": {"proxies": weak},
+            }
+        )
+    dependent = [p for p in diagnostics["pairs"] if p["dependent"]]
+    if dependent:
+        names = "; ".join(
+            f"{proxy_names[p['proxies'][0]]} and {proxy_names[p['proxies'][1]]} agree on {p['observed_agreement']:.1%} "
+            f"of rows, the model implies {p['model_agreement']:.1%}"
+            for p in dependent
+        )
+        findings.append(
+            {
+                "kind": "dependent_proxies",
+                "severity": "warning",
+                "message": f"the proxies look dependent ({names}); the calibration assumes their errors are "
+                "independent given the group, so the calibrated gaps may be biased",
+                "details": {"pairs": dependent},
+            }
+        )
+    if m == 3 and g == 2:
+        hint = (
+            "compare each proxy's estimated accuracy with its accuracy on the rows with the true group (Proxies)"
+            if data.group is not None
+            else "a fourth proxy, or some rows with the true group (--group-col), would tell"
+        )
+        findings.append(
+            {
+                "kind": "dependence_untestable",
+                "severity": "info",
+                "message": "with two groups and three proxies the model fits any data exactly, so whether the proxies' "
+                f"errors are independent cannot be tested from the proxies alone; {hint}",
+                "details": {},
+            }
+        )
+    return findings
+
+
+def _checks(entries: list[dict[str, Any]], config: ScanConfig) -> list[CheckResult]:
+    gates = config.gates
+    pessimistic = gates.gate_on == "bound"
+    checks = []
+    for check_id, metric, fail, warn in (
+        ("max_dp_gap", "dp_gap", gates.max_dp_gap, gates.warn_max_dp_gap),
+        ("max_eo_gap", "eo_gap", gates.max_eo_gap, gates.warn_max_eo_gap),
+    ):
+        overall = next((e for e in entries if e["metric"] == metric and e["groups"] == "all"), None)
+        if fail is None and warn is None:
+            checks.append(
+                CheckResult(check_id, metric, None, "estimate", None, None, Status.SKIPPED, message="no threshold set")
+            )
+            continue
+        if overall is None:
+            raise UsageError(f"--{check_id.replace('_', '-')} needs --label-col: equalized odds compares error rates")
+        cal = overall["calibrated"]
+        value = cal["high"] if pessimistic else cal["estimate"]
+        bound = "upper95" if pessimistic else "estimate"
+        status = _judge(value, fail, warn, upper=True)
+        limits = "; ".join(f"{w} above {x:.3f}" for w, x in (("fails", fail), ("warns", warn)) if x is not None)
+        checks.append(
+            CheckResult(
+                check_id,
+                metric,
+                value,
+                bound,
+                fail,
+                warn,
+                status,
+                (cal["low"], cal["high"]),
+                f"calibrated {_METRIC_NAMES[metric]} gap{'' if bound == 'estimate' else ' (upper 95% bound)'} "
+                f"{value:.3f} between {overall['pair'][0]} and {overall['pair'][1]} ({limits})",
+            )
+        )
+    return checks
+
+
+def audit_fairness_file(
+    data: str | Path, config: ScanConfig, *, progress: Progress | None = None
+) -> tuple[FairnessReport, list[CheckResult]]:
+    """Read, audit, gate: the report of ``credaudit fairness`` (nothing written)."""
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    path = Path(data)
+    fairness_data, meta = read_fairness_data(path, config)
+    cfg = config.fairness
+    result = audit_fairness(
+        fairness_data,
+        n_bootstrap=cfg.n_bootstrap,
+        confidence_level=config.noise.confidence_level,
+        per_slice=cfg.per_slice,
+        seed=config.seed,
+        progress=progress,
+    )
+    diagnostics = proxy_diagnostics(fairness_data, result.slices, max_dependence=cfg.max_dependence)
+    for name, proxy in zip(cfg.proxy_cols, diagnostics["proxies"], strict=True):
+        proxy["column"] = name
+    entries = _metric_entries(result, fairness_data)
+    findings = _findings(diagnostics, fairness_data, list(cfg.proxy_cols))
+    checks = _checks(entries, config)
+    report = FairnessReport(
+        tool_version=__version__,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        run={
+            "input": meta,
+            "seed": config.seed,
+            "config": {"fairness": config.to_dict()["fairness"], "gates": config.to_dict()["gates"]},
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+        fairness={
+            "groups": fairness_data.groups,
+            "naive_rule": "the proxies' majority vote (ties: the first proxy)",
+            "per_slice": cfg.per_slice,
+            "n_bootstrap": result.n_bootstrap,
+            "confidence_level": result.confidence_level,
+            "metrics": entries,
+            "diagnostics": diagnostics,
+        },
+        findings=findings,
+        checks=[c.to_dict() for c in checks],
+        verdict=verdict(checks, strict=config.gates.strict, warnings=any(f["severity"] == "warning" for f in findings)),
+    )
+    return report, checks
+
+
+def fairness_out_dir(config: ScanConfig, data: Path) -> Path:
+    """``--out`` or ``./credaudit-out/<data stem>-fairness/``."""
+    if config.output.out:
+        return Path(config.output.out)
+    base = default_out_dir(data)
+    return base.with_name(base.name + "-fairness")
+
+
+def write_fairness_outputs(report: FairnessReport, out_dir: Path, *, html: bool = True) -> list[Path]:
+    """report.json, report.md (and report.html), atomically as a set."""
+    import json
+
+    from credaudit.report.fairness import render_fairness_html, render_fairness_markdown
+
+    writers = {
+        "report.json": write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"),
+        "report.md": write_text(render_fairness_markdown(report)),
+    }
+    if html:
+        writers["report.html"] = write_text(render_fairness_html(report))
+    return write_outputs(out_dir, writers, replace_previous=True)
