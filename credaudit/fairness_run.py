@@ -205,6 +205,24 @@ def _findings(diagnostics: dict[str, Any], data: FairnessData, proxy_names: list
                 "details": {"proxies": weak},
             }
         )
+    # A weak proxy fitted as perfect for some group is not a weak proxy: the model does not describe
+    # the data (typically proxies that share their errors), and the calibration cannot be trusted.
+    edge = [
+        proxy_names[k]
+        for k, p in enumerate(diagnostics["proxies"])
+        if p["accuracy"] < 0.95 and max(max(row) for row in p["transition_matrix"]) >= 0.995
+    ]
+    if edge:
+        findings.append(
+            {
+                "kind": "implausible_fit",
+                "severity": "warning",
+                "message": f"the fit calls proxy {', '.join(edge)} perfect for some group although it is wrong on "
+                "other rows: the proxies probably share their errors (e.g. models of the same features), which the "
+                "calibration assumes they do not; the calibrated gaps are unreliable",
+                "details": {"proxies": edge},
+            }
+        )
     dependent = [p for p in diagnostics["pairs"] if p["dependent"]]
     if dependent:
         names = "; ".join(
