@@ -153,6 +153,11 @@ def hygiene_tables(hygiene: dict[str, Any] | None) -> list[tuple[str, list[str],
     def first(excerpts: list[str] | None) -> str:
         return (excerpts or [""])[0] or ""
 
+    def group_row(g: dict[str, Any]) -> list[str]:
+        row_ids = ", ".join(map(str, g["row_ids"][:5]))
+        return [str(g["group"]), str(g["size"]), labels(g["labels"]), row_ids, first(g["excerpts"])]
+
+    group_header = ["group", "rows", "labels", "row ids", "text"]
     out, dup, leak = hygiene["outliers"], hygiene["near_duplicates"], hygiene.get("leakage")
     tables = [
         (
@@ -163,34 +168,8 @@ def hygiene_tables(hygiene: dict[str, Any] | None) -> list[tuple[str, list[str],
                 for r in out["top_rows"]
             ],
         ),
-        (
-            "Near-duplicate groups with conflicting labels",
-            ["group", "rows", "labels", "row ids", "text"],
-            [
-                [
-                    str(g["group"]),
-                    str(g["size"]),
-                    labels(g["labels"]),
-                    ", ".join(map(str, g["row_ids"][:5])),
-                    first(g["excerpts"]),
-                ]
-                for g in dup["conflicting"]
-            ],
-        ),
-        (
-            "Largest near-duplicate groups",
-            ["group", "rows", "labels", "row ids", "text"],
-            [
-                [
-                    str(g["group"]),
-                    str(g["size"]),
-                    labels(g["labels"]),
-                    ", ".join(map(str, g["row_ids"][:5])),
-                    first(g["excerpts"]),
-                ]
-                for g in dup["largest"]
-            ],
-        ),
+        ("Near-duplicate groups with conflicting labels", group_header, [group_row(g) for g in dup["conflicting"]]),
+        ("Largest near-duplicate groups", group_header, [group_row(g) for g in dup["largest"]]),
     ]
     if leak is not None:
         tables.append(
