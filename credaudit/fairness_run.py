@@ -70,6 +70,8 @@ def read_fairness_data(path: Path, config: ScanConfig) -> tuple[FairnessData, di
         )
     if len(set(cfg.proxy_cols)) < len(cfg.proxy_cols):
         raise UsageError("each --proxy-col must name a different column")
+    if cfg.label_col is None and (config.gates.max_eo_gap is not None or config.gates.warn_max_eo_gap is not None):
+        raise UsageError("--max-eo-gap / --warn-max-eo-gap need --label-col: equalized odds compares error rates")
     fmt = replace(detect_format(path), encoding=config.input.encoding)
     frame = read_frame(path, fmt)
     name = path.name
