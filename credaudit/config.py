@@ -104,6 +104,10 @@ class GraphConfig:
     )
     exact_max_rows: int = _opt(50_000, "rows above which `auto` uses the IVF index", low=1)
     ivf_probe_share: float = _opt(0.04, "share of IVF lists each query visits (recall vs time)", low_open=0.0, high=1.0)
+    recall_sample: int = _opt(
+        1000, "rows whose neighbours an approximate search checks against an exact one (recall@k in the report)", low=1
+    )
+    min_recall: float = _opt(0.95, "warn when the approximate search's recall@k is below this", low=0.0, high=1.0)
 
 
 @dataclass(frozen=True)

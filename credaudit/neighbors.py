@@ -144,6 +144,43 @@ def build_knn_graph(
     return NeighborGraph(indices=indices, similarities=similarities, method="ivf" if use_ivf else "exact")
 
 
+def estimate_recall(
+    graph: NeighborGraph, embeddings: np.ndarray, *, k: int, n_sample: int = 1000, seed: int = 0
+) -> tuple[float, int]:
+    """recall@k of an approximate graph, measured against an exact search for a random sample of rows.
+
+    Parameters
+    ----------
+    graph : NeighborGraph
+        The graph to check (its first ``k`` neighbours per row).
+    embeddings : ndarray of shape (N, d), float32
+        The unit vectors the graph was built on.
+    k : int
+        Neighbours compared per row.
+    n_sample : int
+        Rows sampled (fewer if the data has fewer).
+    seed : int
+        Seeds the sample.
+
+    Returns
+    -------
+    (recall, rows sampled)
+        The mean share of each sampled row's k exact nearest neighbours that the graph holds. A
+        graph neighbour counts when its similarity reaches the k-th exact similarity, so ties (exact
+        duplicates) are not counted as misses.
+    """
+    n_rows = embeddings.shape[0]
+    k = min(k, graph.k, n_rows - 1)
+    rows = np.sort(np.random.default_rng(seed).choice(n_rows, size=min(n_sample, n_rows), replace=False))
+    sims, idx = _flat_searcher(embeddings)(embeddings[rows], k + 1)
+    exact_idx = np.empty((rows.size, k), dtype=np.int64)
+    exact_sim = np.empty((rows.size, k), dtype=np.float32)
+    _drop_self(idx, sims, rows, k, exact_idx, exact_sim)
+    kth = exact_sim[:, k - 1 : k]
+    found = (graph.similarities[rows, :k] >= kth - 1e-6) & (graph.indices[rows, :k] >= 0)
+    return float(found.mean()), int(rows.size)
+
+
 def restrict_graph(graph: NeighborGraph, embeddings: np.ndarray, keep: np.ndarray, *, k: int) -> NeighborGraph:
     """The k-NN graph of the subsample ``keep``, derived from the full graph.
 

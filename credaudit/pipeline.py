@@ -59,7 +59,7 @@ from credaudit.io import (
 )
 from credaudit.labels import LabelCodec
 from credaudit.leakage import Leakage, find_leakage, leakage_summary
-from credaudit.neighbors import NeighborGraph, build_knn_graph, normalize_rows
+from credaudit.neighbors import NeighborGraph, build_knn_graph, estimate_recall, normalize_rows
 from credaudit.noise import NoiseEstimate, estimate_noise, triple_tightness
 from credaudit.progress import NullProgress, Progress
 from credaudit.report.format import excerpt
@@ -279,6 +279,13 @@ def audit(
             progress=progress,
         )
 
+        # An approximate graph says how approximate: recall@k against an exact search of a sample.
+        recall = (1.0, 0)
+        if graph.method != "exact":
+            recall = estimate_recall(
+                graph, vectors, k=detect_cfg.k, n_sample=config.graph.recall_sample, seed=config.seed
+            )
+
     with times.stage("hygiene"):
         hygiene = _hygiene(vectors, labels, graph, table.texts, references, n_classes=n_classes, config=config)
 
@@ -360,6 +367,21 @@ def audit(
             if f is not None
         ]
         findings += find_estimate_warnings(estimate, counts, names, trust, min_class_rows=noise_cfg.min_class_rows)
+        if recall[1] and recall[0] < config.graph.min_recall:
+            findings.append(
+                Finding(
+                    kind="low_recall",
+                    severity="warning",
+                    message=f"the approximate neighbour search found {recall[0]:.1%} of the true {detect_cfg.k} "
+                    f"nearest neighbours (measured on {recall[1]:,} rows): raise graph.ivf_probe_share or set "
+                    'graph.index = "exact"',
+                    details={
+                        "recall_at_k": recall[0],
+                        "rows_sampled": recall[1],
+                        "min_recall": config.graph.min_recall,
+                    },
+                )
+            )
 
     issues = _issues_frame(table, codec, detection, config, hygiene)
     times.seconds["total"] = round(time.perf_counter() - started, 4)
@@ -377,6 +399,7 @@ def audit(
         trust,
         baseline,
         hygiene,
+        recall,
     )
     return AuditResult(
         report=report,
@@ -703,6 +726,7 @@ def _build_report(
     trust: TrustAssessment,
     baseline: dict | None,
     hygiene: Hygiene,
+    recall: tuple[float, int] = (1.0, 0),
 ) -> tuple[AuditReport, list[CheckResult]]:
     """The report and its gate checks (the regression gate needs the finished noise section)."""
     n_classes = codec.n_classes
@@ -736,7 +760,12 @@ def _build_report(
             "embedded_texts": encoder.n_embedded,
             "auto_candidates": encoder.auto_candidates,
         },
-        "graph": {"method": graph.method, "neighbours_stored": graph.k},
+        "graph": {
+            "method": graph.method,
+            "neighbours_stored": graph.k,
+            "recall_at_k": recall[0],
+            "recall_rows_sampled": recall[1],
+        },
         "seed": config.seed,
         "config": _effective_config(config),
         "stage_seconds": times.seconds,

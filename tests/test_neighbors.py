@@ -1,7 +1,8 @@
 import numpy as np
+import polars as pl
 import pytest
 
-from credaudit.neighbors import build_knn_graph, normalize_rows, restrict_graph
+from credaudit.neighbors import build_knn_graph, estimate_recall, normalize_rows, restrict_graph
 from tests.conftest import make_clusterable
 
 
@@ -68,6 +69,24 @@ def test_restrict_graph_equals_a_fresh_search_on_the_subsample(seed):
     fresh = kept[brute_force(x[kept], 6)]
     np.testing.assert_array_equal(sub.indices[kept], fresh)
     assert (sub.indices[~keep] == -1).all()
+
+
+def test_recall_is_measured_against_an_exact_search_and_low_recall_is_reported():
+    x, _, labels = make_clusterable(3000, 10, None, 1, dim=32, spread=0.5)
+    exact = build_knn_graph(x, k=10, index="exact")
+    assert estimate_recall(exact, x, k=10, n_sample=300) == (1.0, 300)
+    coarse = build_knn_graph(x, k=10, index="ivf", ivf_probe_share=0.01, seed=5)
+    truth = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(coarse.indices, exact.indices, strict=True)])
+    measured, sampled = estimate_recall(coarse, x, k=10, n_sample=1000)
+    assert sampled == 1000 and truth < 0.95 and abs(measured - truth) < 0.05
+
+    from credaudit import audit
+    from credaudit.config import merge
+
+    config = merge({"graph": {"index": "ivf", "ivf_probe_share": 0.01}})
+    result = audit(pl.DataFrame({"label": labels.tolist()}), config, embeddings=x)
+    assert result.report.run["graph"]["recall_at_k"] < 0.95
+    assert any(f.kind == "low_recall" for f in result.findings)
 
 
 @pytest.mark.parametrize("rows", [1])
