@@ -700,6 +700,9 @@ def fit_latent_classes(
     n_obs, g = patterns.shape[1], n_groups
     stratum = np.zeros(len(counts), dtype=np.int64) if strata is None else np.asarray(strata, dtype=np.int64)
     n_strata = int(stratum.max()) + 1 if len(stratum) else 1
+    if init is not None and strata is not None:
+        # A resample may lack the last strata; the warm start still has a prior for each.
+        n_strata = max(n_strata, init.prior.reshape(-1, g).shape[0])
     stratum_total = np.maximum(np.bincount(stratum, weights=counts, minlength=n_strata), 1e-300)
     if init is not None:
         starts = [(init.transition_matrices, init.prior.reshape(n_strata, g))]
