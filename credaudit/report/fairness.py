@@ -44,7 +44,9 @@ def metric_rows(report: FairnessReport) -> list[list[str]]:
                 _num(e["reference"]),
             ]
         )
-    return [["gap", "groups", "naive (proxy vote)", f"calibrated [{level} interval]", "reference (true group)"], *rows]
+    known = report.run["input"].get("rows_with_group")
+    reference = "reference (true group)" if not known else f"reference (true group, {known:,} rows)"
+    return [["gap", "groups", "naive (proxy vote)", f"calibrated [{level} interval]", reference], *rows]
 
 
 def proxy_rows(report: FairnessReport) -> list[list[str]]:
@@ -58,7 +60,8 @@ def proxy_rows(report: FairnessReport) -> list[list[str]]:
 
 def render_fairness_quiet(report: FairnessReport) -> str:
     overall = {e["metric"]: e for e in report.fairness["metrics"] if e["groups"] == "all"}
-    parts = [f"{_NAMES[m].split()[0][:2].upper()} gap {_num(e['calibrated']['estimate'])}" for m, e in overall.items()]
+    short = {"dp_gap": "DP", "eop_gap": "EOp", "eo_gap": "EO"}
+    parts = [f"{short[m]} gap {_num(e['calibrated']['estimate'])}" for m, e in overall.items()]
     return f"{report.verdict.upper()} {report.run['input']['path']}: calibrated " + ", ".join(parts) + "\n"
 
 
@@ -154,10 +157,10 @@ def _chart_svg(report: FairnessReport) -> str:
         )
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
-    ax.set_xlabel("gap (absolute difference between groups)")
     ax.set_xlim(left=0)
-    ax.set_title("Fairness gaps: naive vs calibrated", loc="left")
-    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
+    # The axis meaning lives in the title: below the axes it collided with the legend.
+    ax.set_title("Fairness gaps (absolute difference between groups): naive vs calibrated", loc="left")
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
     return _svg(fig)
 
 
