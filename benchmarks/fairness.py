@@ -3,13 +3,15 @@
     python -m benchmarks.fairness            # writes the "Fairness with weak proxies" part of RESULTS.md
 
 Data: ``../shared/data/compas/compas.parquet`` (ProPublica), African-American and Caucasian
-defendants (6,150 rows). Prediction ``decile_score >= 5``, outcome ``two_year_recid``, attribute
+defendants (6,150 rows); one setting adds Hispanic and Other (four groups, 7,164 rows, gaps the
+largest over the six pairs). Prediction ``decile_score >= 5``, outcome ``two_year_recid``, attribute
 ``race`` — hidden from the tools and used only for the true gaps.
 
 Proxies, two ways:
 
 - **controlled noise**: three proxies, each right with probability ``acc + 0.05`` for one group
   and ``acc − 0.05`` for the other (class-dependent noise), independently, for acc = 0.6, 0.7, 0.8;
+  with four groups, four proxies right with probability 0.7, else a uniformly drawn other group;
 - **proxy models**: the rows are split 30 / 70; on the 30 % part three models predict race from
   other columns (logistic regression on age, sex and priors; a depth-4 decision tree on the charge
   and juvenile counts; naive Bayes on all of them; classes weighted equally, so that no proxy just
@@ -35,6 +37,7 @@ import polars as pl
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "compas" / "compas.parquet"
 GROUPS = ("African-American", "Caucasian")
+FOUR = ("African-American", "Caucasian", "Hispanic", "Other")
 
 
 def _base() -> pl.DataFrame:
@@ -87,17 +90,40 @@ def models(frame: pl.DataFrame, seed: int) -> pl.DataFrame:
 
 
 def true_gaps(frame: pl.DataFrame) -> dict[str, float]:
+    """The largest gap over group pairs, with the true race."""
+    from itertools import combinations
+
     pred = frame["pred"].to_numpy()
     y = frame["two_year_recid"].to_numpy()
     race = frame["race"].to_numpy()
+    groups = sorted(set(race))
+    rate = {g: pred[race == g].mean() for g in groups}
+    tpr = {g: pred[(race == g) & (y == 1)].mean() for g in groups}
+    fpr = {g: pred[(race == g) & (y == 0)].mean() for g in groups}
+    pairs = list(combinations(groups, 2))
+    return {
+        "dp_gap": max(abs(rate[a] - rate[b]) for a, b in pairs),
+        "eop_gap": max(abs(tpr[a] - tpr[b]) for a, b in pairs),
+        "eo_gap": max(max(abs(tpr[a] - tpr[b]), abs(fpr[a] - fpr[b])) for a, b in pairs),
+    }
 
-    def rate(mask):
-        return pred[mask].mean()
 
-    a, b = race == GROUPS[0], race == GROUPS[1]
-    tpr = abs(rate(a & (y == 1)) - rate(b & (y == 1)))
-    fpr = abs(rate(a & (y == 0)) - rate(b & (y == 0)))
-    return {"dp_gap": abs(rate(a) - rate(b)), "eop_gap": tpr, "eo_gap": max(tpr, fpr)}
+def four_groups(acc: float, seed: int) -> pl.DataFrame:
+    """Four groups (Other, Hispanic added), four proxies right with probability ``acc``, else another group."""
+    frame = (
+        pl.read_parquet(DATA)
+        .filter(pl.col("race").is_in(FOUR))
+        .with_columns((pl.col("decile_score") >= 5).alias("pred"))
+    )
+    rng = np.random.default_rng(seed)
+    race = frame["race"].to_numpy()
+    names = np.array(FOUR)
+    columns = {}
+    for k in range(4):
+        shift = rng.integers(1, len(FOUR), len(race))
+        other = names[(np.searchsorted(names, race) + shift) % len(FOUR)]
+        columns[f"proxy{k + 1}"] = np.where(rng.random(len(race)) < acc, race, other)
+    return frame.with_columns(*(pl.Series(name, values) for name, values in columns.items()))
 
 
 def run_case(frame: pl.DataFrame, tmp: Path) -> dict:
@@ -111,14 +137,15 @@ def run_case(frame: pl.DataFrame, tmp: Path) -> dict:
             "fairness": {
                 "pred_col": "pred",
                 "label_col": "two_year_recid",
-                "proxy_cols": ["proxy1", "proxy2", "proxy3"],
+                "proxy_cols": [c for c in frame.columns if c.startswith("proxy")],
             }
         }
     )
     report, _ = audit_fairness_file(path, config)
     truth = true_gaps(frame)
     race = frame["race"].to_numpy()
-    accuracy = float(np.mean([(frame[f"proxy{k}"].to_numpy() == race).mean() for k in (1, 2, 3)]))
+    proxies = [c for c in frame.columns if c.startswith("proxy")]
+    accuracy = float(np.mean([(frame[c].to_numpy() == race).mean() for c in proxies]))
     out = {"accuracy": accuracy, "warned": any(f["severity"] == "warning" for f in report.findings)}
     for entry in report.fairness["metrics"]:
         if entry["groups"] != "all":
@@ -146,6 +173,7 @@ def main() -> None:
         (f"controlled noise, accuracy {acc:.1f} ± 0.05", lambda s, acc=acc: controlled(base, acc, s))
         for acc in (0.6, 0.7, 0.8)
     ]
+    settings.append(("four groups, four proxies, accuracy 0.7", lambda s: four_groups(0.7, s)))
     settings.append(("proxy models on other columns (30 % held out to fit them)", lambda s: models(base, s)))
     lines = [
         "## Fairness with weak proxies (COMPAS, race hidden)",

@@ -179,7 +179,10 @@ def _config(config_file: Optional[Path], overrides: dict[str, tuple[Any, str]]):
     return merge(file_values, file_name=str(config_file) if config_file else "", overrides=overrides)
 
 
-def _parse_max_flagged(value: Optional[str]) -> int | float | None:
+def _parse_max_flagged(value: Optional[str], flag: str) -> int | float | None:
+    """A count limit: a row count (int) or a fraction below 1 (float); a UsageError (exit 2) names the flag."""
+    from credaudit.errors import UsageError
+
     if value is None:
         return None
     if re.fullmatch(r"\d+", value.strip()):
@@ -187,7 +190,7 @@ def _parse_max_flagged(value: Optional[str]) -> int | float | None:
     try:
         return float(value)
     except ValueError:
-        raise typer.BadParameter(f"must be a row count (int) or a fraction below 1 (float); got {value!r}") from None
+        raise UsageError(f"{flag} must be a row count (int) or a fraction below 1 (float); got {value!r}") from None
 
 
 def _progress(interactive: bool, *, quiet: bool = False):
@@ -505,7 +508,7 @@ def scan(
                 "output.format": (output_format, "--format"),
                 "gates.max_noise_rate": (max_noise_rate, "--max-noise-rate"),
                 "gates.min_credibility": (min_credibility, "--min-credibility"),
-                "gates.max_flagged": (_parse_max_flagged(max_flagged), "--max-flagged"),
+                "gates.max_flagged": (_parse_max_flagged(max_flagged, "--max-flagged"), "--max-flagged"),
                 "gates.gate_on": (gate_on, "--gate-on"),
                 "hygiene.outlier_threshold": (outlier_threshold, "--outlier-threshold"),
                 "hygiene.outlier_rate": (outlier_rate, "--outlier-rate"),
@@ -513,16 +516,28 @@ def scan(
                 "hygiene.reference": (tuple(reference) if reference else None, "--reference"),
                 "hygiene.leakage_threshold": (leakage_threshold, "--leakage-threshold"),
                 "hygiene.reference_embedding_col": (reference_embedding_col, "--reference-embedding-col"),
-                "gates.max_outliers": (_parse_max_flagged(max_outliers), "--max-outliers"),
-                "gates.max_duplicates": (_parse_max_flagged(max_duplicates), "--max-duplicates"),
-                "gates.max_leakage": (_parse_max_flagged(max_leakage), "--max-leakage"),
-                "gates.warn_max_outliers": (_parse_max_flagged(warn_max_outliers), "--warn-max-outliers"),
-                "gates.warn_max_duplicates": (_parse_max_flagged(warn_max_duplicates), "--warn-max-duplicates"),
-                "gates.warn_max_leakage": (_parse_max_flagged(warn_max_leakage), "--warn-max-leakage"),
+                "gates.max_outliers": (_parse_max_flagged(max_outliers, "--max-outliers"), "--max-outliers"),
+                "gates.max_duplicates": (_parse_max_flagged(max_duplicates, "--max-duplicates"), "--max-duplicates"),
+                "gates.max_leakage": (_parse_max_flagged(max_leakage, "--max-leakage"), "--max-leakage"),
+                "gates.warn_max_outliers": (
+                    _parse_max_flagged(warn_max_outliers, "--warn-max-outliers"),
+                    "--warn-max-outliers",
+                ),
+                "gates.warn_max_duplicates": (
+                    _parse_max_flagged(warn_max_duplicates, "--warn-max-duplicates"),
+                    "--warn-max-duplicates",
+                ),
+                "gates.warn_max_leakage": (
+                    _parse_max_flagged(warn_max_leakage, "--warn-max-leakage"),
+                    "--warn-max-leakage",
+                ),
                 "seed": (seed, "--seed"),
                 "gates.warn_max_noise_rate": (warn_max_noise_rate, "--warn-max-noise-rate"),
                 "gates.warn_min_credibility": (warn_min_credibility, "--warn-min-credibility"),
-                "gates.warn_max_flagged": (_parse_max_flagged(warn_max_flagged), "--warn-max-flagged"),
+                "gates.warn_max_flagged": (
+                    _parse_max_flagged(warn_max_flagged, "--warn-max-flagged"),
+                    "--warn-max-flagged",
+                ),
                 "gates.baseline": (str(baseline) if baseline else None, "--baseline"),
                 "gates.max_regression": (max_regression, "--max-regression"),
                 "gates.warn_max_regression": (warn_max_regression, "--warn-max-regression"),

@@ -31,6 +31,7 @@ those rows.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -112,7 +113,8 @@ def gaps(rates: dict[str, np.ndarray], pairs: list[tuple[int, int]]) -> dict[str
     if "tpr" in rates:
         tpr, fpr = rates["tpr"], rates["fpr"]
         out["eop_gap"] = np.array([abs(tpr[a] - tpr[b]) for a, b in pairs])
-        out["eo_gap"] = np.array([max(abs(tpr[a] - tpr[b]), abs(fpr[a] - fpr[b])) for a, b in pairs])
+        # Undefined (NaN) when either rate is: a max that skipped a NaN would understate the gap.
+        out["eo_gap"] = np.array([np.maximum(abs(tpr[a] - tpr[b]), abs(fpr[a] - fpr[b])) for a, b in pairs])
     return out
 
 
@@ -257,6 +259,7 @@ class FairnessResult:
     low: dict[str, np.ndarray]
     high: dict[str, np.ndarray]
     reference: dict[str, np.ndarray] | None
+    overall_interval: dict[str, tuple[float, float]]
     slices: SliceFits
     n_bootstrap: int
     confidence_level: float
@@ -293,16 +296,25 @@ def audit_fairness(
         progress.advance()
     progress.finish()
     alpha = (1.0 - confidence_level) / 2.0
-    low, high = {}, {}
-    for metric, estimate in calibrated.items():
-        if samples[metric]:
-            stack = np.array(samples[metric])
-            lo, hi = np.nanquantile(stack, [alpha, 1.0 - alpha], axis=0)
-            # Percentile bounds can miss an estimate near 0 (a gap is an absolute value): keep it inside.
-            low[metric], high[metric] = np.minimum(lo, estimate), np.maximum(hi, estimate)
-        else:
-            low[metric], high[metric] = estimate.copy(), estimate.copy()
-    return FairnessResult(pairs, naive, calibrated, low, high, reference, slices, n_bootstrap, confidence_level)
+    low, high, overall = {}, {}, {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: an undefined gap stays NaN
+        for metric, estimate in calibrated.items():
+            largest = float(np.nanmax(estimate)) if np.isfinite(estimate).any() else np.nan
+            if samples[metric]:
+                stack = np.array(samples[metric])
+                lo, hi = np.nanquantile(stack, [alpha, 1.0 - alpha], axis=0)
+                # Percentile bounds can miss an estimate near 0 (a gap is an absolute value): keep it inside.
+                low[metric], high[metric] = np.fmin(lo, estimate), np.fmax(hi, estimate)
+                # The largest gap over pairs gets the quantiles of each resample's largest gap.
+                lo_max, hi_max = np.nanquantile(np.nanmax(stack, axis=1), [alpha, 1.0 - alpha])
+                overall[metric] = (float(np.fmin(lo_max, largest)), float(np.fmax(hi_max, largest)))
+            else:
+                low[metric], high[metric] = estimate.copy(), estimate.copy()
+                overall[metric] = (largest, largest)
+    return FairnessResult(
+        pairs, naive, calibrated, low, high, reference, overall, slices, n_bootstrap, confidence_level
+    )
 
 
 def proxy_diagnostics(data: FairnessData, slices: SliceFits, *, max_dependence: float = 0.03) -> dict[str, Any]:

@@ -38,16 +38,33 @@ def _binary(frame: pl.DataFrame, column: str, flag: str, name: str) -> np.ndarra
     nulls = series.is_null()
     if bool(nulls.any()):
         raise InputError(f"column '{column}' ({flag}) in {name} is empty at row {int(nulls.arg_true()[0])}")
-    if series.dtype == pl.Boolean:
-        return series.cast(pl.Int64).to_numpy()
     values = series.unique().to_list()
-    if series.dtype.is_numeric() and set(values) <= {0, 1}:
-        return series.cast(pl.Int64).to_numpy()
-    shown = ", ".join(map(repr, sorted(values, key=str)[:5]))
-    raise InputError(
-        f"column '{column}' ({flag}) in {name} must be binary (0/1 or true/false) for the fairness gaps; "
-        f"found {len(values)} values: {shown}"
-    )
+    if series.dtype.is_float() and bool(series.is_nan().any()):
+        raise InputError(
+            f"column '{column}' ({flag}) in {name} is empty (NaN) at row {int(series.is_nan().arg_true()[0])}"
+        )
+    if not (series.dtype == pl.Boolean or (series.dtype.is_numeric() and set(values) <= {0, 1})):
+        shown = ", ".join(map(repr, sorted(values, key=str)[:5]))
+        raise InputError(
+            f"column '{column}' ({flag}) in {name} must be binary (0/1 or true/false) for the fairness gaps; "
+            f"found {len(values)} values: {shown}"
+        )
+    if len(values) < 2:
+        raise InputError(
+            f"column '{column}' ({flag}) in {name} has one value ({values[0]!r}): the gaps compare rates of both values"
+        )
+    return series.cast(pl.Int64).to_numpy()
+
+
+def _group_values(frame: pl.DataFrame, column: str) -> list[str | None]:
+    """A group column as strings: NaN is null, whole-number floats read as ints (1.0 -> "1")."""
+    series = frame.get_column(column)
+    if series.dtype.is_float():
+        series = series.fill_nan(None)
+        finite = series.drop_nulls()
+        if len(finite) and bool((finite == finite.round(0)).all()):
+            series = series.cast(pl.Int64)
+    return series.cast(pl.String).to_list()
 
 
 def read_fairness_data(path: Path, config: ScanConfig) -> tuple[FairnessData, dict[str, Any]]:
@@ -91,20 +108,24 @@ def read_fairness_data(path: Path, config: ScanConfig) -> tuple[FairnessData, di
     label = _binary(frame, cfg.label_col, "--label-col", name) if cfg.label_col else None
     proxy_values = []
     for column in cfg.proxy_cols:
-        series = frame.get_column(column)
-        nulls = series.is_null()
-        if bool(nulls.any()):
-            raise InputError(f"column '{column}' (--proxy-col) in {name} is empty at row {int(nulls.arg_true()[0])}")
-        values = series.cast(pl.String).to_list()
+        values = _group_values(frame, column)
+        if None in values:
+            raise InputError(f"column '{column}' (--proxy-col) in {name} is empty at row {values.index(None)}")
         if len(set(values)) < 2:
             raise InputError(
                 f"column '{column}' (--proxy-col) in {name} has one value ({values[0]!r}): a proxy must name groups"
             )
         proxy_values.append(values)
     group_values = None
+    groups = sorted({v for values in proxy_values for v in values})
     if cfg.group_col:
-        group_values = frame.get_column(cfg.group_col).cast(pl.String).to_list()
-    groups = sorted({v for values in proxy_values for v in values} | {v for v in group_values or [] if v is not None})
+        group_values = _group_values(frame, cfg.group_col)
+        stray = sorted({v for v in group_values if v is not None} - set(groups))
+        if stray:
+            raise InputError(
+                f"column '{cfg.group_col}' (--group-col) in {name} holds {', '.join(map(repr, stray[:5]))}, which no "
+                f"proxy names (the proxies name {', '.join(map(repr, groups[:10]))}): code the groups the same way"
+            )
     code = {g: i for i, g in enumerate(groups)}
     proxies = np.array([[code[v] for v in values] for values in proxy_values], dtype=np.int64).T
     group = None if group_values is None else np.array([code[v] if v is not None else -1 for v in group_values])
@@ -175,19 +196,20 @@ def _metric_entries(result: FairnessResult, data: FairnessData) -> list[dict[str
                 }
             )
         worst = int(np.nanargmax(cal)) if np.isfinite(cal).any() else 0
+
+        def largest(values: np.ndarray | None) -> float | None:
+            return None if values is None or not np.isfinite(values).any() else number(np.nanmax(values))
+
+        overall_low, overall_high = result.overall_interval[metric]
         entries.append(
             {
                 "metric": metric,
                 "groups": "all",
                 "pair": [data.groups[result.pairs[worst][0]], data.groups[result.pairs[worst][1]]],
-                "naive": number(np.nanmax(naive)),
-                "calibrated": {
-                    "estimate": number(np.nanmax(cal)),
-                    # The largest gap's interval: the bounds of the pair that is largest.
-                    "low": number(low[worst]),
-                    "high": number(np.nanmax(high)),
-                },
-                "reference": None if ref is None else number(np.nanmax(ref)),
+                "naive": largest(naive),
+                # The interval of the largest gap: quantiles of each resample's largest gap.
+                "calibrated": {"estimate": largest(cal), "low": number(overall_low), "high": number(overall_high)},
+                "reference": largest(ref),
             }
         )
     return entries
@@ -278,6 +300,20 @@ def _checks(entries: list[dict[str, Any]], config: ScanConfig) -> list[CheckResu
         cal = overall["calibrated"]
         value = cal["high"] if pessimistic else cal["estimate"]
         bound = "upper95" if pessimistic else "estimate"
+        if value is None:
+            checks.append(
+                CheckResult(
+                    check_id,
+                    metric,
+                    None,
+                    bound,
+                    fail,
+                    warn,
+                    Status.SKIPPED,
+                    message=f"the {_METRIC_NAMES[metric]} gap is undefined: some group has no rows in a slice it needs",
+                )
+            )
+            continue
         status = _judge(value, fail, warn, upper=True)
         limits = "; ".join(f"{w} above {x:.3f}" for w, x in (("fails", fail), ("warns", warn)) if x is not None)
         checks.append(

@@ -275,13 +275,21 @@ def near_duplicate_groups(
     return groups
 
 
-def dedupe_mask(groups: np.ndarray) -> np.ndarray:
-    """Rows to drop so that one row per group remains: every member but the group's first row."""
+def dedupe_mask(groups: np.ndarray, avoid: np.ndarray | None = None) -> np.ndarray:
+    """Rows to drop so that one row per group remains.
+
+    The row kept is the group's first row, or with ``avoid`` (e.g. rows flagged as label errors)
+    its first row not avoided, when it has one: a group whose labels conflict keeps a row whose
+    label the audit believes.
+    """
     drop = groups >= 0
     if drop.any():
         in_group = np.flatnonzero(drop)
-        _, first = np.unique(groups[in_group], return_index=True)
-        drop[in_group[first]] = False
+        penalty = np.zeros(in_group.size, dtype=np.int64) if avoid is None else avoid[in_group].astype(np.int64)
+        order = np.lexsort((in_group, penalty, groups[in_group]))
+        ranked = in_group[order]
+        _, first = np.unique(groups[ranked], return_index=True)
+        drop[ranked[first]] = False
     return drop
 
 

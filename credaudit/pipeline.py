@@ -28,7 +28,7 @@ from credaudit.cleaning import CleaningPlan, plan_cleaning
 from credaudit.config import InputConfig, ScanConfig
 from credaudit.detect import Detection, detect_label_errors
 from credaudit.encoders.base import Encoder, resolve_device
-from credaudit.errors import InputError, UsageError
+from credaudit.errors import DataReadError, InputError, MissingColumnError, UsageError
 from credaudit.findings import (
     Finding,
     find_conflicting_duplicates,
@@ -51,6 +51,7 @@ from credaudit.io import (
     check_out_file,
     default_out_dir,
     detect_format,
+    read_frame,
     read_reference,
     read_table,
     write_frame,
@@ -477,9 +478,10 @@ def _references(
             "embedded the same way as the input"
         )
     if encoder is not None and getattr(encoder, "whole_corpus", False):
+        chosen = " (chosen by --encoder auto)" if config.encoder.name == "auto" else ""
         raise UsageError(
-            f"--reference cannot be used with --encoder {encoder.name}: it is fitted on the input alone, so a "
-            "reference file would not share its space; choose minilm or static"
+            f"--reference cannot be used with the {encoder.name} encoder{chosen}: it is fitted on the input alone, "
+            "so a reference file would not share its space; pass --encoder minilm or static"
         )
     references = []
     for name in hyg.reference:
@@ -630,7 +632,9 @@ def _issues_frame(
     if leakage is not None:
         hit = leakage.is_leaked
         leaked = {
-            "leaked_from": pl.Series([leakage.references[s] if s >= 0 else None for s in leakage.source.tolist()]),
+            "leaked_from": pl.Series(
+                [leakage.references[s] if s >= 0 else None for s in leakage.source.tolist()], dtype=pl.String
+            ),
             "leaked_row_id": pl.Series([str(r) if r is not None else None for r in leakage.row_id], dtype=pl.String),
             "leak_similarity": pl.Series(np.where(hit, np.round(leakage.similarity, 4), np.nan)).fill_nan(None),
         }
@@ -687,7 +691,7 @@ def _cleaning_plan(
     out = config.output
     if (mode or out.clean) == "dedupe":
         none = np.zeros(len(labels), dtype=bool)
-        return CleaningPlan("dedupe", dedupe_mask(duplicate_groups), none, none.copy())
+        return CleaningPlan("dedupe", dedupe_mask(duplicate_groups, avoid=detection.is_label_error), none, none.copy())
     return plan_cleaning(
         labels,
         detection.is_label_error,
@@ -1000,7 +1004,12 @@ def scan(data: str | Path, config: ScanConfig, *, progress: Progress | None = No
         check_out_file(Path(config.output.junit), path, flag="--junit")
     for name in config.hygiene.reference:
         if not Path(name).exists():
-            raise UsageError(f"--reference {name} does not exist")
+            raise DataReadError(f"--reference {name} does not exist")
+    if config.hygiene.reference and config.encoder.name == "tfidf":
+        raise UsageError(
+            "--reference cannot be used with --encoder tfidf: it is fitted on the input alone, so a reference file "
+            "would not share its space; choose minilm or static"
+        )
     if (config.gates.max_leakage is not None or config.gates.warn_max_leakage is not None) and not (
         config.hygiene.reference
     ):
@@ -1016,9 +1025,11 @@ def scan(data: str | Path, config: ScanConfig, *, progress: Progress | None = No
 def apply_review(reviewed: str | Path, data: str | Path, config: ScanConfig, *, out: Path | None = None) -> str:
     """Write DATA with the decisions of a reviewed queue applied: what ``credaudit apply`` does.
 
-    The data is read as the scan read it (the same ``[input]`` settings give the same row ids);
-    the result goes to ``out`` (default: ``./credaudit-out/<data stem>/reviewed.<ext>``) in the
-    data's own format, atomically. Returns the one-line summary.
+    The whole file is rewritten, rows without a decision as they are (unlabelled rows too, which a
+    scan with ``--drop-unlabelled`` skipped); rows are matched by the scan's row ids (the
+    ``--id-col`` value, or the 0-based row number). The result goes to ``out`` (default:
+    ``./credaudit-out/<data stem>/reviewed.<ext>``) in the data's own format, atomically. Returns
+    the one-line summary.
 
     Raises
     ------
@@ -1027,27 +1038,27 @@ def apply_review(reviewed: str | Path, data: str | Path, config: ScanConfig, *, 
         or ``out`` cannot be written.
     """
     data_path = Path(data)
+    if not data_path.exists():
+        raise DataReadError(f"{data_path} does not exist")
     fmt = replace(detect_format(data_path), encoding=config.input.encoding)
     target = Path(out) if out else default_out_dir(data_path) / fmt.cleaned_name().replace("cleaned", "reviewed", 1)
     check_out_file(target, data_path, flag="--out")
     decisions = read_review(Path(reviewed))
     cfg = config.input
-    table = read_table(
-        data_path,
-        text_cols=cfg.text_cols,
-        label_col=cfg.label_col,
-        id_col=cfg.id_col,
-        drop_unlabelled=cfg.drop_unlabelled,
-        encoding=cfg.encoding,
-        text_optional=True,  # applying decisions needs the ids and labels only
-    )
-    frame, summary = apply_decisions(
-        table.frame,
-        row_ids=table.row_ids,
-        label_values=table.label_values,
+    frame = read_frame(data_path, fmt)
+    for column, flag in ((cfg.label_col, "--label-col"), (cfg.id_col, "--id-col")):
+        if column is not None and column not in frame.columns:
+            raise MissingColumnError(
+                f"column '{column}' ({flag}) is not in {data_path.name}; columns are: {', '.join(frame.columns)}"
+            )
+    row_ids = frame.get_column(cfg.id_col).to_list() if cfg.id_col else list(range(frame.height))
+    updated, summary = apply_decisions(
+        frame,
+        row_ids=row_ids,
+        label_values=frame.get_column(cfg.label_col).to_list(),
         label_col=cfg.label_col,
         review=decisions,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_file(target, lambda path: write_frame(frame, path, table.format))
+    atomic_write_file(target, lambda path: write_frame(updated, path, fmt))
     return summary.describe(data_path, target)

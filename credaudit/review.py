@@ -261,6 +261,8 @@ def _read_label_studio(path: Path, raw: str) -> ReviewDecisions:
         if not isinstance(task, dict):
             raise DataReadError(f"{where} is not a JSON object")
         data = task.get("data", task)  # JSON-MIN puts the data fields at the top level
+        if not isinstance(data, dict):
+            raise DataReadError(f"{where}: 'data' is not a JSON object")
         choice = _chosen_label(task, where)
         if choice is None:
             result.undecided += 1
@@ -281,15 +283,24 @@ def _chosen_label(task: dict[str, Any], where: str) -> str | None:
     if "annotations" not in task:
         value = task.get("label")  # JSON-MIN: the control's name maps to the choice
         if isinstance(value, dict):
-            value = value.get("choices", [None])[0]
+            value = value.get("choices")
         if isinstance(value, list):
             value = value[0] if value else None
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise DataReadError(f"{where}: 'label' is neither a choice nor a list of choices")
         return None if value in (None, "") else str(value)
-    annotations = [a for a in task["annotations"] or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    annotations = task["annotations"] or []
+    if not isinstance(annotations, list):
+        raise DataReadError(f"{where}: 'annotations' is not a list")
+    annotations = [a for a in annotations if isinstance(a, dict) and not a.get("was_cancelled")]
     for annotation in reversed(annotations):
-        for item in annotation.get("result") or []:
+        result = annotation.get("result") or []
+        for item in result if isinstance(result, list) else []:
+            if not isinstance(item, dict):
+                continue
             if item.get("from_name") == "label" and item.get("type") == "choices":
-                choices = (item.get("value") or {}).get("choices") or []
+                value = item.get("value")
+                choices = (value.get("choices") if isinstance(value, dict) else None) or []
                 if len(choices) != 1:
                     raise DataReadError(f"{where}: expected one choice in the annotation; got {choices}")
                 return str(choices[0])
@@ -350,7 +361,8 @@ def apply_decisions(
     position = {str(row_id): i for i, row_id in enumerate(row_ids)}
     by_name: dict[str, Any] = {}
     for value in label_values:
-        by_name.setdefault(str(value), value)
+        if value is not None:
+            by_name.setdefault(str(value), value)
     drop = np.zeros(frame.height, dtype=bool)
     new_labels: dict[int, Any] = {}
     seen: dict[int, str] = {}

@@ -141,3 +141,36 @@ def test_clear_errors_name_the_column(fairness_file, tmp_path):
         *"--proxy-col p1 --proxy-col p2 --proxy-col p3".split(),
     ]
     assert "--label-col" in invoke([*no_label, "--max-eo-gap", "0.1", "--n-bootstrap", "5"], expect_exit=2).stderr
+
+
+def test_group_codes_are_matched_and_one_valued_outcomes_refused(tmp_path):
+    group, label, pred, proxies = draw(1500, 3)
+    known = np.where(np.arange(1500) % 3 == 0, group.astype(float), np.nan)  # a pandas-style float column
+    frame = pl.DataFrame(
+        {
+            "pred": pred.tolist(),
+            "y": label.tolist(),
+            "zero": [0] * 1500,
+            "p1": proxies[:, 0].tolist(),
+            "p2": proxies[:, 1].tolist(),
+            "p3": proxies[:, 2].tolist(),
+            "known": known.tolist(),
+            "letters": ["x" if g else "y" for g in group],
+        }
+    )
+    path = write_table(frame, tmp_path / "f.parquet")
+    base = [
+        "fairness",
+        path,
+        "--pred-col",
+        "pred",
+        *"--proxy-col p1 --proxy-col p2 --proxy-col p3".split(),
+        "--n-bootstrap",
+        "10",
+    ]
+    report = json.loads(invoke([*base, "--group-col", "known", "--format", "json", "--out", tmp_path / "a"]).stdout)
+    assert report["fairness"]["groups"] == ["0", "1"] and report["run"]["input"]["rows_with_group"] == 500
+    stray = invoke([*base, "--group-col", "letters", "--out", tmp_path / "b"], expect_exit=3).stderr
+    assert "'letters' (--group-col)" in stray and "no proxy names" in stray
+    one = invoke([*base, "--label-col", "zero", "--max-eo-gap", "0.2", "--out", tmp_path / "c"], expect_exit=3).stderr
+    assert "'zero' (--label-col)" in one and "one value" in one

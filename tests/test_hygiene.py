@@ -180,3 +180,28 @@ def test_a_reference_is_embedded_with_the_input_encoder_and_its_cache(tmp_path):
     assert encoder.calls[-1] == 2
     leaked = result.issues.filter(pl.col("leaked_from").is_not_null())
     assert set(leaked["row_id"]) == {7, 9} and set(leaked["leaked_row_id"]) == {"1", "2"}
+
+
+def test_count_gates_name_a_bad_value_and_dedupe_keeps_a_trusted_row(tmp_path):
+    x, texts, labels = frame_with_plants(300)
+    path = write_table(
+        pl.DataFrame({"text": texts, "label": labels.tolist(), "emb": x.tolist()}), tmp_path / "d.parquet"
+    )
+    bad = invoke(["scan", path, "--embedding-col", "emb", "--max-outliers", "abc"], expect_exit=2).stderr
+    assert "--max-outliers must be a row count" in bad
+    groups = np.array([0, 0, 0, -1])
+    flagged = np.array([True, False, False, False])
+    assert dedupe_mask(groups, avoid=flagged).tolist() == [True, False, True, False]
+
+
+def test_no_leak_keeps_the_leak_columns_typed(tmp_path):
+    x, texts, labels = frame_with_plants(200)
+    reference = write_table(
+        pl.DataFrame({"text": ["nothing alike"], "emb": [normalize_rows(np.ones((1, x.shape[1])))[0].tolist()]}),
+        tmp_path / "r.parquet",
+    )
+    from credaudit.config import merge
+
+    config = merge({"hygiene": {"reference": [str(reference)], "reference_embedding_col": "emb"}})
+    result = audit(pl.DataFrame({"text": texts, "label": labels.tolist()}), config, embeddings=x)
+    assert result.issues.schema["leaked_from"] == pl.String and result.issues["leaked_from"].null_count() == 200

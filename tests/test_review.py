@@ -141,3 +141,40 @@ def test_apply_refuses_decisions_that_do_not_fit_the_data(labelled, tmp_path):
 def test_neighbour_summary_counts_nearest_first_on_ties():
     codes = np.array([[1, 0, 0, 1, 2], [2, 2, -1, -1, -1]])
     assert neighbour_label_summary(codes, ["a", "b", "c"]) == ["b ×2, a ×2, c ×1", "c ×2"]
+
+
+def test_apply_keeps_rows_the_scan_skipped_and_refuses_a_malformed_export(tmp_path):
+    x, _, observed = make_clusterable(300, 3, symmetric_t(3, 0.15), 4)
+    labels = [["a", "b", "c"][c] for c in observed]
+    labels[5] = None  # unlabelled: skipped by --drop-unlabelled, kept by apply
+    frame = pl.DataFrame({"text": [f"t{i}" for i in range(300)], "label": labels, "emb": x.tolist()})
+    path = write_table(frame, tmp_path / "d.parquet")
+    queue = tmp_path / "q.csv"
+    invoke(
+        [
+            "scan",
+            path,
+            "--embedding-col",
+            "emb",
+            "--drop-unlabelled",
+            "--out",
+            tmp_path / "o",
+            "--review",
+            queue,
+            "--format",
+            "quiet",
+        ]
+    )
+    rows = list(csv.DictReader(queue.open()))
+    rows[0]["decision"] = "drop"
+    with queue.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "r.parquet"
+    invoke(["apply", queue, "--data", path, "--out", out])
+    result = pl.read_parquet(out)
+    assert result.height == 299 and result["label"].null_count() == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"data": "not an object"}]))
+    assert "task 1" in invoke(["apply", bad, "--data", path, "--out", tmp_path / "x.parquet"], expect_exit=3).stderr
