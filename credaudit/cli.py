@@ -123,6 +123,31 @@ EncodingOpt = Annotated[
         show_default=False,
     ),
 ]
+SeedOpt = Annotated[
+    Optional[int], typer.Option("--seed", help="One seed for every random choice. [default: 0]", show_default=False)
+]
+StrictOpt = Annotated[
+    Optional[bool], typer.Option("--strict", help="Warnings fail the run too (exit 1).", show_default=False)
+]
+HtmlOpt = Annotated[
+    Optional[bool], typer.Option("--html/--no-html", help="Write report.html. [default: html]", show_default=False)
+]
+FormatOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--format",
+        help="rich (tables), json (report on stdout) or quiet (one line). [default: rich]",
+        show_default=False,
+    ),
+]
+GateOnOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--gate-on",
+        help="Compare gates to the point `estimate` or the 95% interval's pessimistic `bound`. [default: estimate]",
+        show_default=False,
+    ),
+]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
 
 
@@ -378,27 +403,11 @@ def scan(
         Optional[str],
         typer.Option("--warn-max-leakage", help="Warn if leaked rows exceed N or a fraction.", show_default=False),
     ] = None,
-    gate_on: Annotated[
-        Optional[str],
-        typer.Option(
-            "--gate-on",
-            help="Compare gates to the point `estimate` or the 95% interval's pessimistic `bound`. [default: estimate]",
-            show_default=False,
-        ),
-    ] = None,
-    seed: Annotated[
-        Optional[int], typer.Option("--seed", help="One seed for every random choice. [default: 0]", show_default=False)
-    ] = None,
+    gate_on: GateOnOpt = None,
+    seed: SeedOpt = None,
     cache_dir: CacheDirOpt = None,
     cache: CacheOpt = None,
-    output_format: Annotated[
-        Optional[str],
-        typer.Option(
-            "--format",
-            help="rich (tables), json (report on stdout) or quiet (one line). [default: rich]",
-            show_default=False,
-        ),
-    ] = None,
+    output_format: FormatOpt = None,
     warn_max_noise_rate: Annotated[
         Optional[float],
         typer.Option("--warn-max-noise-rate", help="Warn if the noise rate is above.", show_default=False),
@@ -431,9 +440,7 @@ def scan(
         Optional[float],
         typer.Option("--warn-max-regression", help="With --baseline: warn on a smaller rise.", show_default=False),
     ] = None,
-    strict: Annotated[
-        Optional[bool], typer.Option("--strict", help="Warnings fail the run too (exit 1).", show_default=False)
-    ] = None,
+    strict: StrictOpt = None,
     allow_inconclusive: Annotated[
         Optional[bool],
         typer.Option(
@@ -464,9 +471,7 @@ def scan(
         Optional[int],
         typer.Option("--excerpt-chars", help="Text excerpt length in the reports. [default: 160]", show_default=False),
     ] = None,
-    html: Annotated[
-        Optional[bool], typer.Option("--html/--no-html", help="Write report.html. [default: html]", show_default=False)
-    ] = None,
+    html: HtmlOpt = None,
     github: Annotated[
         Optional[bool],
         typer.Option(
@@ -631,17 +636,8 @@ def fairness(
     warn_max_eo_gap: Annotated[
         Optional[float], typer.Option("--warn-max-eo-gap", help="Warn if the EO gap is above.", show_default=False)
     ] = None,
-    gate_on: Annotated[
-        Optional[str],
-        typer.Option(
-            "--gate-on",
-            help="Compare gates to the calibrated `estimate` or its interval's upper `bound`. [default: estimate]",
-            show_default=False,
-        ),
-    ] = None,
-    strict: Annotated[
-        Optional[bool], typer.Option("--strict", help="Warnings fail the run too (exit 1).", show_default=False)
-    ] = None,
+    gate_on: GateOnOpt = None,
+    strict: StrictOpt = None,
     n_bootstrap: Annotated[
         Optional[int],
         typer.Option("--n-bootstrap", help="Resamples for the intervals. [default: 200]", show_default=False),
@@ -655,18 +651,9 @@ def fairness(
             show_default=False,
         ),
     ] = None,
-    seed: Annotated[
-        Optional[int], typer.Option("--seed", help="One seed for every random choice. [default: 0]", show_default=False)
-    ] = None,
-    output_format: Annotated[
-        Optional[str],
-        typer.Option(
-            "--format", help="rich, json (report on stdout) or quiet (one line). [default: rich]", show_default=False
-        ),
-    ] = None,
-    html: Annotated[
-        Optional[bool], typer.Option("--html/--no-html", help="Write report.html. [default: html]", show_default=False)
-    ] = None,
+    seed: SeedOpt = None,
+    output_format: FormatOpt = None,
+    html: HtmlOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Fairness gaps with the sensitive attribute missing: naive vs calibrated from three or more weak proxies."""
@@ -702,10 +689,6 @@ def fairness(
                 "seed": (seed, "--seed"),
             },
         )
-        if not data.exists():
-            from credaudit.errors import DataReadError
-
-            raise DataReadError(f"{data} does not exist")
         out_dir = fairness_run.fairness_out_dir(config, data)
         check_out_dir(out_dir, data, ["report.json", "report.md", "report.html"])
         fmt = config.output.format

@@ -41,7 +41,9 @@ import numpy as np
 from credaudit.noise import LatentClassFit, fit_latent_classes
 from credaudit.progress import NullProgress, Progress
 
-METRICS = ("dp_gap", "eop_gap", "eo_gap")
+# Each gap and its name for people, in report order.
+METRIC_NAMES = {"dp_gap": "demographic parity", "eop_gap": "equal opportunity", "eo_gap": "equalized odds"}
+METRICS = tuple(METRIC_NAMES)
 
 
 @dataclass(frozen=True)

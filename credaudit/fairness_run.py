@@ -18,18 +18,21 @@ import polars as pl
 
 from credaudit import __version__
 from credaudit.config import ScanConfig
-from credaudit.errors import InputError, MissingColumnError, UsageError
-from credaudit.fairness import METRICS, FairnessData, FairnessResult, audit_fairness, proxy_diagnostics
-from credaudit.gates import CheckResult, Status, _judge, verdict
-from credaudit.io import default_out_dir, detect_format, file_sha256, read_frame, write_outputs, write_text
+from credaudit.errors import InputError, UsageError
+from credaudit.fairness import METRIC_NAMES, METRICS, FairnessData, FairnessResult, audit_fairness, proxy_diagnostics
+from credaudit.gates import CheckResult, Status, judge, verdict
+from credaudit.io import (
+    default_out_dir,
+    detect_format,
+    file_sha256,
+    read_frame,
+    require_columns,
+    write_outputs,
+    write_text,
+)
 from credaudit.progress import NullProgress, Progress
 
 FAIRNESS_SCHEMA_VERSION = 1
-_METRIC_NAMES = {
-    "dp_gap": "demographic parity",
-    "eop_gap": "equal opportunity",
-    "eo_gap": "equalized odds",
-}
 
 
 def _binary(frame: pl.DataFrame, column: str, flag: str, name: str) -> np.ndarray:
@@ -92,16 +95,16 @@ def read_fairness_data(path: Path, config: ScanConfig) -> tuple[FairnessData, di
     fmt = replace(detect_format(path), encoding=config.input.encoding)
     frame = read_frame(path, fmt)
     name = path.name
-    for column, flag in [
-        (cfg.pred_col, "--pred-col"),
-        (cfg.label_col, "--label-col"),
-        (cfg.group_col, "--group-col"),
-        *((c, "--proxy-col") for c in cfg.proxy_cols),
-    ]:
-        if column is not None and column not in frame.columns:
-            raise MissingColumnError(
-                f"column '{column}' ({flag}) is not in {name}; columns are: {', '.join(frame.columns)}"
-            )
+    require_columns(
+        frame,
+        [
+            (cfg.pred_col, "--pred-col"),
+            (cfg.label_col, "--label-col"),
+            (cfg.group_col, "--group-col"),
+            *((c, "--proxy-col") for c in cfg.proxy_cols),
+        ],
+        name,
+    )
     if frame.height == 0:
         raise InputError(f"{name} has no rows")
     pred = _binary(frame, cfg.pred_col, "--pred-col", name)
@@ -310,11 +313,11 @@ def _checks(entries: list[dict[str, Any]], config: ScanConfig) -> list[CheckResu
                     fail,
                     warn,
                     Status.SKIPPED,
-                    message=f"the {_METRIC_NAMES[metric]} gap is undefined: some group has no rows in a slice it needs",
+                    message=f"the {METRIC_NAMES[metric]} gap is undefined: some group has no rows in a slice it needs",
                 )
             )
             continue
-        status = _judge(value, fail, warn, upper=True)
+        status = judge(value, fail, warn, upper=True)
         limits = "; ".join(f"{w} above {x:.3f}" for w, x in (("fails", fail), ("warns", warn)) if x is not None)
         checks.append(
             CheckResult(
@@ -326,7 +329,7 @@ def _checks(entries: list[dict[str, Any]], config: ScanConfig) -> list[CheckResu
                 warn,
                 status,
                 (cal["low"], cal["high"]),
-                f"calibrated {_METRIC_NAMES[metric]} gap{'' if bound == 'estimate' else ' (upper 95% bound)'} "
+                f"calibrated {METRIC_NAMES[metric]} gap{'' if bound == 'estimate' else ' (upper 95% bound)'} "
                 f"{value:.3f} between {overall['pair'][0]} and {overall['pair'][1]} ({limits})",
             )
         )

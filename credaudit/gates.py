@@ -85,7 +85,7 @@ class CheckResult:
         }
 
 
-def _judge(value: float, fail: float | None, warn: float | None, *, upper: bool) -> Status:
+def judge(value: float, fail: float | None, warn: float | None, *, upper: bool) -> Status:
     """``upper``: the value must stay at or below the thresholds (else at or above)."""
 
     def crosses(limit: float | None) -> bool:
@@ -154,7 +154,7 @@ def evaluate_gates(
     else:
         value = noise.high if pessimistic else noise.estimate
         bound = "upper95" if pessimistic else "estimate"
-        status = _judge(value, gates.max_noise_rate, gates.warn_max_noise_rate, upper=True)
+        status = judge(value, gates.max_noise_rate, gates.warn_max_noise_rate, upper=True)
         checks.append(
             CheckResult(
                 "max_noise_rate",
@@ -175,7 +175,7 @@ def evaluate_gates(
     else:
         value = cred.low if pessimistic else cred.estimate
         bound = "lower95" if pessimistic else "estimate"
-        status = _judge(value, gates.min_credibility, gates.warn_min_credibility, upper=False)
+        status = judge(value, gates.min_credibility, gates.warn_min_credibility, upper=False)
         checks.append(
             CheckResult(
                 "min_credibility",
@@ -242,7 +242,7 @@ def _count_check(
         "estimate",
         None if fail_limit is None else float(fail_limit),
         None if warn_limit is None else float(warn_limit),
-        _judge(value, fail_limit, warn_limit, upper=True),
+        judge(value, fail_limit, warn_limit, upper=True),
         None,
         f"{noun} {shown(value)} ({_limits(fail_limit, warn_limit, shown, upper=True)})",
     )
@@ -281,7 +281,7 @@ def regression_check(comparison: dict[str, Any] | None, fail: float | None, warn
     rate = comparison["noise_rate"]
     delta = rate["delta"]
     separated = not rate["intervals_overlap"]
-    status = _judge(delta, fail, warn, upper=True) if separated else Status.PASS
+    status = judge(delta, fail, warn, upper=True) if separated else Status.PASS
     points = lambda x: f"+{100 * x:.1f} points"  # noqa: E731
     return CheckResult(
         "max_regression",
@@ -296,6 +296,11 @@ def regression_check(comparison: dict[str, Any] | None, fail: float | None, warn
         f"({'+' if delta >= 0 else ''}{100 * delta:.1f} points, 95% intervals {'apart' if separated else 'overlap'}; "
         f"{_limits(fail, warn, points, upper=True)} when apart)",
     )
+
+
+def failing_statuses(*, strict: bool = False, allow_inconclusive: bool = False) -> frozenset[str]:
+    """The check statuses that fail the run (exit 1): what JUnit and CI annotations call errors."""
+    return frozenset({"fail"} | ({"warn"} if strict else set()) | (set() if allow_inconclusive else {"inconclusive"}))
 
 
 def verdict(checks: list[CheckResult], *, strict: bool = False, warnings: bool = False) -> str:

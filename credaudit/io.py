@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -246,6 +246,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def require_columns(frame: pl.DataFrame, wanted: Iterable[tuple[str | None, str]], name: str) -> None:
+    """Raise MissingColumnError for the first (column, flag) whose column ``frame`` lacks (None: not asked).
+
+    The message names the flag, the file and the columns there are.
+    """
+    for column, flag in wanted:
+        if column is not None and column not in frame.columns:
+            raise MissingColumnError(
+                f"column '{column}' ({flag}) is not in {name}; columns are: {', '.join(frame.columns)}"
+            )
+
+
 def read_table(
     source: str | Path | pl.DataFrame,
     *,
@@ -291,14 +303,10 @@ def read_table(
         raise EmptyDataError(f"{name} has no rows")
 
     columns = frame.columns
-    available = ", ".join(columns)
-    for column, flag in [(label_col, "--label-col"), (id_col, "--id-col"), (embedding_col, "--embedding-col")]:
-        if column is not None and column not in columns:
-            raise MissingColumnError(f"column '{column}' ({flag}) is not in {name}; columns are: {available}")
+    require_columns(frame, [(label_col, "--label-col"), (id_col, "--id-col"), (embedding_col, "--embedding-col")], name)
     present_text = tuple(c for c in text_cols if c in columns)
-    missing_text = [c for c in text_cols if c not in columns]
-    if missing_text and not (text_optional and not present_text):
-        raise MissingColumnError(f"column '{missing_text[0]}' (--text-col) is not in {name}; columns are: {available}")
+    if not (text_optional and not present_text):
+        require_columns(frame, ((c, "--text-col") for c in text_cols), name)
 
     labels = frame.get_column(label_col)
     if labels.dtype.is_nested() or labels.dtype == pl.Object:
@@ -589,11 +597,7 @@ def read_texts(
     frame = read_frame(path, replace(detect_format(path), encoding=encoding))
     if frame.height == 0:
         raise EmptyDataError(f"{path.name} has no rows")
-    for column, flag in [*((c, "--text-col") for c in text_cols), (id_col, "--id-col")]:
-        if column is not None and column not in frame.columns:
-            raise MissingColumnError(
-                f"column '{column}' ({flag}) is not in {path.name}; columns are: {', '.join(frame.columns)}"
-            )
+    require_columns(frame, [*((c, "--text-col") for c in text_cols), (id_col, "--id-col")], path.name)
     texts = _join_texts(frame, text_cols).to_list()
     ids = frame.get_column(id_col).to_list() if id_col else list(range(frame.height))
     return texts, ids
@@ -642,11 +646,7 @@ def read_reference(
     if frame.height == 0:
         raise EmptyDataError(f"--reference {path.name} has no rows")
     present = tuple(c for c in text_cols if c in frame.columns)
-    if embedding_col is not None and embedding_col not in frame.columns:
-        raise MissingColumnError(
-            f"column '{embedding_col}' (--reference-embedding-col) is not in {path.name}; "
-            f"columns are: {', '.join(frame.columns)}"
-        )
+    require_columns(frame, [(embedding_col, "--reference-embedding-col")], path.name)
     if embedding_col is None and len(present) < len(text_cols):
         missing = ", ".join(c for c in text_cols if c not in frame.columns)
         raise MissingColumnError(

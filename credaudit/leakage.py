@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from credaudit.hygiene import linked, text_hashes
+from credaudit.io import Reference
 from credaudit.neighbors import search_neighbors
 
 # Nearest reference rows examined per input row.
@@ -56,7 +57,7 @@ class Leakage:
 def find_leakage(
     vectors: np.ndarray,
     texts: list[str] | None,
-    references: list[tuple[str, np.ndarray, list[str] | None, list[Any]]],
+    references: list[Reference],
     *,
     threshold: float,
     min_overlap: float,
@@ -70,8 +71,8 @@ def find_leakage(
         The input's unit vectors.
     texts : list of str, or None
         The input's texts.
-    references : list of (name, vectors (M, d) unit float32, texts or None, row ids)
-        One entry per reference file, embedded like the input.
+    references : list of io.Reference
+        One per reference file, ``embeddings`` holding its unit vectors (M, d), embedded like the input.
     threshold, min_overlap, vector_threshold : float
         The near-duplicate link rule (hygiene.linked).
 
@@ -87,7 +88,8 @@ def find_leakage(
     exact = np.zeros(n, dtype=bool)
     if texts is not None:
         hashed, non_empty = text_hashes(texts)
-    for r, (_, ref_vectors, ref_texts, _) in enumerate(references):
+    for r, ref in enumerate(references):
+        ref_vectors, ref_texts = ref.embeddings, ref.texts
         if ref_texts is not None and texts is not None:
             ref_hashed, ref_non_empty = text_hashes(ref_texts)
             order = np.argsort(ref_hashed, kind="stable")
@@ -114,8 +116,8 @@ def find_leakage(
         best_sim = sims[np.arange(n), best]
         better = has & ~exact & (np.isnan(similarity) | (best_sim > similarity))
         source[better], row[better], similarity[better] = r, idx[better, best[better]], best_sim[better]
-    row_id = [references[s][3][i] if s >= 0 else None for s, i in zip(source.tolist(), row.tolist(), strict=True)]
-    return Leakage([name for name, *_ in references], source, row, row_id, similarity, exact)
+    row_id = [references[s].row_ids[i] if s >= 0 else None for s, i in zip(source.tolist(), row.tolist(), strict=True)]
+    return Leakage([ref.path.name for ref in references], source, row, row_id, similarity, exact)
 
 
 def leakage_summary(

@@ -28,7 +28,7 @@ from credaudit.cleaning import CleaningPlan, plan_cleaning
 from credaudit.config import InputConfig, ScanConfig
 from credaudit.detect import Detection, detect_label_errors
 from credaudit.encoders.base import Encoder, resolve_device
-from credaudit.errors import DataReadError, InputError, MissingColumnError, UsageError
+from credaudit.errors import DataReadError, InputError, UsageError
 from credaudit.findings import (
     Finding,
     find_conflicting_duplicates,
@@ -45,6 +45,7 @@ from credaudit.hygiene import (
     score_outliers,
 )
 from credaudit.io import (
+    Reference,
     Table,
     atomic_write_file,
     check_out_dir,
@@ -54,6 +55,7 @@ from credaudit.io import (
     read_frame,
     read_reference,
     read_table,
+    require_columns,
     write_frame,
     write_outputs,
     write_text,
@@ -440,7 +442,7 @@ def _hygiene(
     labels: np.ndarray,
     graph: NeighborGraph,
     texts: list[str] | None,
-    references: list[tuple[str, np.ndarray, list[str] | None, list[Any]]],
+    references: list[Reference],
     *,
     n_classes: int,
     config: ScanConfig,
@@ -469,8 +471,9 @@ def _hygiene(
 
 def _references(
     config: ScanConfig, vectors: np.ndarray, encoder: Encoder | None, progress: Progress
-) -> list[tuple[str, np.ndarray, list[str] | None, list[Any]]]:
-    """Read (and embed, with the input's encoder and cache) every ``--reference`` file."""
+) -> list[Reference]:
+    """Read every ``--reference`` file; ``embeddings`` become unit vectors (embedded, if need be, with the
+    input's encoder and cache)."""
     cfg, hyg = config.input, config.hygiene
     if encoder is None and hyg.reference_embedding_col is None:
         raise UsageError(
@@ -502,7 +505,7 @@ def _references(
             raise InputError(
                 f"--reference {ref.path.name} has {ref_vectors.shape[1]}-d vectors; the input has {vectors.shape[1]}-d"
             )
-        references.append((ref.path.name, ref_vectors, ref.texts, ref.row_ids))
+        references.append(replace(ref, embeddings=ref_vectors))
     return references
 
 
@@ -576,15 +579,12 @@ def _features(
 
     cfg = config.encoder
 
-    def cache_for(enc: Encoder):
-        return _cache_for(config, enc)
-
     candidates = None
     # Whole-corpus encoders (tfidf) embed every row to be judged by auto; the winner's result is kept.
     whole_corpus: dict[str, Embeddings] = {}
 
     def embed_candidate(enc: Encoder, texts: Sequence[str]) -> np.ndarray:
-        result = embed_texts(texts, enc, cache=cache_for(enc))
+        result = embed_texts(texts, enc, cache=_cache_for(config, enc))
         if getattr(enc, "whole_corpus", False):
             whole_corpus[enc.name] = result
         return result.vectors
@@ -604,12 +604,10 @@ def _features(
         )
     else:
         enc = get_encoder(cfg.name, device=device, batch_size=cfg.batch_size, precision=cfg.precision)
-    result = whole_corpus.get(enc.name) or embed_texts(table.texts, enc, cache=cache_for(enc), progress=progress)
-    return result.vectors, _summary(enc, result, candidates), enc
-
-
-def _summary(enc: Encoder, result: Any, candidates: Any) -> EncoderSummary:
-    return EncoderSummary(
+    result = whole_corpus.get(enc.name) or embed_texts(
+        table.texts, enc, cache=_cache_for(config, enc), progress=progress
+    )
+    summary = EncoderSummary(
         enc.name,
         enc.source,
         enc.dimension,
@@ -620,6 +618,7 @@ def _summary(enc: Encoder, result: Any, candidates: Any) -> EncoderSummary:
         [c.to_dict() for c in candidates] if candidates else None,
         getattr(enc, "precision", "n/a"),  # plug-ins need not say
     )
+    return result.vectors, summary, enc
 
 
 def _issues_frame(
@@ -630,13 +629,12 @@ def _issues_frame(
     leakage = hygiene.leakage
     leaked = {}
     if leakage is not None:
-        hit = leakage.is_leaked
         leaked = {
             "leaked_from": pl.Series(
                 [leakage.references[s] if s >= 0 else None for s in leakage.source.tolist()], dtype=pl.String
             ),
             "leaked_row_id": pl.Series([str(r) if r is not None else None for r in leakage.row_id], dtype=pl.String),
-            "leak_similarity": pl.Series(np.where(hit, np.round(leakage.similarity, 4), np.nan)).fill_nan(None),
+            "leak_similarity": pl.Series(np.round(leakage.similarity, 4)).fill_nan(None),  # NaN where no leak
         }
     return pl.DataFrame(
         {
@@ -1038,19 +1036,13 @@ def apply_review(reviewed: str | Path, data: str | Path, config: ScanConfig, *, 
         or ``out`` cannot be written.
     """
     data_path = Path(data)
-    if not data_path.exists():
-        raise DataReadError(f"{data_path} does not exist")
     fmt = replace(detect_format(data_path), encoding=config.input.encoding)
     target = Path(out) if out else default_out_dir(data_path) / fmt.cleaned_name().replace("cleaned", "reviewed", 1)
     check_out_file(target, data_path, flag="--out")
     decisions = read_review(Path(reviewed))
     cfg = config.input
     frame = read_frame(data_path, fmt)
-    for column, flag in ((cfg.label_col, "--label-col"), (cfg.id_col, "--id-col")):
-        if column is not None and column not in frame.columns:
-            raise MissingColumnError(
-                f"column '{column}' ({flag}) is not in {data_path.name}; columns are: {', '.join(frame.columns)}"
-            )
+    require_columns(frame, [(cfg.label_col, "--label-col"), (cfg.id_col, "--id-col")], data_path.name)
     row_ids = frame.get_column(cfg.id_col).to_list() if cfg.id_col else list(range(frame.height))
     updated, summary = apply_decisions(
         frame,

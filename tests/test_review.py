@@ -29,6 +29,14 @@ def labelled(tmp_path):
     return write_table(frame, tmp_path / "data.parquet"), frame
 
 
+def write_rows(path, rows):
+    """A reviewer's edited queue, written back as CSV."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def scan_with_review(path, out, *reviews):
     args = ["scan", path, "--embedding-col", "emb", "--id-col", "id", "--out", out, "--format", "quiet"]
     for review in reviews:
@@ -58,10 +66,7 @@ def test_csv_queue_ranks_every_flagged_row_and_apply_writes_the_decisions(labell
     rows[0]["decision"] = "relabel"  # to the suggestion
     rows[1]["corrected_label"] = "gamma" if rows[1]["given_label"] != "gamma" else "alpha"  # a label alone: relabel
     rows[2]["decision"] = "drop"
-    with queue_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(queue_path, rows)
     out_file = tmp_path / "fixed.parquet"
     result = invoke(["apply", queue_path, "--data", path, "--id-col", "id", "--out", out_file])
     assert "2 relabelled, 1 dropped, 0 kept" in result.stdout and f"{queue.height - 3} flagged row(s)" in result.stdout
@@ -122,10 +127,7 @@ def test_apply_refuses_decisions_that_do_not_fit_the_data(labelled, tmp_path):
         edited = [dict(r) for r in rows]
         change(edited)
         bad = tmp_path / "bad.csv"
-        with bad.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(edited[0]))
-            writer.writeheader()
-            writer.writerows(edited)
+        write_rows(bad, edited)
         out = tmp_path / "never.parquet"
         result = invoke(["apply", bad, "--data", path, "--id-col", "id", "--out", out], expect_exit=3)
         assert message in result.stderr and not out.exists()
@@ -167,10 +169,7 @@ def test_apply_keeps_rows_the_scan_skipped_and_refuses_a_malformed_export(tmp_pa
     )
     rows = list(csv.DictReader(queue.open()))
     rows[0]["decision"] = "drop"
-    with queue.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(queue, rows)
     out = tmp_path / "r.parquet"
     invoke(["apply", queue, "--data", path, "--out", out])
     result = pl.read_parquet(out)

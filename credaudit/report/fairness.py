@@ -6,12 +6,12 @@ import html as _html
 import io
 from typing import TYPE_CHECKING, Any
 
+from credaudit.fairness import METRIC_NAMES
 from credaudit.report.format import STATUS_MARK, check_line
 
 if TYPE_CHECKING:
     from credaudit.fairness_run import FairnessReport
 
-_NAMES = {"dp_gap": "demographic parity", "eop_gap": "equal opportunity", "eo_gap": "equalized odds"}
 _MARK = {"pass": "✅ PASS", "warn": "⚠️ WARN", "fail": "❌ FAIL", "inconclusive": "❔ INCONCLUSIVE"}
 
 
@@ -37,7 +37,7 @@ def metric_rows(report: FairnessReport) -> list[list[str]]:
         cal = e["calibrated"]
         rows.append(
             [
-                _NAMES[e["metric"]],
+                METRIC_NAMES[e["metric"]],
                 _pair(e),
                 _num(e["naive"]),
                 f"{_num(cal['estimate'])} [{_num(cal['low'])}, {_num(cal['high'])}]",
@@ -124,14 +124,14 @@ def _chart_svg(report: FairnessReport) -> str:
     """Each gap: naive (grey), calibrated with its interval (blue), reference (black cross)."""
     import numpy as np
 
-    from credaudit.report.html import _figure, _svg
+    from credaudit.report.html import figure_svg, new_figure
 
     entries = [e for e in report.fairness["metrics"] if e["groups"] == "all"]
     if len(report.fairness["groups"]) > 2:
         entries += [e for e in report.fairness["metrics"] if e["groups"] != "all"][:12]
-    labels = [f"{_NAMES[e['metric']]}: {_pair(e)}" for e in entries]
+    labels = [f"{METRIC_NAMES[e['metric']]}: {_pair(e)}" for e in entries]
     y = np.arange(len(entries))
-    fig, ax = _figure(7.5, 0.42 * len(entries) + 1.3)
+    fig, ax = new_figure(7.5, 0.42 * len(entries) + 1.3)
     cal = np.array([e["calibrated"]["estimate"] or 0.0 for e in entries])
     low = np.array([e["calibrated"]["low"] or 0.0 for e in entries])
     high = np.array([e["calibrated"]["high"] or 0.0 for e in entries])
@@ -161,7 +161,7 @@ def _chart_svg(report: FairnessReport) -> str:
     # The axis meaning lives in the title: below the axes it collided with the legend.
     ax.set_title("Fairness gaps (absolute difference between groups): naive vs calibrated", loc="left")
     ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
-    return _svg(fig)
+    return figure_svg(fig)
 
 
 def render_fairness_html(report: FairnessReport) -> str:

@@ -6,6 +6,7 @@ https://docs.github.com/actions/reference/workflow-commands-for-github-actions.
 
 from __future__ import annotations
 
+from credaudit.gates import failing_statuses
 from credaudit.report.model import AuditReport
 
 
@@ -23,10 +24,11 @@ def annotations(report: AuditReport, *, strict: bool = False, allow_inconclusive
     Errors are exactly what fails the run: failed checks, inconclusive ones unless
     ``allow_inconclusive``, and with ``strict`` warnings too.
     """
+    failing = failing_statuses(strict=strict, allow_inconclusive=allow_inconclusive)
     lines = []
     for check in report.checks:
         status = check["status"]
-        if status == "fail" or (status == "inconclusive" and not allow_inconclusive) or (strict and status == "warn"):
+        if status in failing:
             level = "error"
         elif status in ("warn", "inconclusive"):
             level = "warning"

@@ -72,7 +72,7 @@ def render_html(report: AuditReport, rows: list[dict[str, Any]]) -> str:
     )
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -91,7 +91,7 @@ def _figure(width: float, height: float):
     return plt.subplots(figsize=(width, height))
 
 
-def _svg(fig) -> str:
+def figure_svg(fig) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.StringIO()
@@ -118,7 +118,7 @@ def _heatmap_svg(noise: dict) -> str:
         labels = [labels[i] for i in keep]
         title += f" — the {len(keep)} most confused of {k} classes"
     size = max(3.5, 0.38 * len(labels) + 1.8)
-    fig, ax = _figure(size + 1.0, size)
+    fig, ax = new_figure(size + 1.0, size)
     # The diagonal (labels kept) would set the colour scale and hide every confusion: mask it and
     # scale the colours to the largest off-diagonal cell. The kept shares are in the bar charts.
     off = np.where(np.eye(len(labels), dtype=bool), np.nan, t)
@@ -147,7 +147,7 @@ def _heatmap_svg(noise: dict) -> str:
                         color="white" if i != j and t[i, j] > 0.6 * vmax else "black",
                     )
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="P(observed | true), off the diagonal")
-    return _svg(fig)
+    return figure_svg(fig)
 
 
 def _class_order(report: AuditReport) -> list[int]:
@@ -171,7 +171,7 @@ def _priors_svg(report: AuditReport) -> str:
     observed = [report.classes[j]["observed_prior"] for j in order]
     clean = [report.noise["clean_prior"][j] for j in order]
     y = np.arange(len(order))
-    fig, ax = _figure(6.0, 0.28 * len(order) + 1.2)
+    fig, ax = new_figure(6.0, 0.28 * len(order) + 1.2)
     ax.barh(y - 0.2, observed, height=0.4, label="observed labels (p̃)", color="#9ecae1")
     ax.barh(y + 0.2, clean, height=0.4, label="estimated clean (p)", color="#3182bd")
     ax.set_yticks(y, names)
@@ -179,7 +179,7 @@ def _priors_svg(report: AuditReport) -> str:
     # The x label lives in the title: under the axes it collided with the legend.
     ax.set_title("Class shares of rows: observed vs estimated clean" + _of_classes(report, order), loc="left")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
-    return _svg(fig)
+    return figure_svg(fig)
 
 
 def _error_share_svg(report: AuditReport) -> str:
@@ -190,13 +190,13 @@ def _error_share_svg(report: AuditReport) -> str:
     low = np.array([per[j]["observed_label_error_rate"]["low"] for j in order])
     high = np.array([per[j]["observed_label_error_rate"]["high"] for j in order])
     y = np.arange(len(order))
-    fig, ax = _figure(6.0, 0.28 * len(order) + 1.2)
+    fig, ax = new_figure(6.0, 0.28 * len(order) + 1.2)
     ax.barh(y, est, color="#fc9272", xerr=np.vstack([est - low, high - est]), error_kw={"elinewidth": 1, "capsize": 2})
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     ax.set_xlabel("share of the class's rows whose label is wrong (95% interval)")
     ax.set_title("Wrong labels per observed class" + _of_classes(report, order), loc="left")
-    return _svg(fig)
+    return figure_svg(fig)
 
 
 def _scores_svg(det: dict) -> str:
@@ -204,7 +204,7 @@ def _scores_svg(det: dict) -> str:
     edges = np.asarray(hist["edges"])
     centers = (edges[:-1] + edges[1:]) / 2
     width = edges[1] - edges[0]
-    fig, ax = _figure(6.0, 2.6)
+    fig, ax = new_figure(6.0, 2.6)
     ax.bar(centers, hist["unflagged"], width=width * 0.95, color="#bdbdbd", label="not flagged")
     ax.bar(centers, hist["flagged"], width=width * 0.95, bottom=hist["unflagged"], color="#de2d26", label="flagged")
     ax.set_yscale("symlog", linthresh=10)
@@ -226,4 +226,4 @@ def _scores_svg(det: dict) -> str:
     ax.set_ylabel("rows")
     ax.set_title("Distribution of error scores", loc="left")
     ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _svg(fig)
+    return figure_svg(fig)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from credaudit.gates import failing_statuses
 from credaudit.report.model import AuditReport
 
 
 def render_junit(report: AuditReport, *, strict: bool = False, allow_inconclusive: bool = False) -> str:
     """JUnit XML text for ``report``'s checks and warning findings."""
     checks = report.checks
-    failing = {"fail"} | ({"warn"} if strict else set()) | (set() if allow_inconclusive else {"inconclusive"})
+    failing = failing_statuses(strict=strict, allow_inconclusive=allow_inconclusive)
     failed = [c for c in checks if c["status"] in failing]
     skipped = [c for c in checks if c["status"] == "skipped" or c["status"] == "inconclusive" and allow_inconclusive]
     warnings = [f for f in report.findings if f["severity"] == "warning"]
