@@ -351,12 +351,12 @@ def duplicate_summary(
     new_label = np.r_[True, (g[1:] != g[:-1]) | (lab[1:] != lab[:-1])][: len(g)]
     n_labels = np.bincount(g[new_label], minlength=n_groups)
     conflicting = np.flatnonzero(n_labels > 1)
+    wanted = np.union1d(np.argsort(-sizes, kind="stable")[:top], conflicting[:top])
+    # Only the shown groups' rows are listed (in row order): no pass over every grouped row in Python.
+    shown_rows = in_group[np.isin(groups[in_group], wanted)]
     members: dict[int, list[int]] = {}
-    wanted = set(np.argsort(-sizes, kind="stable")[:top].tolist()) | set(conflicting[:top].tolist())
-    for row in in_group:
-        group = int(groups[row])
-        if group in wanted:
-            members.setdefault(group, []).append(int(row))
+    for row, group in zip(shown_rows.tolist(), groups[shown_rows].tolist(), strict=True):
+        members.setdefault(group, []).append(row)
 
     def describe(group: int) -> dict[str, Any]:
         rows = members[group]
