@@ -232,7 +232,95 @@ def scan(
     data: DataArg,
     config_file: ConfigOpt = None,
     text_col: TextColOpt = None,
-    label_col: LabelColOpt = None,
+    label_col: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--label-col",
+            help="The label column; repeat for one column per annotator (several labels per item). [default: label]",
+            show_default=False,
+            metavar="<column>",
+        ),
+    ] = None,
+    item_col: Annotated[
+        Optional[str],
+        typer.Option(
+            "--item-col",
+            help="Several labels per item, one row per answer: the item column (with --annotator-col).",
+            show_default=False,
+        ),
+    ] = None,
+    annotator_col: Annotated[
+        Optional[str],
+        typer.Option("--annotator-col", help="One row per answer: the annotator column.", show_default=False),
+    ] = None,
+    annotations_col: Annotated[
+        Optional[str],
+        typer.Option("--annotations-col", help="One row per item: a list column of its answers.", show_default=False),
+    ] = None,
+    annotators_col: Annotated[
+        Optional[str],
+        typer.Option(
+            "--annotators-col",
+            help="With --annotations-col: a list column naming who gave each answer.",
+            show_default=False,
+        ),
+    ] = None,
+    reference_col: Annotated[
+        Optional[str],
+        typer.Option(
+            "--reference-col",
+            help="Several labels per item: a reference labeller's answer (e.g. an LLM's; null where unknown), "
+            "to score annotators who copy it.",
+            show_default=False,
+        ),
+    ] = None,
+    items: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--items",
+            help="With --item-col: a file of the items' texts, joined on the item column.",
+            show_default=False,
+        ),
+    ] = None,
+    drop_annotators: Annotated[
+        Optional[str],
+        typer.Option(
+            "--drop-annotators",
+            help="Several labels per item: `suspect` removes suspect annotators' answers before the consensus. "
+            "[default: none]",
+            show_default=False,
+        ),
+    ] = None,
+    min_annotator_accuracy: Annotated[
+        Optional[float],
+        typer.Option(
+            "--min-annotator-accuracy",
+            help="Gate: fail if an annotator's estimated accuracy is below (annotators with enough answers).",
+            show_default=False,
+        ),
+    ] = None,
+    warn_min_annotator_accuracy: Annotated[
+        Optional[float],
+        typer.Option(
+            "--warn-min-annotator-accuracy", help="Warn if an annotator's accuracy is below.", show_default=False
+        ),
+    ] = None,
+    max_suspect_annotators: Annotated[
+        Optional[str],
+        typer.Option(
+            "--max-suspect-annotators",
+            help="Gate: fail if suspect annotators exceed N (int) or a fraction.",
+            show_default=False,
+        ),
+    ] = None,
+    warn_max_suspect_annotators: Annotated[
+        Optional[str],
+        typer.Option(
+            "--warn-max-suspect-annotators",
+            help="Warn if suspect annotators exceed N or a fraction.",
+            show_default=False,
+        ),
+    ] = None,
     id_col: IdColOpt = None,
     embedding_col: EmbeddingColOpt = None,
     drop_unlabelled: Annotated[
@@ -487,6 +575,7 @@ def scan(
     def body() -> int:
         from credaudit import pipeline
         from credaudit.console import console_width, is_interactive, write
+        from credaudit.crowd import crowd_shape
         from credaudit.errors import exit_code_for
         from credaudit.report.json import render_json
         from credaudit.report.terminal import render_quiet, render_terminal
@@ -495,7 +584,25 @@ def scan(
             config_file,
             {
                 "input.text_cols": (tuple(text_col) if text_col else None, "--text-col"),
-                "input.label_col": (label_col, "--label-col"),
+                "input.label_col": (label_col[0] if label_col and len(label_col) == 1 else None, "--label-col"),
+                "crowd.label_cols": (tuple(label_col) if label_col and len(label_col) > 1 else None, "--label-col"),
+                "crowd.item_col": (item_col, "--item-col"),
+                "crowd.annotator_col": (annotator_col, "--annotator-col"),
+                "crowd.annotations_col": (annotations_col, "--annotations-col"),
+                "crowd.annotators_col": (annotators_col, "--annotators-col"),
+                "crowd.reference_col": (reference_col, "--reference-col"),
+                "crowd.items": (str(items) if items else None, "--items"),
+                "crowd.drop_annotators": (drop_annotators, "--drop-annotators"),
+                "gates.min_annotator_accuracy": (min_annotator_accuracy, "--min-annotator-accuracy"),
+                "gates.warn_min_annotator_accuracy": (warn_min_annotator_accuracy, "--warn-min-annotator-accuracy"),
+                "gates.max_suspect_annotators": (
+                    _parse_max_flagged(max_suspect_annotators, "--max-suspect-annotators"),
+                    "--max-suspect-annotators",
+                ),
+                "gates.warn_max_suspect_annotators": (
+                    _parse_max_flagged(warn_max_suspect_annotators, "--warn-max-suspect-annotators"),
+                    "--warn-max-suspect-annotators",
+                ),
                 "input.id_col": (id_col, "--id-col"),
                 "input.embedding_col": (embedding_col, "--embedding-col"),
                 "input.drop_unlabelled": (drop_unlabelled, "--drop-unlabelled"),
@@ -557,6 +664,8 @@ def scan(
             },
         )
         fmt = config.output.format
+        if crowd_shape(config.crowd) is not None:
+            return _scan_crowd(data, config)
         with _progress(fmt == "rich" and is_interactive(sys.stderr), quiet=fmt == "quiet") as progress:
             result, written = pipeline.scan(data, config, progress=progress)
         if fmt == "json":
@@ -577,6 +686,36 @@ def scan(
         return int(exit_code_for(result))
 
     _guard(debug, body)
+
+
+def _scan_crowd(data: Path, config) -> int:
+    """``scan`` with several labels per item: the multi-annotator adapter's run and renderers."""
+    from credaudit import crowd_run
+    from credaudit.console import console_width, is_interactive, write
+    from credaudit.report.crowd import render_crowd_markdown, render_crowd_quiet, render_crowd_terminal
+    from credaudit.report.json import render_json
+
+    fmt = config.output.format
+    with _progress(fmt == "rich" and is_interactive(sys.stderr), quiet=fmt == "quiet") as progress:
+        result, written = crowd_run.scan_crowd(data, config, progress=progress)
+    if fmt == "json":
+        write(render_json(result.report))
+    elif fmt == "quiet":
+        write(render_crowd_quiet(result.report))
+    else:
+        write(render_crowd_terminal(result.report, width=console_width(sys.stdout), outputs=[str(p) for p in written]))
+    if config.output.github or os.environ.get("GITHUB_ACTIONS") == "true":
+        _github(
+            result.report,
+            config.gates,
+            stream=sys.stderr if fmt == "json" else sys.stdout,
+            markdown=render_crowd_markdown,
+        )
+    gates = config.gates
+    failing = result.report.verdict == "fail" or (
+        result.report.verdict == "inconclusive" and not gates.allow_inconclusive
+    )
+    return int(ExitCode.GATE_FAILED if failing else ExitCode.OK)
 
 
 @app.command(cls=_Command)
@@ -818,7 +957,7 @@ def embed(
     _guard(debug, body)
 
 
-def _github(report, gates, *, stream) -> None:
+def _github(report, gates, *, stream, markdown: Callable[[Any], str] | None = None) -> None:
     """Step summary (if GitHub gave a file) and annotations; JSON mode keeps stdout pure."""
     from credaudit.io import append_text
     from credaudit.report.github import annotations
@@ -826,7 +965,7 @@ def _github(report, gates, *, stream) -> None:
 
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        append_text(Path(summary), render_markdown(report))
+        append_text(Path(summary), (markdown or render_markdown)(report))
     for line in annotations(report, strict=gates.strict, allow_inconclusive=gates.allow_inconclusive):
         stream.write(line + "\n")
 

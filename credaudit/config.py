@@ -248,6 +248,60 @@ class FairnessConfig:
 
 
 @dataclass(frozen=True)
+class CrowdConfig:
+    item_col: str | None = _opt(
+        None, "several labels per item, one row per answer: the item column (with annotator_col)"
+    )
+    annotator_col: str | None = _opt(None, "one row per answer: the annotator column")
+    annotations_col: str | None = _opt(None, "one row per item: a list column of the item's answers")
+    annotators_col: str | None = _opt(
+        None, "with annotations_col: a list column naming who gave each answer (default: one anonymous pool)"
+    )
+    label_cols: tuple[str, ...] = _opt(
+        (),
+        "one row per item: two or more label columns, one per annotator or labelling slot",
+        items="column names",
+        empty_ok=True,
+    )
+    reference_col: str | None = _opt(
+        None, "a reference labeller's answer per item (e.g. an LLM's; null where unknown): enables the copy score"
+    )
+    items: str | None = _opt(None, "with item_col: a file of the items' texts (or vectors), joined on the item column")
+    min_posterior: float = _opt(
+        0.9, "an item's consensus is uncertain when no label reaches this posterior probability", low=0.0, high=1.0
+    )
+    shrinkage: float | None = _opt(
+        None,
+        "pseudo-answers per true class pulling each annotator's confusion matrix toward their one-coin version; "
+        "default: 2 + K/4",
+        low=0.0,
+    )
+    use_texts: bool = _opt(True, "let the items' neighbours (from their texts or vectors) inform the consensus")
+    n_bootstrap: int = _opt(50, "item resamples for the intervals of the noise rate and annotator accuracies", low=0)
+    min_answers: int = _opt(10, "answers an annotator needs before being called a spammer, biased or a copier", low=1)
+    spammer_kappa: float = _opt(0.15, "spammer: accuracy beyond chance (kappa) below this", low=-1.0, high=1.0)
+    biased_share: float = _opt(
+        0.8, "biased: one label on at least this share of answers, far above that class's share", low=0.0, high=1.0
+    )
+    copier_z: float = _opt(
+        3.0,
+        "copier: agreement with the reference this many standard errors above what honest answers explain",
+        low=0.0,
+    )
+    copier_share: float = _opt(
+        0.5,
+        "copier: and follows the reference on at least this share of the items where the others disagree with it",
+        low=0.0,
+        high=1.0,
+    )
+    drop_annotators: str = _opt(
+        "none",
+        "remove answers before the consensus: none, or suspect (every flagged annotator)",
+        choices=("none", "suspect"),
+    )
+
+
+@dataclass(frozen=True)
 class GatesConfig:
     max_noise_rate: float | None = _opt(None, "fail if the estimated noise rate is above", low=0.0, high=1.0)
     min_credibility: float | None = _opt(None, "fail if credibility is below", low=0.0, high=1.0)
@@ -301,6 +355,18 @@ class GatesConfig:
     allow_inconclusive: bool = _opt(
         False, "exit 0 when a gate is inconclusive (it reads an untrustworthy noise estimate); default: exit 1"
     )
+    min_annotator_accuracy: float | None = _opt(
+        None, "several labels per item: fail if an annotator's estimated accuracy is below", low=0.0, high=1.0
+    )
+    warn_min_annotator_accuracy: float | None = _opt(
+        None, "warn if an annotator's estimated accuracy is below", low=0.0, high=1.0
+    )
+    max_suspect_annotators: int | float | None = _opt(
+        None, "several labels per item: fail if suspect annotators exceed N (int) or a fraction (float < 1)", low=0.0
+    )
+    warn_max_suspect_annotators: int | float | None = _opt(
+        None, "warn if suspect annotators exceed N or a fraction", low=0.0
+    )
     baseline: str | None = _opt(
         None, "a previous report.json to compare with (noise rate, credibility, per-class error shares)"
     )
@@ -353,6 +419,7 @@ class ScanConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     hygiene: HygieneConfig = field(default_factory=HygieneConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
+    crowd: CrowdConfig = field(default_factory=CrowdConfig)
     gates: GatesConfig = field(default_factory=GatesConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

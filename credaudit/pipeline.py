@@ -523,6 +523,17 @@ def _read(data: str | Path | pl.DataFrame, cfg: InputConfig, *, precomputed: boo
     )
 
 
+def row_vectors(table: Table, labels: np.ndarray, config: ScanConfig, progress: Progress) -> tuple[np.ndarray, dict]:
+    """Unit vectors of ``table``'s rows and a summary of what made them: the feature stage, for other adapters.
+
+    ``labels`` (N,) are only read by ``--encoder auto``, which picks the encoder that separates them best.
+    """
+    device = resolve_device(config.encoder.device)
+    _check_device(device)
+    vectors, summary, _ = _features(table, labels, config, None, None, device, progress)
+    return vectors, dataclasses.asdict(summary)
+
+
 def _check_device(device: str) -> None:
     if device.startswith("cuda"):
         import torch

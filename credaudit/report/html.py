@@ -59,7 +59,7 @@ def render_html(report: AuditReport, rows: list[dict[str, Any]]) -> str:
         untrusted=untrusted_line(noise),
         checks=[dict(c, line=check_line(c)) for c in report.checks if c["status"] != "skipped"],
         comparison=comparison_rows(report.baseline) if report.baseline else None,
-        heatmap_svg=_heatmap_svg(noise),
+        heatmap_svg=heatmap_svg(noise),
         heatmap_wide=len(noise["transition_matrix"]["labels"]) > WIDE_HEATMAP_CLASSES,
         confusions=largest_confusions(noise),
         hygiene_lines=hygiene_lines(report.hygiene),
@@ -105,7 +105,7 @@ def _short(name: str, limit: int = 24) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
-def _heatmap_svg(noise: dict) -> str:
+def heatmap_svg(noise: dict) -> str:
     labels = noise["transition_matrix"]["labels"]
     t = np.asarray(noise["transition_matrix"]["values"])
     k = len(labels)
