@@ -46,7 +46,7 @@ CROWD_SCHEMA_VERSION = 1
 SUSPECT_REASONS = {
     "biased": "gives one label whatever the item",
     "spammer": "answers carry next to no information about the item (accuracy near chance)",
-    "copier": "agrees with the reference labeller beyond what honest answers explain",
+    "copier": "follows the reference labeller where the other annotators disagree with it",
 }
 
 
@@ -373,7 +373,8 @@ def _findings(table: CrowdTable, est: CrowdEstimate, reasons, used_graph: bool, 
     findings = []
     counts = {r: reasons.count(r) for r in SUSPECT_REASONS if r in reasons}
     if counts:
-        listed = ", ".join(f"{n} {r}{'s' if n > 1 else ''}" for r, n in counts.items())
+        plural = {"biased": "biased", "spammer": "spammers", "copier": "copiers"}
+        listed = ", ".join(f"{n} {r if n == 1 else plural[r]}" for r, n in counts.items())
         findings.append(
             {
                 "severity": "warning",

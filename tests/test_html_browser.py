@@ -137,3 +137,47 @@ def test_many_classes_keep_the_heatmap_readable(browser, tmp_path):
     assert heights and min(heights) >= 9, heights
     title = browser.find_element(By.ID, "error-share").get_attribute("innerHTML")
     assert f"of {k} classes with the most wrong labels" in title
+
+
+def test_crowd_report_sorts_its_annotator_table(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+
+    from tests.test_crowd import long_frame
+
+    frame, *_ = long_frame(n_items=200)
+    data = write_table(frame, tmp_path / "answers.parquet")
+    invoke(
+        [
+            "scan",
+            data,
+            "--item-col",
+            "item",
+            "--annotator-col",
+            "worker",
+            "--label-col",
+            "answer",
+            "--reference-col",
+            "llm",
+            "--out",
+            tmp_path / "o",
+            "--format",
+            "quiet",
+        ]
+    )
+    browser.get((tmp_path / "o" / "report.html").as_uri())
+    severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert severe == [], severe
+    assert browser.find_element(By.CSS_SELECTOR, "#accuracy-chart svg")
+    assert browser.find_element(By.CSS_SELECTOR, "#heatmap svg")
+
+    def answers_column():
+        rows = browser.find_elements(By.CSS_SELECTOR, "#annotators tbody tr")
+        return [int(r.find_elements(By.TAG_NAME, "td")[1].text.replace(",", "")) for r in rows]
+
+    header = browser.find_elements(By.CSS_SELECTOR, "#annotators thead th")[1]
+    header.click()
+    assert answers_column() == sorted(answers_column(), reverse=True)
+    header.click()
+    assert answers_column() == sorted(answers_column())
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "crowd_report.png"))

@@ -245,9 +245,10 @@ figure {{ margin: 0; overflow-x: auto; }} figure svg {{ max-width: 100%; height:
 {f'<h2>Findings</h2><ul id="findings">{findings}</ul>' if findings else ""}
 <h2>Annotators</h2>
 <figure id="accuracy-chart">{_accuracy_svg(report)}</figure>
-<p class="muted">Click a column to sort. Accuracy: the estimated share of right answers, from the annotator's confusion
-matrix (shrunk toward the crowd's for annotators with few answers); interval from {report.noise["n_bootstrap"]} item
-resamples. Copy score: agreement with the reference labeller beyond what honest answers explain.</p>
+<p class="muted">Click a column to sort. Accuracy: the expected share of the annotator's answers that are right
+(shrunk toward the crowd's mean for annotators with few answers); 95 % interval from {report.noise["n_bootstrap"]}
+item resamples and the uncertainty of each answer's rightness. Copy score: on the items where the reference labeller
+disagrees with the other annotators, the share on which this annotator gave the reference's label.</p>
 {f"<ul>{reasons}</ul>" if reasons else ""}
 <div class="tablewrap"><table id="annotators"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>
 <h2>Least certain items</h2>
