@@ -267,7 +267,7 @@ def main() -> None:
             "—" if noise is None else (f"{noise[0]:.3f} [{noise[1]:.3f}, {noise[2]:.3f}] / {r['true_noise_rate']:.3f}")
         )
         lines.append(
-            f"| {r['case']} | {r['method']} | {_f(r['accuracy'])} | {_f(r.get('ece'))} | {_f(r.get('mae'))} | "
+            f"| {r['case']} | {r['method']} | {_f(r['accuracy'], 4)} | {_f(r.get('ece'))} | {_f(r.get('mae'))} | "
             f"{_f(r.get('spearman'), 2)} | {_f(r.get('coverage'), 2)} | {_f(r.get('spammer_above_good'))} | "
             f"{_f(r.get('copy_auroc'))} | {r.get('suspects', '—')} | {_f(r.get('t_tv'))} | {noise_text} | "
             f"{r['seconds']:.2f} |"

@@ -41,6 +41,7 @@ from credaudit.progress import NullProgress, Progress
 # Items with more answers than this have this many random triples drawn instead of all of them.
 _MAX_EXACT_ANSWERS = 8
 _SAMPLED_TRIPLES = 56
+ANNOTATOR_MODELS = ("full", "one_coin")
 
 
 def count_item_triples(item: np.ndarray, label: np.ndarray, *, n_classes: int, seed: int = 0) -> ConsensusCounts:
@@ -188,6 +189,7 @@ def fit_dawid_skene(
     fit_neighbor_weight: bool = True,
     item_weights: np.ndarray | None = None,
     incidence: _Incidence | None = None,
+    model: str = "full",
     max_iter: int = 200,
     tol: float = 1e-7,
 ) -> CrowdFit:
@@ -216,6 +218,9 @@ def fit_dawid_skene(
         How many times each item counts (a bootstrap resample as multiplicities; default 1 each).
     incidence : _Incidence, optional
         The answers' sparse sums, when the caller reuses them across fits.
+    model : {"full", "one_coin"}
+        ``full``: a K×K matrix per annotator (shrunk as above); ``one_coin``: one accuracy per annotator,
+        errors spread evenly over the other labels (π_w = s_w I + (1 − s_w)(1 − I)/(K − 1)).
     max_iter, tol :
         EM iterations, and the relative log-likelihood change that stops them.
 
@@ -273,8 +278,12 @@ def fit_dawid_skene(
         counts = np.asarray(inc.by_cell @ q_answers).reshape(m, k, k).transpose(0, 2, 1)  # [w, true, answered]
         pooled = counts.sum(axis=0) + 1e-9
         pooled /= pooled.sum(axis=1, keepdims=True)
-        confusion = counts + shrinkage * _shrinkage_target(counts, pooled, shrinkage) + 1e-9
-        confusion /= confusion.sum(axis=2, keepdims=True)
+        if model == "one_coin":
+            # One accuracy rests on all of an annotator's answers, not on one class's: two pseudo-answers.
+            confusion = _one_coin(_skill(counts, min(shrinkage, 2.0)), k)
+        else:
+            confusion = counts + shrinkage * _shrinkage_target(counts, pooled, shrinkage) + 1e-9
+            confusion /= confusion.sum(axis=2, keepdims=True)
         if abs(log_likelihood - previous) <= tol * max(abs(log_likelihood), 1.0):
             break
         previous = log_likelihood
@@ -290,6 +299,20 @@ def fit_dawid_skene(
     )
 
 
+def _skill(counts: np.ndarray, shrinkage: float) -> np.ndarray:
+    """Each annotator's share of answers on the posterior class, shrunk toward the crowd's: shape (M,)."""
+    n = counts.sum(axis=(1, 2))
+    hits = np.trace(counts, axis1=1, axis2=2)
+    crowd = hits.sum() / max(n.sum(), 1e-12)
+    return (hits + shrinkage * crowd) / (n + shrinkage)
+
+
+def _one_coin(skill: np.ndarray, k: int) -> np.ndarray:
+    """π_w = s_w on the diagonal, (1 − s_w)/(K − 1) elsewhere: shape (M, K, K)."""
+    off = (1.0 - np.eye(k)) / max(k - 1, 1)
+    return np.clip(skill, 1e-6, 1 - 1e-6)[:, None, None] * np.eye(k)[None] + (1.0 - skill)[:, None, None] * off[None]
+
+
 def _shrinkage_target(counts: np.ndarray, pooled: np.ndarray, shrinkage: float) -> np.ndarray:
     """Each annotator's "one-coin" version of the pooled matrix, shape (M, K, K).
 
@@ -300,10 +323,7 @@ def _shrinkage_target(counts: np.ndarray, pooled: np.ndarray, shrinkage: float) 
     count like a typical annotator's.
     """
     k = pooled.shape[0]
-    n = counts.sum(axis=(1, 2))
-    hits = np.trace(counts, axis1=1, axis2=2)
-    crowd = hits.sum() / max(n.sum(), 1e-12)
-    skill = (hits + shrinkage * crowd) / (n + shrinkage)
+    skill = _skill(counts, shrinkage)
     off = pooled * (1.0 - np.eye(k))
     off /= np.maximum(off.sum(axis=1, keepdims=True), 1e-12)
     return skill[:, None, None] * np.eye(k)[None] + (1.0 - skill)[:, None, None] * off[None]
@@ -420,6 +440,10 @@ class CrowdEstimate:
     credibility : dict
         ``estimate``, ``low``, ``high`` of Ψ = 1 − ‖T − I‖_F / √(2K) for the pooled T.
     n_bootstrap : int
+    model : str
+        The annotator model Akaike's criterion chose: ``full`` (a confusion matrix each) or ``one_coin``.
+    aic : dict
+        The criterion of each model (lower is better).
     """
 
     fit: CrowdFit
@@ -431,6 +455,8 @@ class CrowdEstimate:
     noise_rate: tuple[float, float, float]
     credibility: dict[str, float]
     n_bootstrap: int
+    model: str = "full"
+    aic: dict[str, float] | None = None
 
 
 def estimate_crowd(
@@ -492,18 +518,35 @@ def estimate_crowd(
         if np.all(np.diag(consensus_t) > 1.0 / k):  # a fit calling most answers wrong starts nothing
             starts.insert(0, (consensus_t, hoc.clean_prior))
     weights = None if neighbor_similarities is None else np.clip(neighbor_similarities, 0.0, None).astype(np.float64)
-    fits = [
-        fit_dawid_skene(
-            answers,
-            init_confusion=init_confusion,
-            init_prior=init_prior / init_prior.sum(),
-            shrinkage=shrinkage,
-            neighbor_indices=neighbor_indices,
-            neighbor_weights=weights,
+    fits = {
+        model: max(
+            (
+                fit_dawid_skene(
+                    answers,
+                    init_confusion=init_confusion,
+                    init_prior=init_prior / init_prior.sum(),
+                    shrinkage=shrinkage,
+                    neighbor_indices=neighbor_indices,
+                    neighbor_weights=weights,
+                    model=model,
+                )
+                for init_confusion, init_prior in starts
+            ),
+            key=lambda f: f.log_likelihood,
         )
-        for init_confusion, init_prior in starts
-    ]
-    fit = max(fits, key=lambda f: f.log_likelihood)
+        for model in ANNOTATOR_MODELS
+    }
+    # The full model has M·K·(K − 1) free cells, the one-coin model M accuracies; Akaike's criterion
+    # picks between them. Many classes and few answers per annotator and class favour the one-coin
+    # model (K = 77, 40 annotators, 9,000 answers: consensus 0.911 vs 0.900); with a few classes the
+    # full matrices see who confuses what (K = 4: 0.846 vs 0.823; CIFAR-10N 0.9195 vs 0.907).
+    m_, k_ = answers.n_annotators, k
+    aic = {
+        "full": 2 * m_ * k_ * (k_ - 1) - 2 * fits["full"].log_likelihood,
+        "one_coin": 2 * m_ - 2 * fits["one_coin"].log_likelihood,
+    }
+    model = min(aic, key=aic.get)
+    fit = fits[model]
     accuracy = annotator_accuracy(fit, answers, shrinkage=shrinkage)
     noise = answer_error_rate(fit, answers)
 
@@ -524,6 +567,7 @@ def estimate_crowd(
             fit_neighbor_weight=False,
             item_weights=drawn.astype(np.float64),
             incidence=incidence,
+            model=model,
             max_iter=bootstrap_max_iter,
         )
         acc_samples.append(annotator_accuracy(boot_fit, answers, shrinkage=shrinkage, item_weights=drawn))
@@ -565,6 +609,8 @@ def estimate_crowd(
             "high": float(max(c_high, credibility)),
         },
         n_bootstrap=n_bootstrap,
+        model=model,
+        aic=aic,
     )
 
 

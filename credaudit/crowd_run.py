@@ -337,8 +337,18 @@ def _noise_section(table: CrowdTable, est: CrowdEstimate) -> dict[str, Any]:
         "clean_prior": fit.prior.tolist(),
         "items_with_three_answers": est.n_triple_items,
         "n_bootstrap": est.n_bootstrap,
-        "method": "Dawid–Skene EM from the within-item consensus T, shrunk toward the pooled matrix"
-        + (", with the items' neighbours as a prior" if fit.neighbor_prior is not None else ""),
+        "annotator_model": est.model,
+        "annotator_model_aic": est.aic,
+        "method": (
+            "Dawid–Skene EM started from the within-item consensus T; "
+            + (
+                "a confusion matrix per annotator, shrunk toward their one-coin version"
+                if est.model == "full"
+                else "one accuracy per annotator (one-coin), errors spread evenly"
+            )
+            + " (chosen by Akaike's criterion)"
+            + (", with the items' neighbours as a prior" if fit.neighbor_prior is not None else "")
+        ),
     }
 
 

@@ -436,3 +436,64 @@ def test_bad_crowd_inputs_name_the_row(tmp_path, frame, args, expect, message):
     result = invoke(["scan", path, *args, "--out", tmp_path / "out"], expect_exit=expect)
     assert message in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_many_classes_and_few_answers_choose_the_one_coin_model():
+    rng = np.random.default_rng(4)
+    n_items, k, n_workers = 1500, 40, 30
+    gold = rng.integers(0, k, n_items)
+    skill = rng.uniform(0.55, 0.95, n_workers)
+    item = np.repeat(np.arange(n_items), 3)
+    who = np.concatenate([rng.choice(n_workers, 3, replace=False) for _ in range(n_items)])
+    right = rng.random(len(item)) < skill[who]
+    label = np.where(right, gold[item], (gold[item] + rng.integers(1, k, len(item))) % k)
+    est = estimate_crowd(Answers(item, who, label, n_items, n_workers, k), n_bootstrap=0)
+    assert est.model == "one_coin"
+    assert est.aic["one_coin"] < est.aic["full"]
+    real = np.bincount(who, weights=right) / np.bincount(who)
+    assert np.abs(est.accuracy - real).mean() < 0.05
+
+    answers, *_ = planted_crowd(n_items=600, answers_per_item=5)
+    assert estimate_crowd(answers, n_bootstrap=0).model == "full"
+
+
+def test_report_json_is_strict_json(tmp_path):
+    frame, *_ = long_frame(n_items=150)
+    path = tmp_path / "answers.csv"
+    frame.write_csv(path)
+    result = invoke(
+        [
+            "scan",
+            path,
+            "--item-col",
+            "item",
+            "--annotator-col",
+            "worker",
+            "--label-col",
+            "answer",
+            "--out",
+            tmp_path / "o",
+            "--format",
+            "json",
+            "--no-html",
+        ]
+    )
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    report = json.loads(result.stdout, parse_constant=refuse)
+    assert report == json.loads((tmp_path / "o" / "report.json").read_text(), parse_constant=refuse)
+    assert report["noise"]["annotator_model"] in ("full", "one_coin")
+    assert {row["copy_score"] for row in report["annotators"]["rows"]} == {None}  # no --reference-col
+
+
+def test_single_label_options_are_refused(tmp_path):
+    frame, *_ = long_frame(n_items=100)
+    path = tmp_path / "answers.csv"
+    frame.write_csv(path)
+    base = ["scan", path, "--item-col", "item", "--annotator-col", "worker", "--label-col", "answer"]
+    result = invoke([*base, "--clean", "relabel", "--out", tmp_path / "o"], expect_exit=2)
+    assert "--clean relabel is for single labels" in result.stderr
+    result = invoke([*base, "--drop-annotators", "all", "--out", tmp_path / "o"], expect_exit=2)
+    assert "--drop-annotators" in result.stderr or "drop_annotators" in result.stderr
