@@ -35,8 +35,9 @@ import numpy as np
 
 from benchmarks.crowd_data import Crowd, load_cifar10n, load_rte, simulate_crowd, simulated_settings, true_transition
 from benchmarks.crowd_peers import METHODS, accuracy, run_crowdkit
-from credaudit.annotators import Answers, copy_scores, estimate_crowd, profile_annotators, suspect_reasons
+from credaudit.annotators import Answers, estimate_crowd
 from credaudit.config import CrowdConfig
+from credaudit.crowd_run import judge_annotators
 from credaudit.neighbors import build_knn_graph
 
 HERE = Path(__file__).resolve().parent
@@ -57,19 +58,7 @@ def run_credaudit(crowd: Crowd, *, texts: bool, seed: int = 0) -> dict:
         n_bootstrap=cfg.n_bootstrap,
         seed=seed,
     )
-    copy, z, _ = copy_scores(est.fit, answers, crowd.reference)
-    profile = profile_annotators(est.fit, answers, est.accuracy)
-    reasons = suspect_reasons(
-        profile,
-        est.fit.prior,
-        copy,
-        z,
-        min_answers=cfg.min_answers,
-        spammer_kappa=cfg.spammer_kappa,
-        biased_share=cfg.biased_share,
-        copier_z=cfg.copier_z,
-        copier_share=cfg.copier_share,
-    )
+    _, z, _, _, reasons = judge_annotators(est, answers, crowd.reference, cfg)
     return {
         "consensus": est.fit.posterior.argmax(axis=1),
         "confidence": est.fit.posterior.max(axis=1),

@@ -25,7 +25,7 @@ from credaudit.annotators import (
     profile_annotators,
     suspect_reasons,
 )
-from credaudit.config import ScanConfig
+from credaudit.config import CrowdConfig, ScanConfig
 from credaudit.crowd import CrowdTable, read_crowd
 from credaudit.errors import UsageError
 from credaudit.gates import CheckResult, Status, _count_check, judge, verdict
@@ -187,19 +187,7 @@ def audit_crowd(data: str | Path, config: ScanConfig, *, progress: Progress | No
 
     with times.stage("estimate"):
         est = estimate(answers)
-        copy, copy_z, n_ref = copy_scores(est.fit, answers, table.reference)
-        profile = profile_annotators(est.fit, answers, est.accuracy)
-        reasons = suspect_reasons(
-            profile,
-            est.fit.prior,
-            copy,
-            copy_z,
-            min_answers=cfg.min_answers,
-            spammer_kappa=cfg.spammer_kappa,
-            biased_share=cfg.biased_share,
-            copier_z=cfg.copier_z,
-            copier_share=cfg.copier_share,
-        )
+        copy, copy_z, n_ref, profile, reasons = judge_annotators(est, answers, table.reference, cfg)
         suspect = np.array([r is not None for r in reasons])
         dropped = cfg.drop_annotators == "suspect" and bool(suspect.any())
         final = est
@@ -258,6 +246,28 @@ def audit_crowd(data: str | Path, config: ScanConfig, *, progress: Progress | No
         verdict=verdict(checks, strict=config.gates.strict, warnings=any(f["severity"] == "warning" for f in findings)),
     )
     return CrowdResult(table, config, final, items, annotators, report, checks)
+
+
+def judge_annotators(est: CrowdEstimate, answers, reference: np.ndarray, cfg: CrowdConfig):
+    """Copy scores, profiles and suspect reasons of a fit, with the thresholds of ``cfg``.
+
+    Returns (copy_score, copy_z, n_reference, profile, reasons), as annotators.copy_scores,
+    annotators.profile_annotators and annotators.suspect_reasons give them.
+    """
+    copy, copy_z, n_ref = copy_scores(est.fit, answers, reference)
+    profile = profile_annotators(est.fit, answers, est.accuracy)
+    reasons = suspect_reasons(
+        profile,
+        est.fit.prior,
+        copy,
+        copy_z,
+        min_answers=cfg.min_answers,
+        spammer_kappa=cfg.spammer_kappa,
+        biased_share=cfg.biased_share,
+        copier_z=cfg.copier_z,
+        copier_share=cfg.copier_share,
+    )
+    return copy, copy_z, n_ref, profile, reasons
 
 
 def _majority(item: np.ndarray, label: np.ndarray, n_items: int, n_classes: int, posterior) -> np.ndarray:

@@ -6,7 +6,7 @@ import html as _html
 import io
 from typing import TYPE_CHECKING, Any
 
-from credaudit.report.format import STATUS_MARK, check_line
+from credaudit.report.format import STATUS_MARK, check_line, markdown_gates_and_findings
 
 if TYPE_CHECKING:
     from credaudit.crowd_run import CrowdReport
@@ -92,12 +92,7 @@ def render_crowd_markdown(report: CrowdReport) -> str:
         f"**{run['input']['path']}**: {summary_line(report)}.",
         "",
     ]
-    active = [c for c in report.checks if c["status"] != "skipped"]
-    if active:
-        lines += ["## Gates", ""] + [f"- {STATUS_MARK[c['status']]} {check_line(c)}" for c in active] + [""]
-    if report.findings:
-        lines += ["## Findings", ""]
-        lines += [f"- {'⚠️ ' if f['severity'] == 'warning' else ''}{f['message']}" for f in report.findings] + [""]
+    lines += markdown_gates_and_findings(report.checks, report.findings)
     lines += ["## Annotators", ""] + _md_table(annotator_rows(report))
     if report.annotators["suspect_reasons"]:
         lines += [f"- **{k}**: {v}" for k, v in report.annotators["suspect_reasons"].items()] + [""]

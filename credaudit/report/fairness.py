@@ -7,7 +7,7 @@ import io
 from typing import TYPE_CHECKING, Any
 
 from credaudit.fairness import METRIC_NAMES
-from credaudit.report.format import STATUS_MARK, check_line
+from credaudit.report.format import STATUS_MARK, check_line, markdown_gates_and_findings
 
 if TYPE_CHECKING:
     from credaudit.fairness_run import FairnessReport
@@ -74,12 +74,7 @@ def render_fairness_markdown(report: FairnessReport) -> str:
         f"{len(fair['diagnostics']['proxies'])} proxies; naive = {fair['naive_rule']}.",
         "",
     ]
-    active = [c for c in report.checks if c["status"] != "skipped"]
-    if active:
-        lines += ["## Gates", ""] + [f"- {STATUS_MARK[c['status']]} {check_line(c)}" for c in active] + [""]
-    if report.findings:
-        lines += ["## Findings", ""]
-        lines += [f"- {'⚠️ ' if f['severity'] == 'warning' else ''}{f['message']}" for f in report.findings] + [""]
+    lines += markdown_gates_and_findings(report.checks, report.findings)
     table = metric_rows(report)
     lines += ["## Gaps", "", "| " + " | ".join(table[0]) + " |", "|---|---|---:|---|---:|"]
     lines += ["| " + " | ".join(row) + " |" for row in table[1:]] + [""]

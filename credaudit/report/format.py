@@ -189,3 +189,15 @@ def hygiene_tables(hygiene: dict[str, Any] | None) -> list[tuple[str, list[str],
             )
         )
     return [t for t in tables if t[2]]
+
+
+def markdown_gates_and_findings(checks: list[dict[str, Any]], findings: list[dict[str, Any]]) -> list[str]:
+    """The "Gates" (checks that ran) and "Findings" sections of a Markdown report, as lines."""
+    lines: list[str] = []
+    active = [c for c in checks if c["status"] != "skipped"]
+    if active:
+        lines += ["## Gates", ""] + [f"- {STATUS_MARK[c['status']]} {check_line(c)}" for c in active] + [""]
+    if findings:
+        lines += ["## Findings", ""]
+        lines += [f"- {'⚠️ ' if f['severity'] == 'warning' else ''}{f['message']}" for f in findings] + [""]
+    return lines
