@@ -15,8 +15,8 @@ _MARK = {"pass": "✅ PASS", "warn": "⚠️ WARN", "fail": "❌ FAIL", "inconcl
 _TERMINAL_ANNOTATORS = 15
 
 
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1%}"
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "—" if x is None else f"{x:.{digits}%}"
 
 
 def _num(x: float | None, digits: int = 2) -> str:
@@ -33,24 +33,31 @@ def summary_line(report: CrowdReport) -> str:
     )
 
 
-def annotator_rows(report: CrowdReport, limit: int | None = None) -> list[list[str]]:
-    """Header + one row per annotator, suspects first, then by accuracy (lowest first)."""
+def annotator_rows(report: CrowdReport, limit: int | None = None, *, compact: bool = False) -> list[list[str]]:
+    """Header + one row per annotator, suspects first, then by accuracy (lowest first).
+
+    ``compact`` (the terminal): whole percentages and short headers, so the table fits 100 columns.
+    """
     rows = sorted(
         report.annotators["rows"],
         key=lambda r: (r["suspect"] is None, r["accuracy"], -r["n_answers"]),
     )
     if limit is not None:
         rows = rows[:limit]
-    table = [
-        ["annotator", "answers", "accuracy [95%]", "agrees with consensus", "worst confusion", "copy score", "suspect"]
-    ]
+    head = ["annotator", "answers", "accuracy [95%]", "agrees with consensus", "worst confusion", "copy score"]
+    head.append("suspect")
+    if compact:
+        head[3], head[5] = "agrees", "copy"
+    table = [head]
+    digits = 0 if compact else 1
     for r in rows:
         table.append(
             [
                 str(r["annotator"]),
                 f"{r['n_answers']:,}",
-                f"{_pct(r['accuracy'])} [{_pct(r['accuracy_low'])}, {_pct(r['accuracy_high'])}]",
-                _pct(r["agreement_with_consensus"]),
+                f"{_pct(r['accuracy'], digits)} "
+                f"[{_pct(r['accuracy_low'], digits)}, {_pct(r['accuracy_high'], digits)}]",
+                _pct(r["agreement_with_consensus"], digits),
                 r["worst_confusion"] or "—",
                 _num(r["copy_score"]),
                 r["suspect"] or "",
@@ -129,7 +136,7 @@ def render_crowd_terminal(report: CrowdReport, *, width: int = 100, outputs: lis
         f" (the {_TERMINAL_ANNOTATORS} to look at first of {n})" if n > _TERMINAL_ANNOTATORS else ""
     )
     for caption, rows in (
-        (title, annotator_rows(report, _TERMINAL_ANNOTATORS)),
+        (title, annotator_rows(report, _TERMINAL_ANNOTATORS, compact=True)),
         ("Least certain items", item_rows(report)[:11]),
     ):
         table = Table(title=caption, title_justify="left", show_edge=False)
