@@ -112,24 +112,26 @@ def build_knn_graph(
     if k < 1:
         raise ValueError(f"need at least 2 rows to build a neighbour graph; got {n_rows}")
     use_ivf = index == "ivf" or (index == "auto" and n_rows > exact_max_rows)
+    indices = np.empty((n_rows, k), dtype=np.int64)
+    similarities = np.empty((n_rows, k), dtype=np.float32)
     if device.startswith("cuda"):
         use_ivf = False  # an exact search on the GPU is faster than IVF on the CPU
         search = _torch_searcher(embeddings, device)
     elif use_ivf:
-        search = _ivf_searcher(embeddings, probe_share=ivf_probe_share, seed=seed)
+        sims, idx = _ivf_graph(embeddings, k + 1, probe_share=ivf_probe_share, seed=seed, progress=progress)
+        _drop_self(idx, sims, np.arange(n_rows), k, indices, similarities)
     else:
         search = _flat_searcher(embeddings)
 
-    indices = np.empty((n_rows, k), dtype=np.int64)
-    similarities = np.empty((n_rows, k), dtype=np.float32)
-    n_blocks = math.ceil(n_rows / block_rows)
-    progress.start("neighbours", total=n_blocks)
-    for start in range(0, n_rows, block_rows):
-        stop = min(start + block_rows, n_rows)
-        sims, idx = search(embeddings[start:stop], k + 1)
-        _drop_self(idx, sims, np.arange(start, stop), k, indices[start:stop], similarities[start:stop])
-        progress.advance()
-    progress.finish()
+    if not use_ivf:
+        n_blocks = math.ceil(n_rows / block_rows)
+        progress.start("neighbours", total=n_blocks)
+        for start in range(0, n_rows, block_rows):
+            stop = min(start + block_rows, n_rows)
+            sims, idx = search(embeddings[start:stop], k + 1)
+            _drop_self(idx, sims, np.arange(start, stop), k, indices[start:stop], similarities[start:stop])
+            progress.advance()
+        progress.finish()
 
     # IVF may return fewer than k + 1 hits for rows whose probed lists are small (-1 padding);
     # those few rows get an exact search so every row has k real neighbours.
@@ -283,7 +285,25 @@ def _flat_searcher(base: np.ndarray):
     return search
 
 
-def _ivf_searcher(base: np.ndarray, *, probe_share: float, seed: int):
+def _ivf_graph(
+    base: np.ndarray, n: int, *, probe_share: float, seed: int, progress: Progress
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's ``n`` most similar rows among the rows of its probed lists (itself included).
+
+    The candidates are those of an IVF index (k-means lists, each row probing the ``probe_share``
+    of lists nearest to it), but the search runs list by list, not query by query: for each list,
+    all the rows that probe it are compared with its rows in one BLAS product, and each row's best
+    ``n`` are merged into its running top ``n``. Same candidates and results as faiss'
+    ``IndexIVFFlat`` with the same lists; measured 2x faster at 100,000 × 384 on 2 cores (20.8 s
+    against 41 s), because a matrix product runs near the CPU's peak and a per-query scan does not.
+
+    Returns
+    -------
+    similarities : ndarray of shape (N, n), float32
+        Most similar first; -inf where a row had fewer than ``n`` candidates.
+    indices : ndarray of shape (N, n), int64
+        -1 where a row had fewer than ``n`` candidates.
+    """
     import faiss
 
     n_rows, dim = base.shape
@@ -293,19 +313,42 @@ def _ivf_searcher(base: np.ndarray, *, probe_share: float, seed: int):
     # 40 training rows per list and 10 k-means iterations: measured the same recall as faiss'
     # defaults (256 rows, 25 iterations) at a third of the build time.
     train = base[np.sort(rng.choice(n_rows, size=min(n_rows, 40 * n_lists), replace=False))]
+    kmeans = faiss.Kmeans(dim, n_lists, niter=10, seed=seed, min_points_per_centroid=39)
+    kmeans.train(train)
     quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, n_lists, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
-    index.cp.niter = 10
-    index.cp.min_points_per_centroid = 39
-    index.train(train)
-    index.add(base)
-    index.nprobe = max(1, math.ceil(probe_share * n_lists))
+    quantizer.add(kmeans.centroids)
+    n_probe = max(1, math.ceil(probe_share * n_lists))
+    _, probes = quantizer.search(base, n_probe)  # (N, n_probe): each row's lists, nearest first
+    home = probes[:, 0]
+    by_list = np.argsort(home, kind="stable")
+    list_start = np.r_[0, np.cumsum(np.bincount(home, minlength=n_lists))]
+    probing = probes.ravel()
+    asked = np.argsort(probing, kind="stable") // n_probe  # rows, grouped by the list they probe
+    asked_start = np.r_[0, np.cumsum(np.bincount(probing, minlength=n_lists))]
 
-    def search(queries: np.ndarray, n: int):
-        return index.search(queries, n)
-
-    return search
+    best_sims = np.full((n_rows, n), -np.inf, dtype=np.float32)
+    best_idx = np.full((n_rows, n), -1, dtype=np.int64)
+    progress.start("neighbours", total=n_lists)
+    for c in range(n_lists):
+        members = by_list[list_start[c] : list_start[c + 1]]
+        queries = asked[asked_start[c] : asked_start[c + 1]]
+        progress.advance()
+        if members.size == 0 or queries.size == 0:
+            continue
+        sims = base[queries] @ base[members].T  # (queries, members)
+        take = min(n, members.size)
+        top = np.argpartition(-sims, take - 1, axis=1)[:, :take] if members.size > take else None
+        cand_sims = sims if top is None else np.take_along_axis(sims, top, axis=1)
+        cand_idx = np.broadcast_to(members, sims.shape) if top is None else members[top]
+        merged_sims = np.concatenate([best_sims[queries], cand_sims], axis=1)
+        merged_idx = np.concatenate([best_idx[queries], cand_idx], axis=1)
+        keep = np.argpartition(-merged_sims, n - 1, axis=1)[:, :n]
+        best_sims[queries] = np.take_along_axis(merged_sims, keep, axis=1)
+        best_idx[queries] = np.take_along_axis(merged_idx, keep, axis=1)
+    progress.finish()
+    # Most similar first; equal similarities in index order, so the graph does not depend on list order.
+    order = np.lexsort((best_idx, -best_sims), axis=1)
+    return np.take_along_axis(best_sims, order, axis=1), np.take_along_axis(best_idx, order, axis=1)
 
 
 def _torch_searcher(base: np.ndarray, device: str):
