@@ -291,11 +291,17 @@ def _ivf_graph(
     """Every row's ``n`` most similar rows among the rows of its probed lists (itself included).
 
     The candidates are those of an IVF index (k-means lists, each row probing the ``probe_share``
-    of lists nearest to it), but the search runs list by list, not query by query: for each list,
-    all the rows that probe it are compared with its rows in one BLAS product, and each row's best
-    ``n`` are merged into its running top ``n``. Same candidates and results as faiss'
-    ``IndexIVFFlat`` with the same lists; measured 2x faster at 100,000 × 384 on 2 cores (20.8 s
-    against 41 s), because a matrix product runs near the CPU's peak and a per-query scan does not.
+    of lists nearest to it), but the search runs list by list, not query by query, so that the
+    arithmetic is BLAS matrix products:
+
+    1. each list against itself (every row's own list; no gathering) gives each row a running top
+       ``n`` and its n-th best similarity τ;
+    2. for each list, all rows that probe it (beyond their own) are compared with its rows in one
+       product, and only the rows with some similarity above their τ merge, raising τ.
+
+    Same candidates and results as faiss' ``IndexIVFFlat`` with the same lists (ties aside). At
+    100,000 × 384 on 2 cores: 11 s for the search against 17 s merging every row at every list and
+    41-51 s for faiss' per-query scan (IMDB's 25,000 MiniLM vectors: recall@10 0.880 vs 0.877).
 
     Returns
     -------
@@ -322,29 +328,46 @@ def _ivf_graph(
     home = probes[:, 0]
     by_list = np.argsort(home, kind="stable")
     list_start = np.r_[0, np.cumsum(np.bincount(home, minlength=n_lists))]
-    probing = probes.ravel()
-    asked = np.argsort(probing, kind="stable") // n_probe  # rows, grouped by the list they probe
-    asked_start = np.r_[0, np.cumsum(np.bincount(probing, minlength=n_lists))]
 
     best_sims = np.full((n_rows, n), -np.inf, dtype=np.float32)
     best_idx = np.full((n_rows, n), -1, dtype=np.int64)
-    progress.start("neighbours", total=n_lists)
-    for c in range(n_lists):
+
+    def merge(rows: np.ndarray, sims: np.ndarray, members: np.ndarray) -> None:
+        """Fold each row's best ``n`` of ``sims`` (rows × members) into its running top ``n``."""
+        if members.size > n:
+            top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
+            sims, cand = np.take_along_axis(sims, top, axis=1), members[top]
+        else:
+            cand = np.broadcast_to(members, sims.shape)
+        merged_sims = np.concatenate([best_sims[rows], sims], axis=1)
+        merged_idx = np.concatenate([best_idx[rows], cand], axis=1)
+        keep = np.argpartition(-merged_sims, n - 1, axis=1)[:, :n]
+        best_sims[rows] = np.take_along_axis(merged_sims, keep, axis=1)
+        best_idx[rows] = np.take_along_axis(merged_idx, keep, axis=1)
+
+    progress.start("neighbours", total=2 * n_lists)
+    for c in range(n_lists):  # 1. each list against itself
+        members = by_list[list_start[c] : list_start[c + 1]]
+        if members.size:
+            block = base[members]
+            merge(members, block @ block.T, members)
+        progress.advance()
+    threshold = best_sims.min(axis=1)  # the n-th best so far (-inf while a row has fewer)
+    others = probes[:, 1:].ravel()
+    asked = np.argsort(others, kind="stable") // max(n_probe - 1, 1)  # rows, grouped by the list they probe
+    asked_start = np.r_[0, np.cumsum(np.bincount(others, minlength=n_lists))]
+    for c in range(n_lists):  # 2. the other probed lists
         members = by_list[list_start[c] : list_start[c + 1]]
         queries = asked[asked_start[c] : asked_start[c + 1]]
         progress.advance()
         if members.size == 0 or queries.size == 0:
             continue
-        sims = base[queries] @ base[members].T  # (queries, members)
-        take = min(n, members.size)
-        top = np.argpartition(-sims, take - 1, axis=1)[:, :take] if members.size > take else None
-        cand_sims = sims if top is None else np.take_along_axis(sims, top, axis=1)
-        cand_idx = np.broadcast_to(members, sims.shape) if top is None else members[top]
-        merged_sims = np.concatenate([best_sims[queries], cand_sims], axis=1)
-        merged_idx = np.concatenate([best_idx[queries], cand_idx], axis=1)
-        keep = np.argpartition(-merged_sims, n - 1, axis=1)[:, :n]
-        best_sims[queries] = np.take_along_axis(merged_sims, keep, axis=1)
-        best_idx[queries] = np.take_along_axis(merged_idx, keep, axis=1)
+        sims = base[queries] @ base[members].T
+        better = (sims > threshold[queries][:, None]).any(axis=1)
+        if better.any():
+            rows = queries[better]
+            merge(rows, sims[better], members)
+            threshold[rows] = best_sims[rows].min(axis=1)
     progress.finish()
     # Most similar first; equal similarities in index order, so the graph does not depend on list order.
     order = np.lexsort((best_idx, -best_sims), axis=1)
