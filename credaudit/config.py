@@ -104,6 +104,9 @@ class GraphConfig:
     )
     exact_max_rows: int = _opt(50_000, "rows above which `auto` uses the IVF index", low=1)
     ivf_probe_share: float = _opt(0.04, "share of IVF lists each query visits (recall vs time)", low_open=0.0, high=1.0)
+    ivf_max_probes: int = _opt(
+        64, "at most this many IVF lists per query, so large inputs stay near-linear (recall is measured)", low=1
+    )
     recall_sample: int = _opt(
         1000, "rows whose neighbours an approximate search checks against an exact one (recall@k in the report)", low=1
     )

@@ -169,6 +169,7 @@ def audit_crowd(data: str | Path, config: ScanConfig, *, progress: Progress | No
                 index=config.graph.index,
                 exact_max_rows=config.graph.exact_max_rows,
                 ivf_probe_share=config.graph.ivf_probe_share,
+                ivf_max_probes=config.graph.ivf_max_probes,
                 seed=config.seed,
                 progress=progress,
             )

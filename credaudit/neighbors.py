@@ -68,6 +68,7 @@ def build_knn_graph(
     index: str = "auto",
     exact_max_rows: int = 50_000,
     ivf_probe_share: float = 0.04,
+    ivf_max_probes: int | None = None,
     block_rows: int = 8192,
     device: str = "cpu",
     seed: int = 0,
@@ -87,6 +88,9 @@ def build_knn_graph(
         Row count above which ``auto`` switches to the IVF index (exact search costs O(N²·d)).
     ivf_probe_share : float
         Share of the inverted lists each query visits; recall rises with it, and so does time.
+    ivf_max_probes : int, optional
+        Cap on the lists each query visits. The lists grow as √N, so a fixed share makes the search
+        O(N^1.5); the cap keeps large inputs near-linear, and the recall check says what it cost.
     block_rows : int
         Queries per search block; bounds the temporary (block_rows, N) work of the search.
     device : str
@@ -118,7 +122,9 @@ def build_knn_graph(
         use_ivf = False  # an exact search on the GPU is faster than IVF on the CPU
         search = _torch_searcher(embeddings, device)
     elif use_ivf:
-        sims, idx = _ivf_graph(embeddings, k + 1, probe_share=ivf_probe_share, seed=seed, progress=progress)
+        sims, idx = _ivf_graph(
+            embeddings, k + 1, probe_share=ivf_probe_share, max_probes=ivf_max_probes, seed=seed, progress=progress
+        )
         _drop_self(idx, sims, np.arange(n_rows), k, indices, similarities)
     else:
         search = _flat_searcher(embeddings)
@@ -286,7 +292,7 @@ def _flat_searcher(base: np.ndarray):
 
 
 def _ivf_graph(
-    base: np.ndarray, n: int, *, probe_share: float, seed: int, progress: Progress
+    base: np.ndarray, n: int, *, probe_share: float, max_probes: int | None, seed: int, progress: Progress
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every row's ``n`` most similar rows among the rows of its probed lists (itself included).
 
@@ -324,6 +330,8 @@ def _ivf_graph(
     quantizer = faiss.IndexFlatIP(dim)
     quantizer.add(kmeans.centroids)
     n_probe = max(1, math.ceil(probe_share * n_lists))
+    if max_probes is not None:
+        n_probe = min(n_probe, max_probes)
     _, probes = quantizer.search(base, n_probe)  # (N, n_probe): each row's lists, nearest first
     home = probes[:, 0]
     by_list = np.argsort(home, kind="stable")

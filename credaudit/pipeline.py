@@ -277,6 +277,7 @@ def audit(
             index=config.graph.index,
             exact_max_rows=config.graph.exact_max_rows,
             ivf_probe_share=config.graph.ivf_probe_share,
+            ivf_max_probes=config.graph.ivf_max_probes,
             device=device,
             seed=config.seed,
             progress=progress,
@@ -376,8 +377,8 @@ def audit(
                     kind="low_recall",
                     severity="warning",
                     message=f"the approximate neighbour search found {recall[0]:.1%} of the true {detect_cfg.k} "
-                    f"nearest neighbours (measured on {recall[1]:,} rows): raise graph.ivf_probe_share or set "
-                    'graph.index = "exact"',
+                    f"nearest neighbours (measured on {recall[1]:,} rows): raise graph.ivf_probe_share and "
+                    'graph.ivf_max_probes, or set graph.index = "exact"',
                     details={
                         "recall_at_k": recall[0],
                         "rows_sampled": recall[1],
