@@ -218,9 +218,7 @@ def restrict_graph(graph: NeighborGraph, embeddings: np.ndarray, keep: np.ndarra
     similarities = np.take_along_axis(graph.similarities, order, axis=1)
     short = np.flatnonzero(keep & (inside.sum(axis=1) < k))
     if short.size:
-        kept_rows = np.flatnonzero(keep)
-        sims, idx = _flat_searcher(embeddings[kept_rows])(embeddings[short], k + 1)
-        idx = np.where(idx >= 0, kept_rows[np.maximum(idx, 0)], -1)
+        sims, idx = _search_within(embeddings, embeddings[short], keep, k + 1)
         fixed_idx = np.empty((short.size, k), dtype=np.int64)
         fixed_sim = np.empty((short.size, k), dtype=np.float32)
         _drop_self(idx, sims, short, k, fixed_idx, fixed_sim)
@@ -229,6 +227,46 @@ def restrict_graph(graph: NeighborGraph, embeddings: np.ndarray, keep: np.ndarra
     indices[~keep] = -1
     similarities[~keep] = 0.0
     return NeighborGraph(indices=indices, similarities=similarities, method=graph.method)
+
+
+def _search_within(
+    base: np.ndarray,
+    queries: np.ndarray,
+    allowed: np.ndarray,
+    n: int,
+    *,
+    block_rows: int = 16_384,
+    query_rows: int = 1_024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top ``n`` of ``queries`` among the rows of ``base`` where ``allowed`` is true.
+
+    Blocked matrix products over contiguous slices of ``base``, the disallowed rows masked out, so
+    no copy of the allowed rows is made (a flat index over a 90 % subsample copied 1.4 GB per
+    detection round at 1,000,000 rows). Work memory is one (query_rows, block_rows) block.
+    Returns (similarities, indices), shape (Q, n), most similar first; -inf / -1 where fewer than
+    ``n`` rows are allowed.
+    """
+    out_sims = np.full((queries.shape[0], n), -np.inf, dtype=np.float32)
+    out_idx = np.full((queries.shape[0], n), -1, dtype=np.int64)
+    for q0 in range(0, queries.shape[0], query_rows):
+        q1 = min(q0 + query_rows, queries.shape[0])
+        best_sims, best_idx = out_sims[q0:q1], out_idx[q0:q1]
+        for start in range(0, base.shape[0], block_rows):
+            stop = min(start + block_rows, base.shape[0])
+            sims = queries[q0:q1] @ base[start:stop].T
+            sims[:, ~allowed[start:stop]] = -np.inf
+            take = min(n, stop - start)
+            top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
+            merged_sims = np.concatenate([best_sims, np.take_along_axis(sims, top, axis=1)], axis=1)
+            merged_idx = np.concatenate([best_idx, top + start], axis=1)
+            keep = np.argpartition(-merged_sims, n - 1, axis=1)[:, :n]
+            best_sims = np.take_along_axis(merged_sims, keep, axis=1)
+            best_idx = np.take_along_axis(merged_idx, keep, axis=1)
+        best_idx = np.where(np.isfinite(best_sims), best_idx, -1)
+        order = np.lexsort((best_idx, -best_sims), axis=1)
+        out_sims[q0:q1] = np.take_along_axis(best_sims, order, axis=1)
+        out_idx[q0:q1] = np.take_along_axis(best_idx, order, axis=1)
+    return out_sims, out_idx
 
 
 def _drop_self(
