@@ -540,10 +540,10 @@ def estimate_crowd(
     # picks between them. Many classes and few answers per annotator and class favour the one-coin
     # model (K = 77, 40 annotators, 9,000 answers: consensus 0.911 vs 0.900); with a few classes the
     # full matrices see who confuses what (K = 4: 0.846 vs 0.823; CIFAR-10N 0.9195 vs 0.907).
-    m_, k_ = answers.n_annotators, k
+    m = answers.n_annotators
     aic = {
-        "full": 2 * m_ * k_ * (k_ - 1) - 2 * fits["full"].log_likelihood,
-        "one_coin": 2 * m_ - 2 * fits["one_coin"].log_likelihood,
+        "full": 2 * m * k * (k - 1) - 2 * fits["full"].log_likelihood,
+        "one_coin": 2 * m - 2 * fits["one_coin"].log_likelihood,
     }
     model = min(aic, key=aic.get)
     fit = fits[model]

@@ -39,7 +39,7 @@ from credaudit.io import (
     read_frame,
     require_columns,
 )
-from credaudit.labels import LabelCodec
+from credaudit.labels import LabelCodec, as_scalar
 
 ANONYMOUS = "(anonymous)"
 
@@ -212,7 +212,7 @@ def read_crowd(path: Path, config: ScanConfig) -> CrowdTable:
         parts = _read_lists(frame, config, name)
     else:
         parts = _read_slots(frame, config, name)
-    item_codes, annotator_values, label_values, answer_rows, row_items, item_ids, item_frame = parts
+    item_codes, annotator_values, label_values, answer_rows, row_items, item_ids = parts
     if len(label_values) == 0:
         raise EmptyDataError(f"{name} holds no answers (every label is null)")
     kinds = {type(v).__name__ for v in label_values}
@@ -241,7 +241,7 @@ def read_crowd(path: Path, config: ScanConfig) -> CrowdTable:
         if known:
             reference[known] = codec.encode([_norm(ref_values[i]) for i in known])
 
-    texts, embeddings, n_empty = _item_features(frame, item_frame, config, row_items, len(item_ids), name, item_ids)
+    texts, embeddings, n_empty = _item_features(frame, config, row_items, len(item_ids), name, item_ids)
     return CrowdTable(
         path,
         fmt,
@@ -262,9 +262,9 @@ def read_crowd(path: Path, config: ScanConfig) -> CrowdTable:
 
 
 def _norm(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value.item() if isinstance(value, np.generic) else value
+    """A label as the codec keys it: a Python scalar, with 1.0 read as 1."""
+    value = as_scalar(value)
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _read_long(frame: pl.DataFrame, config: ScanConfig, name: str):
@@ -282,10 +282,8 @@ def _read_long(frame: pl.DataFrame, config: ScanConfig, name: str):
             f"column '{labels.name}' (--label-col) in {name} has no answer at row {int(null_labels.arg_true()[0])}; "
             "pass --drop-unlabelled to skip rows without an answer"
         )
-    item_frame = frame.select(pl.col(cfg.item_col)).with_row_index("__row").group_by(cfg.item_col, maintain_order=True)
-    firsts = item_frame.agg(pl.col("__row").first())
-    item_ids = firsts.get_column(cfg.item_col).to_list()
-    code_of = pl.DataFrame({cfg.item_col: firsts.get_column(cfg.item_col), "__item": np.arange(len(item_ids))})
+    item_ids = items.unique(maintain_order=True).to_list()  # items in order of first appearance
+    code_of = pl.DataFrame({cfg.item_col: pl.Series(item_ids, dtype=items.dtype), "__item": np.arange(len(item_ids))})
     row_items = frame.select(cfg.item_col).join(code_of, on=cfg.item_col, how="left", maintain_order="left")
     row_items = row_items.get_column("__item").to_numpy().astype(np.int64)
     pair = frame.select(pl.col(cfg.item_col), pl.col(cfg.annotator_col)).is_duplicated() & ~null_labels
@@ -304,7 +302,6 @@ def _read_long(frame: pl.DataFrame, config: ScanConfig, name: str):
         rows,
         row_items,
         item_ids,
-        None,
     )
 
 
@@ -363,7 +360,6 @@ def _read_lists(frame: pl.DataFrame, config: ScanConfig, name: str):
         rows,
         np.arange(frame.height, dtype=np.int64),
         item_ids,
-        None,
     )
 
 
@@ -381,7 +377,7 @@ def _read_slots(frame: pl.DataFrame, config: ScanConfig, name: str):
         values.extend(_norm(v) for v in s.filter(pl.Series(present)).to_list())
         workers.extend([s.name] * int(present.sum()))
     rows = np.concatenate(rows)
-    return rows, workers, values, rows, np.arange(frame.height, dtype=np.int64), _row_ids(frame, config, name), None
+    return rows, workers, values, rows, np.arange(frame.height, dtype=np.int64), _row_ids(frame, config, name)
 
 
 def _row_ids(frame: pl.DataFrame, config: ScanConfig, name: str) -> list[Any]:
@@ -424,7 +420,6 @@ def _per_item(
 
 def _item_features(
     frame: pl.DataFrame,
-    item_frame: pl.DataFrame | None,
     config: ScanConfig,
     row_items: np.ndarray,
     n_items: int,

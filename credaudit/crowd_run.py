@@ -8,7 +8,6 @@ cleaned copy) and one report object every renderer reads.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +27,7 @@ from credaudit.annotators import (
 from credaudit.config import CrowdConfig, ScanConfig
 from credaudit.crowd import CrowdTable, read_crowd
 from credaudit.errors import UsageError
-from credaudit.gates import CheckResult, Status, _count_check, judge, verdict
+from credaudit.gates import CheckResult, Status, count_check, interval_check, verdict
 from credaudit.io import (
     check_out_dir,
     check_out_file,
@@ -39,6 +38,7 @@ from credaudit.io import (
     write_text,
 )
 from credaudit.neighbors import build_knn_graph
+from credaudit.pipeline import StageTimes, row_vectors
 from credaudit.progress import NullProgress, Progress
 from credaudit.report.model import T_ORIENTATION
 
@@ -118,17 +118,6 @@ def _free(frame: pl.DataFrame, name: str) -> str:
     return name if name not in frame.columns else f"credaudit_{name}"
 
 
-class _Times:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str):
-        started = time.perf_counter()
-        yield
-        self.seconds[name] = round(time.perf_counter() - started, 3)
-
-
 def _check_options(config: ScanConfig) -> None:
     if config.output.clean not in ("drop", "flag"):
         raise UsageError(
@@ -147,7 +136,7 @@ def audit_crowd(data: str | Path, config: ScanConfig, *, progress: Progress | No
     progress = progress or NullProgress()
     _check_options(config)
     cfg = config.crowd
-    times = _Times()
+    times = StageTimes()
     started = time.perf_counter()
     path = Path(data)
     with times.stage("read"):
@@ -157,8 +146,6 @@ def audit_crowd(data: str | Path, config: ScanConfig, *, progress: Progress | No
     graph, encoder = None, None
     has_features = table.texts is not None or table.embeddings is not None
     if cfg.use_texts and has_features:
-        from credaudit.pipeline import row_vectors
-
         with times.stage("embed"):
             majority = _majority(answers.item, answers.label, answers.n_items, answers.n_classes, None)
             vectors, encoder = row_vectors(table.item_table(), majority, config, progress)
@@ -191,18 +178,18 @@ def audit_crowd(data: str | Path, config: ScanConfig, *, progress: Progress | No
         copy, copy_z, n_ref, profile, reasons = judge_annotators(est, answers, table.reference, cfg)
         suspect = np.array([r is not None for r in reasons])
         dropped = cfg.drop_annotators == "suspect" and bool(suspect.any())
-        final = est
+        final, kept_answers = est, answers
         if dropped:
-            kept = answers.subset(~suspect[answers.annotator])
-            if len(kept.label) == 0:
+            kept_answers = answers.subset(~suspect[answers.annotator])
+            if kept_answers.n_answers == 0:
                 raise UsageError("--drop-annotators suspect would remove every answer; every annotator is suspect")
-            final = estimate(kept)
+            final = estimate(kept_answers)
 
-    kept_answers = answers.subset(~suspect[answers.annotator]) if dropped else answers
     items = _items_frame(table, final, kept_answers, cfg.min_posterior)
     annotators = _annotators_frame(table, est, profile, copy, copy_z, n_ref, reasons)
     findings = _findings(table, est, reasons, graph is not None, has_features and not cfg.use_texts)
     checks = _checks(final, annotators, config)
+    settings = config.to_dict()
     report = CrowdReport(
         tool_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -229,7 +216,7 @@ def audit_crowd(data: str | Path, config: ScanConfig, *, progress: Progress | No
                 "neighbor_weight": final.fit.neighbor_weight,
             },
             "seed": config.seed,
-            "config": {name: config.to_dict()[name] for name in ("crowd", "gates", "output")},
+            "config": {name: settings[name] for name in ("crowd", "gates", "output")},
             "stage_seconds": {**times.seconds, "total": round(time.perf_counter() - started, 3)},
             "seconds": round(time.perf_counter() - started, 3),
         },
@@ -442,49 +429,23 @@ def _findings(table: CrowdTable, est: CrowdEstimate, reasons, used_graph: bool, 
 
 
 def _checks(est: CrowdEstimate, annotators: pl.DataFrame, config: ScanConfig) -> list[CheckResult]:
-    gates = config.gates
+    gates, min_answers = config.gates, config.crowd.min_answers
     pessimistic = gates.gate_on == "bound"
-    checks = []
-    estimate, low, high = est.noise_rate
-    fail, warn = gates.max_noise_rate, gates.warn_max_noise_rate
-    if fail is None and warn is None:
-        checks.append(
-            CheckResult(
-                "max_noise_rate", "noise_rate", None, "estimate", None, None, Status.SKIPPED, message="no threshold set"
-            )
+    checks = [
+        interval_check(
+            "max_noise_rate",
+            "noise_rate",
+            "share of wrong answers",
+            est.noise_rate,
+            gates.max_noise_rate,
+            gates.warn_max_noise_rate,
+            upper=True,
+            pessimistic=pessimistic,
         )
-    else:
-        value = high if pessimistic else estimate
-        checks.append(
-            CheckResult(
-                "max_noise_rate",
-                "noise_rate",
-                value,
-                "upper95" if pessimistic else "estimate",
-                fail,
-                warn,
-                judge(value, fail, warn, upper=True),
-                (low, high),
-                f"share of wrong answers{' (upper 95% bound)' if pessimistic else ''} {value:.1%}"
-                + "".join(f"; {w} above {x:.1%}" for w, x in (("fails", fail), ("warns", warn)) if x is not None),
-            )
-        )
+    ]
     fail, warn = gates.min_annotator_accuracy, gates.warn_min_annotator_accuracy
-    judged = annotators.filter(pl.col("n_answers") >= config.crowd.min_answers)
-    if fail is None and warn is None:
-        checks.append(
-            CheckResult(
-                "min_annotator_accuracy",
-                "annotator_accuracy",
-                None,
-                "estimate",
-                None,
-                None,
-                Status.SKIPPED,
-                message="no threshold set",
-            )
-        )
-    elif judged.height == 0:
+    judged = annotators.filter(pl.col("n_answers") >= min_answers)
+    if judged.height == 0 and (fail is not None or warn is not None):
         checks.append(
             CheckResult(
                 "min_annotator_accuracy",
@@ -494,32 +455,28 @@ def _checks(est: CrowdEstimate, annotators: pl.DataFrame, config: ScanConfig) ->
                 fail,
                 warn,
                 Status.SKIPPED,
-                message=f"no annotator has {config.crowd.min_answers} answers",
+                message=f"no annotator has {min_answers} answers",
             )
         )
     else:
-        column = "accuracy_low" if pessimistic else "accuracy"
-        worst = judged.sort(column).row(0, named=True)
-        value = float(worst[column])
+        # The annotator that decides the gate: lowest at the compared end of its interval.
+        worst = judged.sort("accuracy_low" if pessimistic else "accuracy").row(0, named=True) if judged.height else {}
         checks.append(
-            CheckResult(
+            interval_check(
                 "min_annotator_accuracy",
                 "annotator_accuracy",
-                value,
-                "lower95" if pessimistic else "estimate",
+                f"lowest annotator accuracy ({worst.get('annotator')}, {worst.get('n_answers')} answers; "
+                f"annotators with at least {min_answers} answers)",
+                (worst.get("accuracy"), worst.get("accuracy_low"), worst.get("accuracy_high")),
                 fail,
                 warn,
-                judge(value, fail, warn, upper=False),
-                (worst["accuracy_low"], worst["accuracy_high"]),
-                f"lowest annotator accuracy{' (lower 95% bound)' if pessimistic else ''} {value:.1%} "
-                f"({worst['annotator']}, {worst['n_answers']} answers; annotators with at least "
-                f"{config.crowd.min_answers} answers)"
-                + "".join(f"; {w} below {x:.1%}" for w, x in (("fails", fail), ("warns", warn)) if x is not None),
+                upper=False,
+                pessimistic=pessimistic,
             )
         )
     n_suspect = int(annotators.get_column("suspect").is_not_null().sum())
     checks.append(
-        _count_check(
+        count_check(
             "max_suspect_annotators",
             "suspect annotators",
             n_suspect,

@@ -17,6 +17,7 @@ vote with an untrusted estimate, so it keeps judging.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
@@ -146,59 +147,40 @@ def evaluate_gates(
     noise, cred = estimate.noise_rate, estimate.credibility
     checks = []
 
-    def skipped(check_id: str, metric: str) -> CheckResult:
-        return CheckResult(check_id, metric, None, "estimate", None, None, Status.SKIPPED, message="no threshold set")
-
-    if gates.max_noise_rate is None and gates.warn_max_noise_rate is None:
-        checks.append(skipped("max_noise_rate", "noise_rate"))
-    else:
-        value = noise.high if pessimistic else noise.estimate
-        bound = "upper95" if pessimistic else "estimate"
-        status = judge(value, gates.max_noise_rate, gates.warn_max_noise_rate, upper=True)
-        checks.append(
-            CheckResult(
-                "max_noise_rate",
-                "noise_rate",
-                value,
-                bound,
-                gates.max_noise_rate,
-                gates.warn_max_noise_rate,
-                status,
-                (noise.low, noise.high),
-                f"noise rate{'' if bound == 'estimate' else ' (upper 95% bound)'} {_pct(value)} "
-                f"({_limits(gates.max_noise_rate, gates.warn_max_noise_rate, _pct, upper=True)})",
-            )
+    checks.append(
+        interval_check(
+            "max_noise_rate",
+            "noise_rate",
+            "noise rate",
+            (noise.estimate, noise.low, noise.high),
+            gates.max_noise_rate,
+            gates.warn_max_noise_rate,
+            upper=True,
+            pessimistic=pessimistic,
+            shown=_pct,
         )
-
-    if gates.min_credibility is None and gates.warn_min_credibility is None:
-        checks.append(skipped("min_credibility", "credibility"))
-    else:
-        value = cred.low if pessimistic else cred.estimate
-        bound = "lower95" if pessimistic else "estimate"
-        status = judge(value, gates.min_credibility, gates.warn_min_credibility, upper=False)
-        checks.append(
-            CheckResult(
-                "min_credibility",
-                "credibility",
-                value,
-                bound,
-                gates.min_credibility,
-                gates.warn_min_credibility,
-                status,
-                (cred.low, cred.high),
-                f"credibility{'' if bound == 'estimate' else ' (lower 95% bound)'} {value:.3f} "
-                f"({_limits(gates.min_credibility, gates.warn_min_credibility, lambda x: f'{x:.3f}', upper=False)})",
-            )
+    )
+    checks.append(
+        interval_check(
+            "min_credibility",
+            "credibility",
+            "credibility",
+            (cred.estimate, cred.low, cred.high),
+            gates.min_credibility,
+            gates.warn_min_credibility,
+            upper=False,
+            pessimistic=pessimistic,
+            shown=lambda x: f"{x:.3f}",
         )
-
-    checks.append(_count_check("max_flagged", "flagged", n_flagged, n_rows, gates.max_flagged, gates.warn_max_flagged))
+    )
+    checks.append(count_check("max_flagged", "flagged", n_flagged, n_rows, gates.max_flagged, gates.warn_max_flagged))
     for check_id, noun, key in (
         ("max_outliers", "outliers", "outliers"),
         ("max_duplicates", "redundant near-duplicates", "duplicates"),
         ("max_leakage", "rows leaked from a reference", "leakage"),
     ):
         fail, warn = getattr(gates, check_id), getattr(gates, f"warn_{check_id}")
-        checks.append(_count_check(check_id, noun, (hygiene or {}).get(key), n_rows, fail, warn))
+        checks.append(count_check(check_id, noun, (hygiene or {}).get(key), n_rows, fail, warn))
     checks.append(regression_check(comparison, gates.max_regression, gates.warn_max_regression))
     if not trusted:
         checks = [_inconclusive(c) if c.id in _READS_ESTIMATE and c.status is not Status.SKIPPED else c for c in checks]
@@ -208,7 +190,45 @@ def evaluate_gates(
 _READS_ESTIMATE = ("max_noise_rate", "min_credibility", "max_regression")
 
 
-def _count_check(
+def interval_check(
+    check_id: str,
+    metric: str,
+    noun: str,
+    interval: tuple[float, float, float],
+    fail: float | None,
+    warn: float | None,
+    *,
+    upper: bool,
+    pessimistic: bool = False,
+    shown: Callable[[float], str] = _pct,
+) -> CheckResult:
+    """A gate on an estimate with a 95 % interval (estimate, low, high); ``skipped`` without limits.
+
+    ``upper``: the value must stay at or below the limits (else at or above). ``pessimistic``
+    (``--gate-on bound``) compares the interval's unfavourable end instead of the estimate.
+    """
+    if fail is None and warn is None:
+        return CheckResult(check_id, metric, None, "estimate", None, None, Status.SKIPPED, message="no threshold set")
+    estimate, low, high = interval
+    bound = "estimate"
+    value = estimate
+    if pessimistic:
+        bound, value = ("upper95", high) if upper else ("lower95", low)
+    qualifier = "" if bound == "estimate" else f" ({'upper' if upper else 'lower'} 95% bound)"
+    return CheckResult(
+        check_id,
+        metric,
+        value,
+        bound,
+        fail,
+        warn,
+        judge(value, fail, warn, upper=upper),
+        (low, high),
+        f"{noun}{qualifier} {shown(value)} ({_limits(fail, warn, shown, upper=upper)})",
+    )
+
+
+def count_check(
     check_id: str, noun: str, count: int | None, n_rows: int, fail: int | float | None, warn: int | float | None
 ) -> CheckResult:
     """A gate on a row count, with limits as counts (int) or shares (float < 1).

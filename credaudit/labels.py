@@ -31,7 +31,7 @@ class LabelCodec:
 
         Mixed types sort by their string form, so ``[1, "1"]`` is stable rather than an error.
         """
-        distinct = set(_scalar(v) for v in label_values)
+        distinct = set(as_scalar(v) for v in label_values)
         try:
             ordered = sorted(distinct)
         except TypeError:
@@ -45,7 +45,7 @@ class LabelCodec:
     def encode(self, label_values: np.ndarray | list) -> np.ndarray:
         """Codes of ``label_values``, shape (N,), dtype int64."""
         index = {v: i for i, v in enumerate(self.values)}
-        return np.fromiter((index[_scalar(v)] for v in label_values), dtype=np.int64, count=len(label_values))
+        return np.fromiter((index[as_scalar(v)] for v in label_values), dtype=np.int64, count=len(label_values))
 
     def decode(self, labels: np.ndarray) -> list[Any]:
         """The user's values for codes ``labels``."""
@@ -56,6 +56,6 @@ class LabelCodec:
         return [str(v) for v in self.values]
 
 
-def _scalar(value: Any) -> Any:
+def as_scalar(value: Any) -> Any:
     # numpy scalars -> Python scalars, so 3 and np.int64(3) are one class and JSON can hold them.
     return value.item() if isinstance(value, np.generic) else value

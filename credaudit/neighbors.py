@@ -229,6 +229,24 @@ def restrict_graph(graph: NeighborGraph, embeddings: np.ndarray, keep: np.ndarra
     return NeighborGraph(indices=indices, similarities=similarities, method=graph.method)
 
 
+def _merge_top(
+    best_sims: np.ndarray, best_idx: np.ndarray, sims: np.ndarray, columns: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Running top ``n``: merge (Q, n) best with a (Q, C) block of similarities to rows ``columns``.
+
+    Returns the new (Q, n) similarities and row numbers, unordered.
+    """
+    if sims.shape[1] > n:  # the block's own best n first, so the merge selects among 2n, not n + C
+        top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
+        sims, cand = np.take_along_axis(sims, top, axis=1), columns[top]
+    else:
+        cand = np.broadcast_to(columns, sims.shape)
+    merged_sims = np.concatenate([best_sims, sims], axis=1)
+    merged_idx = np.concatenate([best_idx, cand], axis=1)
+    keep = np.argpartition(-merged_sims, n - 1, axis=1)[:, :n]
+    return np.take_along_axis(merged_sims, keep, axis=1), np.take_along_axis(merged_idx, keep, axis=1)
+
+
 def _search_within(
     base: np.ndarray,
     queries: np.ndarray,
@@ -255,13 +273,7 @@ def _search_within(
             stop = min(start + block_rows, base.shape[0])
             sims = queries[q0:q1] @ base[start:stop].T
             sims[:, ~allowed[start:stop]] = -np.inf
-            take = min(n, stop - start)
-            top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
-            merged_sims = np.concatenate([best_sims, np.take_along_axis(sims, top, axis=1)], axis=1)
-            merged_idx = np.concatenate([best_idx, top + start], axis=1)
-            keep = np.argpartition(-merged_sims, n - 1, axis=1)[:, :n]
-            best_sims = np.take_along_axis(merged_sims, keep, axis=1)
-            best_idx = np.take_along_axis(merged_idx, keep, axis=1)
+            best_sims, best_idx = _merge_top(best_sims, best_idx, sims, np.arange(start, stop), n)
         best_idx = np.where(np.isfinite(best_sims), best_idx, -1)
         order = np.lexsort((best_idx, -best_sims), axis=1)
         out_sims[q0:q1] = np.take_along_axis(best_sims, order, axis=1)
@@ -380,16 +392,7 @@ def _ivf_graph(
 
     def merge(rows: np.ndarray, sims: np.ndarray, members: np.ndarray) -> None:
         """Fold each row's best ``n`` of ``sims`` (rows × members) into its running top ``n``."""
-        if members.size > n:
-            top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
-            sims, cand = np.take_along_axis(sims, top, axis=1), members[top]
-        else:
-            cand = np.broadcast_to(members, sims.shape)
-        merged_sims = np.concatenate([best_sims[rows], sims], axis=1)
-        merged_idx = np.concatenate([best_idx[rows], cand], axis=1)
-        keep = np.argpartition(-merged_sims, n - 1, axis=1)[:, :n]
-        best_sims[rows] = np.take_along_axis(merged_sims, keep, axis=1)
-        best_idx[rows] = np.take_along_axis(merged_idx, keep, axis=1)
+        best_sims[rows], best_idx[rows] = _merge_top(best_sims[rows], best_idx[rows], sims, members, n)
 
     progress.start("neighbours", total=2 * n_lists)
     for c in range(n_lists):  # 1. each list against itself

@@ -6,7 +6,7 @@ import html as _html
 import io
 from typing import TYPE_CHECKING, Any
 
-from credaudit.report.format import STATUS_MARK, check_line, markdown_gates_and_findings
+from credaudit.report.format import STATUS_MARK, check_line, markdown_gates_and_findings, terminal_gates_and_findings
 
 if TYPE_CHECKING:
     from credaudit.crowd_run import CrowdReport
@@ -126,11 +126,8 @@ def render_crowd_terminal(report: CrowdReport, *, width: int = 100, outputs: lis
     console = Console(file=buffer, width=width, color_system=None, no_color=True, highlight=False, emoji=False)
     console.print(f" {report.verdict.upper()}   {report.run['input']['path']}")
     console.print(summary_line(report))
-    for check in report.checks:
-        if check["status"] != "skipped":
-            console.print(f"{STATUS_MARK[check['status']]} {check_line(check)}")
-    for finding in report.findings:
-        console.print(("! " if finding["severity"] == "warning" else "· ") + finding["message"])
+    for line in terminal_gates_and_findings(report.checks, report.findings):
+        console.print(line)
     n = len(report.annotators["rows"])
     title = "Annotators" + (
         f" (the {_TERMINAL_ANNOTATORS} to look at first of {n})" if n > _TERMINAL_ANNOTATORS else ""

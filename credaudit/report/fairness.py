@@ -7,7 +7,7 @@ import io
 from typing import TYPE_CHECKING, Any
 
 from credaudit.fairness import METRIC_NAMES
-from credaudit.report.format import STATUS_MARK, check_line, markdown_gates_and_findings
+from credaudit.report.format import STATUS_MARK, check_line, markdown_gates_and_findings, terminal_gates_and_findings
 
 if TYPE_CHECKING:
     from credaudit.fairness_run import FairnessReport
@@ -99,11 +99,8 @@ def render_fairness_terminal(report: FairnessReport, *, width: int = 100) -> str
         f" {report.verdict.upper()}   {report.run['input']['path']}: {report.run['input']['rows']:,} rows, "
         f"groups {', '.join(fair['groups'])}"
     )
-    for check in report.checks:
-        if check["status"] != "skipped":
-            console.print(f"{STATUS_MARK[check['status']]} {check_line(check)}")
-    for finding in report.findings:
-        console.print(("! " if finding["severity"] == "warning" else "· ") + finding["message"])
+    for line in terminal_gates_and_findings(report.checks, report.findings):
+        console.print(line)
     for title, rows in (("Fairness gaps", metric_rows(report)), ("Proxies", proxy_rows(report))):
         table = Table(title=title, title_justify="left", show_edge=False)
         for name in rows[0]:

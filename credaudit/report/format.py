@@ -201,3 +201,9 @@ def markdown_gates_and_findings(checks: list[dict[str, Any]], findings: list[dic
         lines += ["## Findings", ""]
         lines += [f"- {'⚠️ ' if f['severity'] == 'warning' else ''}{f['message']}" for f in findings] + [""]
     return lines
+
+
+def terminal_gates_and_findings(checks: list[dict[str, Any]], findings: list[dict[str, Any]]) -> list[str]:
+    """One plain line per check that ran, then one per finding ("!" for warnings)."""
+    lines = [f"{STATUS_MARK[c['status']]} {check_line(c)}" for c in checks if c["status"] != "skipped"]
+    return lines + [("! " if f["severity"] == "warning" else "· ") + f["message"] for f in findings]
