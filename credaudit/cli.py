@@ -282,6 +282,42 @@ def scan(
             show_default=False,
         ),
     ] = None,
+    chosen_col: Annotated[
+        Optional[str],
+        typer.Option(
+            "--chosen-col",
+            help="Preference pairs: the preferred response's column (with --rejected-col).",
+            show_default=False,
+        ),
+    ] = None,
+    rejected_col: Annotated[
+        Optional[str],
+        typer.Option("--rejected-col", help="Preference pairs: the other response's column.", show_default=False),
+    ] = None,
+    prompt_col: Annotated[
+        Optional[str],
+        typer.Option(
+            "--prompt-col",
+            help="Preference pairs: the prompt column (default: the transcripts' shared prefix, if any).",
+            show_default=False,
+        ),
+    ] = None,
+    ordinal: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--ordinal",
+            help="The label is a rating on an ordered scale (numbers): adds curated_score to issues.parquet.",
+            show_default=False,
+        ),
+    ] = None,
+    label_order: Annotated[
+        Optional[str],
+        typer.Option(
+            "--label-order",
+            help='A text rating scale from lowest to highest, e.g. "bad,ok,good" (implies --ordinal).',
+            show_default=False,
+        ),
+    ] = None,
     drop_annotators: Annotated[
         Optional[str],
         typer.Option(
@@ -577,6 +613,7 @@ def scan(
         from credaudit.console import console_width, is_interactive, write
         from credaudit.crowd import crowd_shape
         from credaudit.errors import exit_code_for
+        from credaudit.pairs_run import pairs_shape
         from credaudit.report.json import render_json
         from credaudit.report.terminal import render_quiet, render_terminal
 
@@ -593,6 +630,11 @@ def scan(
                 "crowd.reference_col": (reference_col, "--reference-col"),
                 "crowd.items": (str(items) if items else None, "--items"),
                 "crowd.drop_annotators": (drop_annotators, "--drop-annotators"),
+                "pairs.chosen_col": (chosen_col, "--chosen-col"),
+                "pairs.rejected_col": (rejected_col, "--rejected-col"),
+                "pairs.prompt_col": (prompt_col, "--prompt-col"),
+                "ratings.ordinal": (ordinal, "--ordinal"),
+                "ratings.label_order": (_split_order(label_order), "--label-order"),
                 "gates.min_annotator_accuracy": (min_annotator_accuracy, "--min-annotator-accuracy"),
                 "gates.warn_min_annotator_accuracy": (warn_min_annotator_accuracy, "--warn-min-annotator-accuracy"),
                 "gates.max_suspect_annotators": (
@@ -664,6 +706,8 @@ def scan(
             },
         )
         fmt = config.output.format
+        if pairs_shape(config) is not None:
+            return _scan_pairs(data, config)
         if crowd_shape(config.crowd) is not None:
             return _scan_crowd(data, config)
         with _progress(fmt == "rich" and is_interactive(sys.stderr), quiet=fmt == "quiet") as progress:
@@ -686,6 +730,45 @@ def scan(
         return int(exit_code_for(result))
 
     _guard(debug, body)
+
+
+def _split_order(text: str | None) -> tuple[str, ...] | None:
+    """``--label-order "bad,ok,good"`` -> ("bad", "ok", "good")."""
+    if text is None:
+        return None
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _scan_pairs(data: Path, config) -> int:
+    """``scan`` of preference pairs: the pair adapter's run, rendered with the single-label renderers."""
+    from credaudit import pairs_run
+    from credaudit.console import console_width, is_interactive, write
+    from credaudit.report.json import render_json
+    from credaudit.report.terminal import render_quiet, render_terminal
+
+    fmt = config.output.format
+    with _progress(fmt == "rich" and is_interactive(sys.stderr), quiet=fmt == "quiet") as progress:
+        result, written = pairs_run.scan_pairs(data, config, progress=progress)
+    if fmt == "json":
+        write(render_json(result.report))
+    elif fmt == "quiet":
+        write(render_quiet(result.report))
+    else:
+        write(
+            render_terminal(
+                result.report,
+                color=is_interactive(sys.stdout),
+                width=console_width(sys.stdout),
+                outputs=[str(p) for p in written],
+            )
+        )
+    if config.output.github or os.environ.get("GITHUB_ACTIONS") == "true":
+        _github(result.report, config.gates, stream=sys.stderr if fmt == "json" else sys.stdout)
+    gates = config.gates
+    failing = result.report.verdict == "fail" or (
+        result.report.verdict == "inconclusive" and not gates.allow_inconclusive
+    )
+    return int(ExitCode.GATE_FAILED if failing else ExitCode.OK)
 
 
 def _scan_crowd(data: Path, config) -> int:

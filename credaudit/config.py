@@ -251,6 +251,40 @@ class FairnessConfig:
 
 
 @dataclass(frozen=True)
+class PairsConfig:
+    chosen_col: str | None = _opt(None, "preference pairs: the preferred response's column (with rejected_col)")
+    rejected_col: str | None = _opt(None, "preference pairs: the other response's column")
+    prompt_col: str | None = _opt(
+        None, "preference pairs: the prompt column; default: a shared transcript prefix, if there is one"
+    )
+    chosen_embedding_col: str | None = _opt(None, "precomputed vectors of the chosen responses (skips the encoder)")
+    rejected_embedding_col: str | None = _opt(None, "precomputed vectors of the rejected responses")
+    k: int = _opt(50, "neighbouring preference directions in each pair's vote", low=2)
+    same_threshold: float = _opt(
+        0.98, "responses at least this similar (cosine) are no clear preference: action drop", low=0.0, high=1.0
+    )
+    unclear_score: float = _opt(
+        0.4, "an unflagged pair whose flip score reaches this has no clear preference: action drop", low=0.0, high=1.0
+    )
+
+
+@dataclass(frozen=True)
+class RatingsConfig:
+    ordinal: bool = _opt(False, "the label is a rating on an ordered scale (numbers, or the order in label_order)")
+    label_order: tuple[str, ...] = _opt(
+        (),
+        "the rating scale from lowest to highest, for text ratings (implies ordinal)",
+        items="label values",
+        empty_ok=True,
+    )
+    jump_cost: float = _opt(
+        0.05,
+        "prior cost per unit of T-mass per scale step beyond the second: far jumps need more evidence (0: none)",
+        low=0.0,
+    )
+
+
+@dataclass(frozen=True)
 class CrowdConfig:
     item_col: str | None = _opt(
         None, "several labels per item, one row per answer: the item column (with annotator_col)"
@@ -423,6 +457,8 @@ class ScanConfig:
     hygiene: HygieneConfig = field(default_factory=HygieneConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     crowd: CrowdConfig = field(default_factory=CrowdConfig)
+    ratings: RatingsConfig = field(default_factory=RatingsConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
     gates: GatesConfig = field(default_factory=GatesConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

@@ -299,6 +299,8 @@ class Detection:
         Share of the k neighbours carrying the row's label.
     fallback : str or None
         Why detection did not use the noise estimate (None when it did).
+    posterior : ndarray of shape (N, K), optional
+        ``posterior[x, c]``: belief that row x's true class is c, on the full data (rows sum to 1).
     """
 
     method: str
@@ -311,6 +313,7 @@ class Detection:
     suggestion_confidence: np.ndarray
     neighbour_agreement: np.ndarray
     fallback: str | None = None
+    posterior: np.ndarray | None = None
 
 
 def detect_label_errors(
@@ -493,6 +496,7 @@ def detect_label_errors(
         suggestion_confidence=confidence,
         neighbour_agreement=1.0 - full_scores.n_disagree / k,
         fallback=fallback,
+        posterior=full_scores.posterior,
     )
 
 

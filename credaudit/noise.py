@@ -152,6 +152,7 @@ def fit_transition_matrix(
     seed: int = 0,
     init: tuple[np.ndarray, np.ndarray] | None = None,
     explore_iter: int = 50,
+    jump_cost: np.ndarray | None = None,
 ) -> TransitionFit:
     """Fit T and p so the analytic consensus tensors match the empirical ones.
 
@@ -172,6 +173,9 @@ def fit_transition_matrix(
         With several initialisations, each first runs this many iterations; only the best is
         then run on to ``max_iter``. (The restarts nearly always agree: this spends the
         iterations where they matter, and keeps K = 100 within seconds.)
+    jump_cost : ndarray of shape (K, K), optional
+        A prior on T: the loss gains ``Σ_ij jump_cost[i, j]·T[i, j]``, so mass on a costly cell
+        must be paid for by the data (ratings: far jumps on the scale, :func:`credaudit.ratings.jump_cost`).
 
     Returns
     -------
@@ -192,7 +196,7 @@ def fit_transition_matrix(
     # bounded to ±8 so that p·T·T·T stays a normal float32 (~1e-28 at worst): denormal products
     # inside BLAS were measured 4-6x slower. T entries still reach 1 - 1e-5.
     dtype, bound = (np.float64, 25.0) if n <= 48 else (np.float32, 8.0)
-    objective_of = _ConsensusLoss(counts, dtype)
+    objective_of = _ConsensusLoss(counts, dtype, jump_cost)
     if init is not None:
         starts = [init]
     else:
@@ -269,13 +273,15 @@ class _ConsensusLoss:
     - ∂L/∂T_ia = p_i (e₁[a] + 2 Σ_b T_ib e₂[a,b] + 3 Σ_bc T_ib T_ic e₃[a,b,c])
     - ∂L/∂p_i  = Σ_a T_ia e₁[a] + Σ_ab T_ia T_ib e₂[a,b] + Σ_abc T_ia T_ib T_ic e₃[a,b,c]
 
-    followed by the softmax Jacobians. The two (K, K²) × (K², K) products are left to BLAS
+    followed by the softmax Jacobians. An optional linear prior ``Σ jump_cost·T`` adds
+    ``jump_cost`` to ∂L/∂T. The two (K, K²) × (K², K) products are left to BLAS
     (O(K⁴) flops, faster than a sparse pass over the distinct triples); the logarithms and ratios
     only touch the cells where ĉ₃ > 0, since e₃ is zero elsewhere.
     """
 
-    def __init__(self, counts: ConsensusCounts, dtype: type) -> None:
+    def __init__(self, counts: ConsensusCounts, dtype: type, jump_cost: np.ndarray | None = None) -> None:
         self.n = counts.n_classes
+        self.jump_cost = None if jump_cost is None else np.asarray(jump_cost, dtype=dtype)
         self.dtype = dtype
         c1, c2, c3 = counts.tensors()
         self.c1, self.c2 = c1.astype(dtype), c2.astype(dtype)
@@ -304,6 +310,9 @@ class _ConsensusLoss:
         g3 = w @ e3.T  # g3[i, a] = Σ_bc T_ib T_ic e₃[a, b, c]
         grad_t = p[:, None] * (e1[None, :] + 2.0 * g2 + 3.0 * g3)
         grad_p = t @ e1 + np.sum(t * g2, axis=1) + np.sum(t * g3, axis=1)
+        if self.jump_cost is not None:
+            value += float(np.sum(self.jump_cost * t))
+            grad_t = grad_t + self.jump_cost
         grad_logits_t = t * (grad_t - np.sum(grad_t * t, axis=1, keepdims=True))
         grad_logits_p = p * (grad_p - np.dot(grad_p, p))
         return float(value), np.concatenate([grad_logits_t.ravel(), grad_logits_p]).astype(np.float64)
@@ -510,6 +519,7 @@ def estimate_noise(
     confidence_level: float = 0.95,
     seed: int = 0,
     n_workers: int | None = None,
+    jump_cost: np.ndarray | None = None,
     progress: Progress | None = None,
 ) -> NoiseEstimate:
     """Estimate T, p and the derived rates with bootstrap intervals.
@@ -544,6 +554,8 @@ def estimate_noise(
         Bootstrap resamples fitted side by side (threads; BLAS single-threaded in each), each
         holding its own copy of the fit's arrays; default (None or 0): :func:`default_workers`.
         The result does not depend on it.
+    jump_cost : ndarray of shape (K, K), optional
+        Prior cost of mass on each cell of T (:func:`fit_transition_matrix`); ratings use it.
     progress : Progress, optional
         One ``advance`` per bootstrap resample.
 
@@ -564,7 +576,7 @@ def estimate_noise(
     # 2-thread BLAS made the fit 2.3-2.6x slower (K = 77 and 100). The cores are used instead by
     # fitting bootstrap resamples side by side.
     with threadpool_limits(limits=1, user_api="blas"):
-        fit = fit_transition_matrix(counts, n_restarts=n_restarts, max_iter=max_iter, seed=seed)
+        fit = fit_transition_matrix(counts, n_restarts=n_restarts, max_iter=max_iter, seed=seed, jump_cost=jump_cost)
         clean_prior = fit_clean_prior(fit.transition_matrix, label_counts)
         point = derived_rates(fit.transition_matrix, clean_prior, observed_prior)
 
@@ -581,7 +593,7 @@ def estimate_noise(
             resampled, boot_labels = draw
             keep = resampled > 0
             boot_counts = ConsensusCounts(counts.triples[keep], resampled[keep], n_classes)
-            boot = fit_transition_matrix(boot_counts, max_iter=bootstrap_max_iter, init=fit.logits)
+            boot = fit_transition_matrix(boot_counts, max_iter=bootstrap_max_iter, init=fit.logits, jump_cost=jump_cost)
             boot_prior = fit_clean_prior(boot.transition_matrix, boot_labels)
             return derived_rates(boot.transition_matrix, boot_prior, boot_labels / len(labels))
 

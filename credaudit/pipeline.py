@@ -65,6 +65,7 @@ from credaudit.leakage import Leakage, find_leakage, leakage_summary
 from credaudit.neighbors import NeighborGraph, build_knn_graph, estimate_recall, normalize_rows
 from credaudit.noise import NoiseEstimate, estimate_noise, triple_tightness
 from credaudit.progress import NullProgress, Progress
+from credaudit.ratings import curated_scores, jump_cost, rating_codec, rating_distribution
 from credaudit.report.format import excerpt
 from credaudit.report.json import render_json
 from credaudit.report.markdown import render_markdown
@@ -249,7 +250,17 @@ def audit(
 
     with times.stage("read"):
         table = _read(data, config.input, precomputed=embeddings is not None)
-        codec = LabelCodec.fit(table.label_values)
+        rating = config.ratings.ordinal or bool(config.ratings.label_order)
+        scale = None
+        if rating:
+            codec, scale = rating_codec(
+                table.label_values,
+                label_order=config.ratings.label_order or None,
+                column=config.input.label_col,
+                row_ids=table.row_ids,
+            )
+        else:
+            codec = LabelCodec.fit(table.label_values)
         labels = codec.encode(table.label_values)
         n_classes = codec.n_classes
         if n_classes > config.noise.max_classes:
@@ -308,6 +319,7 @@ def audit(
             bootstrap_max_iter=noise_cfg.bootstrap_max_iter,
             confidence_level=noise_cfg.confidence_level,
             n_workers=noise_cfg.n_workers or None,
+            jump_cost=jump_cost(scale, config.ratings.jump_cost) if rating and config.ratings.jump_cost else None,
             seed=config.seed,
             progress=progress,
         )
@@ -357,6 +369,13 @@ def audit(
                 ),
             )
 
+        curated = None
+        if rating:
+            # Where the estimate is untrusted the posterior is the plain vote, which ignores the row's
+            # own rating: no curation there (the given rating stands) and the vote's flags stand.
+            judged = trust.trusted_classes[labels]
+            curated = np.where(judged, curated_scores(detection.posterior, scale), scale[labels])
+
     with times.stage("findings"):
         names = codec.names()
         counts = np.bincount(labels, minlength=n_classes)
@@ -388,6 +407,8 @@ def audit(
             )
 
     issues = _issues_frame(table, codec, detection, config, hygiene)
+    if curated is not None:
+        issues = issues.insert_column(4, pl.Series("curated_score", np.round(curated, 4)))
     times.seconds["total"] = round(time.perf_counter() - started, 4)
     report, checks = _build_report(
         table,
@@ -405,6 +426,8 @@ def audit(
         hygiene,
         recall,
     )
+    if curated is not None:
+        report = dataclasses.replace(report, ratings=rating_distribution(labels, curated, scale, codec.names()))
     return AuditResult(
         report=report,
         issues=issues,

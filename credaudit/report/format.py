@@ -207,3 +207,18 @@ def terminal_gates_and_findings(checks: list[dict[str, Any]], findings: list[dic
     """One plain line per check that ran, then one per finding ("!" for warnings)."""
     lines = [f"{STATUS_MARK[c['status']]} {check_line(c)}" for c in checks if c["status"] != "skipped"]
     return lines + [("! " if f["severity"] == "warning" else "· ") + f["message"] for f in findings]
+
+
+def ratings_table(ratings: dict | None) -> tuple[str, list[str], list[list[str]]] | None:
+    """The ``ratings`` section as (title, header, rows): the rating distribution before and after curation."""
+    if not ratings:
+        return None
+    rows = [
+        [str(point["label"]), f"{point['value']:g}", f"{given:,}", f"{curated:,}"]
+        for point, given, curated in zip(ratings["scale"], ratings["given"], ratings["curated"], strict=True)
+    ]
+    title = (
+        f"Ratings: mean {ratings['mean_given']:.2f} given, {ratings['mean_curated']:.2f} curated; "
+        f"curated scores move {ratings['mean_absolute_change']:.2f} scale units on average"
+    )
+    return title, ["rating", "value", "given", "curated (nearest point)"], rows

@@ -22,6 +22,7 @@ from credaudit.report.format import (
     interval,
     largest_confusions,
     pct,
+    ratings_table,
     score_interval,
     untrusted_line,
 )
@@ -64,6 +65,7 @@ def render_html(report: AuditReport, rows: list[dict[str, Any]]) -> str:
         confusions=largest_confusions(noise),
         hygiene_lines=hygiene_lines(report.hygiene),
         hygiene_tables=hygiene_tables(report.hygiene),
+        ratings=ratings_table(report.ratings),
         priors_svg=_priors_svg(report),
         error_share_svg=_error_share_svg(report),
         scores_svg=_scores_svg(det),

@@ -13,6 +13,7 @@ from credaudit.report.format import (
     interval,
     largest_confusions,
     pct,
+    ratings_table,
     score_interval,
     untrusted_line,
 )
@@ -116,6 +117,11 @@ def render_markdown(report: AuditReport) -> str:
                 f"{row['suggestion_confidence']:.2f} | {_cell(row.get('excerpt') or '')} |"
             )
         lines.append("")
+    rated = ratings_table(report.ratings)
+    if rated:
+        title, header, rows = rated
+        lines += ["## Ratings", "", title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows] + [""]
     hygiene = hygiene_lines(report.hygiene)
     if hygiene:
         lines += ["## Data hygiene", ""] + [f"- {_cell(line)}" for line in hygiene] + [""]

@@ -46,6 +46,7 @@ class AuditReport:
     verdict: str
     baseline: dict[str, Any] | None = None
     hygiene: dict[str, Any] | None = None
+    ratings: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,6 +59,7 @@ class AuditReport:
             "noise": self.noise,
             "detection": self.detection,
             "hygiene": self.hygiene,
+            **({"ratings": self.ratings} if self.ratings is not None else {}),
             "findings": self.findings,
             "checks": self.checks,
             "baseline": self.baseline,

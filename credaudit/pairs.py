@@ -1,0 +1,279 @@
+"""Preference pairs (``--chosen-col C --rejected-col R [--prompt-col P]``): the label adapter.
+
+A pair says "chosen is better than rejected". Its *preference direction* is the unit vector
+d = (e(chosen) - e(rejected)) / ‖·‖ of the two responses' embeddings. Each pair becomes two rows
+for the single-label engine: d labelled ``as given`` (code 0) and -d labelled ``reversed`` (code 1).
+A correct pair's d points the way similar correct pairs point, so its neighbours (among all
+directions and their reverses) carry its label; a reversed pair's d points the other way, so both
+of its rows are label errors. The engine's consensus fit of the 2×2 T on these rows estimates the
+share of reversed pairs (T is symmetric by construction), and its detection scores every row. The
+two rows of a pair are mirror images (the reverse of each neighbour of d is a neighbour of -d,
+with the opposite label), so the pair's ``flip_score`` is the mean of their error scores.
+
+Row order never matters: the engine sees the pairs sorted by a hash of their content, and the
+results are mapped back to the input order (subsample rounds and the approximate search depend on
+row positions, so this is what makes a shuffled input give identical results).
+
+HH-RLHF-style transcripts: when no prompt column is given and chosen and rejected share a prefix
+that ends in an assistant turn marker, the shared conversation is the prompt and the differing
+tails are the responses (:func:`split_shared_prefix`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from credaudit.errors import EmptyDataError, InputError
+from credaudit.io import (
+    MIN_ROWS,
+    DataFormat,
+    _embedding_matrix,
+    detect_format,
+    file_sha256,
+    read_frame,
+    require_columns,
+)
+from credaudit.labels import as_scalar
+from credaudit.neighbors import normalize_rows
+
+AS_GIVEN, REVERSED = 0, 1
+DIRECTION_NAMES = ["as given", "reversed"]
+# Turn markers after which a transcript's final response starts (HH-RLHF: "\n\nAssistant:").
+TURN_MARKERS = ("\n\nAssistant:", "\nAssistant:", "Assistant:", "\n\nassistant:", "<|assistant|>")
+
+
+@dataclass(frozen=True)
+class PairTable:
+    """A validated set of preference pairs.
+
+    Attributes
+    ----------
+    path : Path
+    format : DataFormat
+    frame : polars.DataFrame
+        The input as read (the cleaned copy is built from it).
+    prompts : list of str or None, length P
+    chosen, rejected : list of str or None, length P
+        The responses compared (the tails, when the prompt came from a shared prefix).
+    chosen_vectors, rejected_vectors : ndarray of shape (P, d) or None
+        From ``--chosen-embedding-col`` / ``--rejected-embedding-col`` or the Python API.
+    row_ids : list, length P
+    prompt_source : str
+        ``column``, ``shared_prefix`` or ``none``.
+    sha256 : str
+    """
+
+    path: Path
+    format: DataFormat
+    frame: pl.DataFrame
+    prompts: list[str] | None
+    chosen: list[str] | None
+    rejected: list[str] | None
+    chosen_vectors: np.ndarray | None
+    rejected_vectors: np.ndarray | None
+    row_ids: list[Any]
+    prompt_source: str
+    sha256: str
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.row_ids)
+
+
+def split_shared_prefix(chosen: list[str], rejected: list[str]) -> tuple[list[str], list[str], list[str]] | None:
+    """Split whole transcripts into the shared conversation and the two final responses.
+
+    Returns (prompts, chosen_tails, rejected_tails) when at least half of the pairs share a prefix
+    that contains a turn marker (:data:`TURN_MARKERS`); each pair is cut right after the last
+    marker inside its shared prefix (a pair without one keeps its texts whole, prompt ""). None
+    when the texts are not transcripts.
+    """
+    prompts, tails_c, tails_r = [], [], []
+    n_split = 0
+    for c, r in zip(chosen, rejected, strict=True):
+        n = 0
+        limit = min(len(c), len(r))
+        while n < limit and c[n] == r[n]:
+            n += 1
+        shared = c[:n]
+        cut = max((shared.rfind(m) + len(m) if shared.rfind(m) >= 0 else -1) for m in TURN_MARKERS)
+        if cut > 0:
+            n_split += 1
+            prompts.append(c[:cut].strip())
+            tails_c.append(c[cut:].strip())
+            tails_r.append(r[cut:].strip())
+        else:
+            prompts.append("")
+            tails_c.append(c)
+            tails_r.append(r)
+    if n_split * 2 < max(len(chosen), 1):
+        return None
+    return prompts, tails_c, tails_r
+
+
+def read_pairs(
+    data: str | Path | pl.DataFrame,
+    *,
+    chosen_col: str,
+    rejected_col: str,
+    prompt_col: str | None = None,
+    id_col: str | None = None,
+    chosen_embedding_col: str | None = None,
+    rejected_embedding_col: str | None = None,
+    precomputed: bool = False,
+) -> PairTable:
+    """Read and validate a pair file (every problem is an :class:`InputError` naming the row).
+
+    ``precomputed``: vectors come from the Python API, so the text columns may be absent.
+    """
+    if isinstance(data, pl.DataFrame):
+        frame, path, fmt, sha = data, Path("<dataframe>"), DataFormat("parquet", False), ""
+    else:
+        path = Path(data)
+        fmt = detect_format(path)
+        frame = read_frame(path, fmt)
+        sha = file_sha256(path) if path.is_file() else ""
+    name = path.name
+    vectors_given = precomputed or (chosen_embedding_col is not None and rejected_embedding_col is not None)
+    if (chosen_embedding_col is None) != (rejected_embedding_col is None):
+        raise InputError("--chosen-embedding-col and --rejected-embedding-col go together")
+    wanted = [(id_col, "--id-col"), (prompt_col, "--prompt-col")]
+    wanted += [(chosen_embedding_col, "--chosen-embedding-col"), (rejected_embedding_col, "--rejected-embedding-col")]
+    if not vectors_given:
+        wanted += [(chosen_col, "--chosen-col"), (rejected_col, "--rejected-col")]
+    require_columns(frame, wanted, name)
+    if frame.height < MIN_ROWS:
+        raise EmptyDataError(f"{name} has {frame.height} pairs; an audit needs at least {MIN_ROWS}")
+    row_ids = frame.get_column(id_col).to_list() if id_col else list(range(frame.height))
+
+    def texts(column: str | None, flag: str) -> list[str] | None:
+        if column is None or column not in frame.columns:
+            return None
+        series = frame.get_column(column)
+        if series.dtype != pl.String:
+            raise InputError(f"{name}: column '{column}' ({flag}) must hold text; it holds {series.dtype}")
+        nulls = series.is_null().arg_true()
+        if len(nulls):
+            raise InputError(f"{name}: row {row_ids[nulls[0]]!r} has no value in column '{column}' ({flag})")
+        return series.to_list()
+
+    chosen = texts(chosen_col, "--chosen-col")
+    rejected = texts(rejected_col, "--rejected-col")
+    prompts = texts(prompt_col, "--prompt-col")
+    prompt_source = "column" if prompts is not None else "none"
+    if chosen is not None and rejected is not None:
+        same = [i for i, (c, r) in enumerate(zip(chosen, rejected, strict=True)) if c.strip() == r.strip()]
+        if same:
+            raise InputError(
+                f"{name}: row {row_ids[same[0]]!r} has the same text as chosen and rejected "
+                f"({len(same)} such pair(s)); a pair must compare two different responses"
+            )
+        if prompts is None:
+            split = split_shared_prefix(chosen, rejected)
+            if split is not None:
+                prompts, chosen, rejected = split
+                prompt_source = "shared_prefix"
+    chosen_vectors = rejected_vectors = None
+    if chosen_embedding_col is not None:
+        chosen_vectors = _embedding_matrix(frame, chosen_embedding_col, name, "--chosen-embedding-col")
+        rejected_vectors = _embedding_matrix(frame, rejected_embedding_col, name, "--rejected-embedding-col")
+        if chosen_vectors.shape != rejected_vectors.shape:
+            raise InputError(f"{name}: chosen and rejected vectors differ in shape")
+    return PairTable(
+        path=path,
+        format=fmt,
+        frame=frame,
+        prompts=prompts,
+        chosen=chosen,
+        rejected=rejected,
+        chosen_vectors=chosen_vectors,
+        rejected_vectors=rejected_vectors,
+        row_ids=[as_scalar(r) for r in row_ids],
+        prompt_source=prompt_source,
+        sha256=sha,
+    )
+
+
+def preference_directions(chosen: np.ndarray, rejected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit preference directions and the two responses' similarity.
+
+    Parameters
+    ----------
+    chosen, rejected : ndarray of shape (P, d)
+        Embeddings of the two responses (any scale).
+
+    Returns
+    -------
+    directions : ndarray of shape (P, d), dtype float32
+        (ĉ - r̂) / ‖ĉ - r̂‖ of the unit vectors; zero where the two coincide.
+    similarity : ndarray of shape (P,)
+        cos(chosen, rejected): near 1 when the responses are (nearly) the same.
+    """
+    c = normalize_rows(chosen)
+    r = normalize_rows(rejected)
+    similarity = np.einsum("ij,ij->i", c, r)
+    diff = c - r
+    norm = np.linalg.norm(diff, axis=1, keepdims=True)
+    return (diff / np.maximum(norm, 1e-12)).astype(np.float32), similarity
+
+
+def explode(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The engine's rows: each direction as given (code 0) and reversed (code 1).
+
+    Returns
+    -------
+    vectors : ndarray of shape (2P, d)
+        ``vectors[:P] = directions``, ``vectors[P:] = -directions``.
+    labels : ndarray of shape (2P,), dtype int64
+    """
+    n = len(directions)
+    labels = np.concatenate([np.full(n, AS_GIVEN), np.full(n, REVERSED)]).astype(np.int64)
+    return np.concatenate([directions, -directions]), labels
+
+
+def canonical_order(table: PairTable, chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:
+    """A permutation of the pairs that does not depend on their input order.
+
+    Pairs are sorted by a hash of their content (texts when there are any, else vector bytes), with
+    input position only breaking ties between identical pairs (whose results are then identical).
+    """
+    keys = []
+    for i in range(table.n_pairs):
+        h = hashlib.blake2b(digest_size=16)
+        if table.chosen is not None and table.rejected is not None:
+            h.update((table.prompts[i] if table.prompts is not None else "").encode())
+            h.update(b"\x00" + table.chosen[i].encode() + b"\x00" + table.rejected[i].encode())
+        else:
+            h.update(np.ascontiguousarray(chosen[i]).tobytes() + np.ascontiguousarray(rejected[i]).tobytes())
+        keys.append(h.digest())
+    return np.array(sorted(range(len(keys)), key=lambda i: (keys[i], i)), dtype=np.int64)
+
+
+def pair_actions(
+    flip_score: np.ndarray,
+    is_reversed: np.ndarray,
+    similarity: np.ndarray,
+    *,
+    same_threshold: float,
+    unclear_score: float,
+) -> np.ndarray:
+    """``swap`` / ``drop`` / ``keep`` per pair.
+
+    - ``swap``: the pair is flagged as reversed;
+    - ``drop``: no clear preference either way: the two responses are near-identical
+      (cos ≥ ``same_threshold``), or the neighbours are split (``flip_score`` ≥ ``unclear_score``
+      without a flag);
+    - ``keep``: otherwise.
+
+    Returns
+    -------
+    ndarray of shape (P,), dtype object (str)
+    """
+    unclear = (similarity >= same_threshold) | (flip_score >= unclear_score)
+    return np.where(is_reversed, "swap", np.where(unclear, "drop", "keep")).astype(object)

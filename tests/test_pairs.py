@@ -1,0 +1,202 @@
+"""Preference pairs: planted reversals, order invariance, transcripts, errors and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from credaudit.config import merge
+from credaudit.errors import InputError
+from credaudit.pairs import explode, preference_directions, split_shared_prefix
+from credaudit.pairs_run import audit_pairs
+from tests.conftest import write_table
+from tests.helpers import invoke
+
+
+def make_pairs(n_pairs: int, rate: float, seed: int, dim: int = 24):
+    """Pairs on a few topics; the better response sits along one quality direction per topic.
+
+    Returns chosen (P, dim), rejected (P, dim), reversed (P,) bool.
+    """
+    rng = np.random.default_rng(seed)
+    topics = rng.normal(size=(6, dim))
+    quality = rng.normal(size=(6, dim))
+    quality /= np.linalg.norm(quality, axis=1, keepdims=True)
+    topic = rng.integers(0, 6, n_pairs)
+    base = topics[topic] + 0.3 * rng.normal(size=(n_pairs, dim))
+    better = base + 0.8 * quality[topic] + 0.15 * rng.normal(size=(n_pairs, dim))
+    worse = base - 0.8 * quality[topic] + 0.15 * rng.normal(size=(n_pairs, dim))
+    reversed_ = rng.random(n_pairs) < rate
+    chosen = np.where(reversed_[:, None], worse, better).astype(np.float32)
+    rejected = np.where(reversed_[:, None], better, worse).astype(np.float32)
+    return chosen, rejected, reversed_
+
+
+def pairs_config(**extra):
+    return merge({"pairs": {"chosen_col": "chosen", "rejected_col": "rejected", **extra}})
+
+
+def test_explode_mirrors_every_direction():
+    chosen, rejected, _ = make_pairs(20, 0.0, seed=1)
+    directions, similarity = preference_directions(chosen, rejected)
+    vectors, labels = explode(directions)
+    assert vectors.shape == (40, chosen.shape[1])
+    np.testing.assert_allclose(vectors[20:], -vectors[:20])
+    assert labels.tolist() == [0] * 20 + [1] * 20
+    np.testing.assert_allclose(np.linalg.norm(directions, axis=1), 1.0, rtol=1e-5)
+    assert (similarity < 1.0).all()
+
+
+def test_planted_reversals_are_found_and_the_rate_estimated():
+    chosen, rejected, truth = make_pairs(1500, 0.2, seed=3)
+    frame = pl.DataFrame({"chosen": [f"c{i}" for i in range(1500)], "rejected": [f"r{i}" for i in range(1500)]})
+    result = audit_pairs(frame, pairs_config(), chosen_embeddings=chosen, rejected_embeddings=rejected)
+    issues = result.issues
+    assert issues.columns[:4] == ["row_id", "flip_score", "is_reversed", "action"]
+    flagged = issues.get_column("is_reversed").to_numpy()
+    tp = (flagged & truth).sum()
+    precision, recall = tp / flagged.sum(), tp / truth.sum()
+    assert precision > 0.9 and recall > 0.9
+    rate = result.report.noise["noise_rate"]
+    assert abs(rate["estimate"] - truth.mean()) < 0.03
+    assert result.report.noise["reversal_rate"] == rate
+    # Reversed pairs score higher than correct ones, and get swapped.
+    scores = issues.get_column("flip_score").to_numpy()
+    assert scores[truth].mean() > scores[~truth].mean() + 0.4
+    assert set(issues.filter(pl.col("is_reversed")).get_column("action")) == {"swap"}
+    assert result.report.run["kind"] == "preference_pairs"
+
+
+def test_a_shuffled_input_gives_identical_results():
+    chosen, rejected, _ = make_pairs(400, 0.2, seed=4)
+    frame = pl.DataFrame(
+        {
+            "id": [f"p{i}" for i in range(400)],
+            "chosen": [f"c{i}" for i in range(400)],
+            "rejected": [f"r{i}" for i in range(400)],
+        }
+    )
+    config = merge({"input": {"id_col": "id"}, "pairs": {"chosen_col": "chosen", "rejected_col": "rejected"}})
+    first = audit_pairs(frame, config, chosen_embeddings=chosen, rejected_embeddings=rejected)
+    perm = np.random.default_rng(0).permutation(400)
+    second = audit_pairs(frame[perm], config, chosen_embeddings=chosen[perm], rejected_embeddings=rejected[perm])
+    a = first.issues.sort("row_id")
+    b = second.issues.sort("row_id")
+    assert a.equals(b)
+    assert first.report.noise["noise_rate"] == second.report.noise["noise_rate"]
+
+
+def test_clean_pairs_have_no_reversals():
+    chosen, rejected, _ = make_pairs(600, 0.0, seed=5)
+    frame = pl.DataFrame({"chosen": [f"c{i}" for i in range(600)], "rejected": [f"r{i}" for i in range(600)]})
+    result = audit_pairs(frame, pairs_config(), chosen_embeddings=chosen, rejected_embeddings=rejected)
+    assert result.issues.get_column("is_reversed").sum() <= 3
+    assert result.report.noise["noise_rate"]["estimate"] < 0.02
+
+
+def test_transcripts_split_at_the_last_shared_assistant_turn():
+    chosen = ["\n\nHuman: hi\n\nAssistant: hello\n\nHuman: help me\n\nAssistant: Sure, here is how."]
+    rejected = ["\n\nHuman: hi\n\nAssistant: hello\n\nHuman: help me\n\nAssistant: Surely not."]
+    prompts, c, r = split_shared_prefix(chosen, rejected)
+    assert prompts == ["Human: hi\n\nAssistant: hello\n\nHuman: help me\n\nAssistant:"]
+    assert c == ["Sure, here is how."] and r == ["Surely not."]
+    assert split_shared_prefix(["good answer"], ["bad answer"]) is None
+
+
+def test_same_chosen_and_rejected_is_an_error_naming_the_row():
+    frame = pl.DataFrame({"id": ["a", "b", "c", "d"], "chosen": ["x", "y", "z", "w"], "rejected": ["q", "y", "r", "s"]})
+    config = merge({"input": {"id_col": "id"}, "pairs": {"chosen_col": "chosen", "rejected_col": "rejected"}})
+    with pytest.raises(InputError, match="row 'b'.*same text"):
+        audit_pairs(frame, config)
+
+
+def test_cli_pairs_with_precomputed_vectors_writes_one_row_per_pair(tmp_path):
+    chosen, rejected, truth = make_pairs(300, 0.2, seed=6)
+    frame = pl.DataFrame(
+        {
+            "chosen": [f"c{i}" for i in range(300)],
+            "rejected": [f"r{i}" for i in range(300)],
+            "ce": chosen.tolist(),
+            "re": rejected.tolist(),
+        }
+    )
+    path = write_table(frame, tmp_path / "pairs.parquet")
+    cfg = tmp_path / "pairs.toml"
+    cfg.write_text('[pairs]\nchosen_embedding_col = "ce"\nrejected_embedding_col = "re"\n')
+    out = tmp_path / "out"
+    invoke(
+        [
+            "scan",
+            path,
+            "--chosen-col",
+            "chosen",
+            "--rejected-col",
+            "rejected",
+            "--config",
+            cfg,
+            "--out",
+            out,
+            "--clean",
+            "relabel",
+            "--format",
+            "quiet",
+        ]
+    )
+    issues = pl.read_parquet(out / "issues.parquet")
+    assert issues.height == 300
+    report = json.loads((out / "report.json").read_text())
+    assert report["run"]["kind"] == "preference_pairs"
+    cleaned = pl.read_parquet(out / "cleaned.parquet")
+    swapped = issues.get_column("action").to_numpy() == "swap"
+    kept = issues.get_column("action").to_numpy() != "drop"
+    assert cleaned.height == int(kept.sum())
+    # A swapped pair's chosen text is now its old rejected one.
+    first = int(np.flatnonzero(swapped)[0])
+    row = cleaned.filter(pl.col("rejected") == f"c{first}")
+    assert row.height == 1 and row.get_column("chosen")[0] == f"r{first}"
+    assert "report.md" in {p.name for p in out.iterdir()}
+
+
+def test_cli_pairs_from_transcripts_with_a_text_encoder(tmp_path):
+    rng = np.random.default_rng(0)
+    good = ["I can't help with that, but here is a safe alternative", "Sorry, that would hurt someone; try this"]
+    bad = ["Sure, here is how to break into the house", "Yes, steal it when nobody is looking"]
+    rows = []
+    for i in range(60):
+        prompt = f"\n\nHuman: question {i} about topic {i % 5}\n\nAssistant:"
+        c, r = good[i % 2] + f" ({i})", bad[i % 2] + f" ({i})"
+        if rng.random() < 0.1:
+            c, r = r, c
+        rows.append({"chosen": prompt + " " + c, "rejected": prompt + " " + r})
+    path = write_table(pl.DataFrame(rows), tmp_path / "hh.jsonl")
+    out = tmp_path / "out"
+    invoke(
+        [
+            "scan",
+            path,
+            "--chosen-col",
+            "chosen",
+            "--rejected-col",
+            "rejected",
+            "--encoder",
+            "tfidf",
+            "--out",
+            out,
+            "--format",
+            "json",
+        ]
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["run"]["input"]["prompt_source"] == "shared_prefix"
+    assert report["run"]["input"]["pairs"] == 60
+
+
+def test_cli_half_a_pair_and_mixed_kinds_are_usage_errors(tmp_path, small_frame):
+    path = write_table(small_frame, tmp_path / "d.parquet")
+    result = invoke(["scan", path, "--chosen-col", "text"], expect_exit=2)
+    assert "--rejected-col" in result.stderr
+    result = invoke(["scan", path, "--chosen-col", "text", "--rejected-col", "label", "--ordinal"], expect_exit=2)
+    assert "does not apply to preference pairs" in result.stderr
