@@ -706,12 +706,14 @@ def scan(
             },
         )
         fmt = config.output.format
+        # Preference pairs run through the single-label engine and report in its shape.
+        run = pipeline.scan
         if pairs_shape(config) is not None:
-            return _scan_pairs(data, config)
-        if crowd_shape(config.crowd) is not None:
+            from credaudit.pairs_run import scan_pairs as run
+        elif crowd_shape(config.crowd) is not None:
             return _scan_crowd(data, config)
         with _progress(fmt == "rich" and is_interactive(sys.stderr), quiet=fmt == "quiet") as progress:
-            result, written = pipeline.scan(data, config, progress=progress)
+            result, written = run(data, config, progress=progress)
         if fmt == "json":
             write(render_json(result.report))
         elif fmt == "quiet":
@@ -739,42 +741,11 @@ def _split_order(text: str | None) -> tuple[str, ...] | None:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _scan_pairs(data: Path, config) -> int:
-    """``scan`` of preference pairs: the pair adapter's run, rendered with the single-label renderers."""
-    from credaudit import pairs_run
-    from credaudit.console import console_width, is_interactive, write
-    from credaudit.report.json import render_json
-    from credaudit.report.terminal import render_quiet, render_terminal
-
-    fmt = config.output.format
-    with _progress(fmt == "rich" and is_interactive(sys.stderr), quiet=fmt == "quiet") as progress:
-        result, written = pairs_run.scan_pairs(data, config, progress=progress)
-    if fmt == "json":
-        write(render_json(result.report))
-    elif fmt == "quiet":
-        write(render_quiet(result.report))
-    else:
-        write(
-            render_terminal(
-                result.report,
-                color=is_interactive(sys.stdout),
-                width=console_width(sys.stdout),
-                outputs=[str(p) for p in written],
-            )
-        )
-    if config.output.github or os.environ.get("GITHUB_ACTIONS") == "true":
-        _github(result.report, config.gates, stream=sys.stderr if fmt == "json" else sys.stdout)
-    gates = config.gates
-    failing = result.report.verdict == "fail" or (
-        result.report.verdict == "inconclusive" and not gates.allow_inconclusive
-    )
-    return int(ExitCode.GATE_FAILED if failing else ExitCode.OK)
-
-
 def _scan_crowd(data: Path, config) -> int:
     """``scan`` with several labels per item: the multi-annotator adapter's run and renderers."""
     from credaudit import crowd_run
     from credaudit.console import console_width, is_interactive, write
+    from credaudit.errors import exit_code_for
     from credaudit.report.crowd import render_crowd_markdown, render_crowd_quiet, render_crowd_terminal
     from credaudit.report.json import render_json
 
@@ -794,11 +765,7 @@ def _scan_crowd(data: Path, config) -> int:
             stream=sys.stderr if fmt == "json" else sys.stdout,
             markdown=render_crowd_markdown,
         )
-    gates = config.gates
-    failing = result.report.verdict == "fail" or (
-        result.report.verdict == "inconclusive" and not gates.allow_inconclusive
-    )
-    return int(ExitCode.GATE_FAILED if failing else ExitCode.OK)
+    return int(exit_code_for(result))
 
 
 @app.command(cls=_Command)
