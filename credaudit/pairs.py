@@ -21,8 +21,7 @@ tails are the responses (:func:`split_shared_prefix`).
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,16 +126,18 @@ def read_pairs(
     chosen_embedding_col: str | None = None,
     rejected_embedding_col: str | None = None,
     precomputed: bool = False,
+    encoding: str = "utf-8",
 ) -> PairTable:
     """Read and validate a pair file (every problem is an :class:`InputError` naming the row).
 
     ``precomputed``: vectors come from the Python API, so the text columns may be absent.
+    ``encoding``: of a CSV or JSONL file (``--encoding``).
     """
     if isinstance(data, pl.DataFrame):
         frame, path, fmt, sha = data, Path("<dataframe>"), DataFormat("parquet", False), ""
     else:
         path = Path(data)
-        fmt = detect_format(path)
+        fmt = replace(detect_format(path), encoding=encoding)
         frame = read_frame(path, fmt)
         sha = file_sha256(path) if path.is_file() else ""
     name = path.name
@@ -240,19 +241,23 @@ def explode(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def canonical_order(table: PairTable, chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:
     """A permutation of the pairs that does not depend on their input order.
 
-    Pairs are sorted by a hash of their content (texts when there are any, else vector bytes), with
-    input position only breaking ties between identical pairs (whose results are then identical).
+    Pairs are sorted by their content (prompt, chosen, rejected texts when there are any, else the
+    vectors' bytes), with input position only breaking ties between identical pairs (whose results
+    are then identical).
     """
-    keys = []
-    for i in range(table.n_pairs):
-        h = hashlib.blake2b(digest_size=16)
-        if table.chosen is not None and table.rejected is not None:
-            h.update((table.prompts[i] if table.prompts is not None else "").encode())
-            h.update(b"\x00" + table.chosen[i].encode() + b"\x00" + table.rejected[i].encode())
-        else:
-            h.update(np.ascontiguousarray(chosen[i]).tobytes() + np.ascontiguousarray(rejected[i]).tobytes())
-        keys.append(h.digest())
-    return np.array(sorted(range(len(keys)), key=lambda i: (keys[i], i)), dtype=np.int64)
+    if table.chosen is not None and table.rejected is not None:
+        keys = pl.DataFrame(
+            {
+                "prompt": table.prompts if table.prompts is not None else [""] * table.n_pairs,
+                "chosen": table.chosen,
+                "rejected": table.rejected,
+            }
+        ).with_row_index("position")
+        ordered = keys.sort(["prompt", "chosen", "rejected", "position"]).get_column("position")
+        return ordered.to_numpy().astype(np.int64)
+    both = np.ascontiguousarray(np.concatenate([chosen, rejected], axis=1))
+    rows = both.view(np.dtype((np.void, both.dtype.itemsize * both.shape[1]))).ravel()
+    return np.argsort(rows, kind="stable").astype(np.int64)
 
 
 def pair_actions(

@@ -29,7 +29,7 @@ from credaudit.pairs import (
     preference_directions,
     read_pairs,
 )
-from credaudit.pipeline import AuditResult, StageTimes, _score_histogram, audit, row_vectors
+from credaudit.pipeline import AuditResult, StageTimes, audit, row_vectors, score_histogram
 from credaudit.progress import NullProgress, Progress
 from credaudit.report.format import excerpt
 from credaudit.report.model import AuditReport
@@ -161,6 +161,7 @@ def audit_pairs(
             chosen_embedding_col=cfg.chosen_embedding_col,
             rejected_embedding_col=cfg.rejected_embedding_col,
             precomputed=chosen_embeddings is not None,
+            encoding=config.input.encoding,
         )
     with times.stage("embed"):
         chosen, rejected, encoder = _vectors(table, config, chosen_embeddings, rejected_embeddings, progress)
@@ -259,7 +260,7 @@ def _report(
         "flagged": int(reversed_.sum()),
         "flagged_rate": float(reversed_.mean()),
         "actions": {a: int((actions == a).sum()) for a in ("keep", "swap", "drop")},
-        "error_score_histogram": _score_histogram(flip, reversed_),
+        "error_score_histogram": score_histogram(flip, reversed_),
         "flagged_per_class": [{"label": "reversed", "flagged": int(reversed_.sum())}],
         "top_flagged": [
             {

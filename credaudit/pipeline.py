@@ -695,7 +695,7 @@ def _peak_memory_mb() -> float:
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
 
 
-def _score_histogram(scores: np.ndarray, flagged: np.ndarray, n_bins: int = 20) -> dict:
+def score_histogram(scores: np.ndarray, flagged: np.ndarray, n_bins: int = 20) -> dict:
     """Counts of error scores in equal bins over [0, 1], flagged and unflagged rows apart."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     finite = np.nan_to_num(scores, nan=0.0)
@@ -856,7 +856,7 @@ def _build_report(
         "propagation_steps": config.detect.propagation_steps,
         "flagged": int(flagged.sum()),
         "flagged_rate": float(flagged.mean()),
-        "error_score_histogram": _score_histogram(detection.error_score, flagged),
+        "error_score_histogram": score_histogram(detection.error_score, flagged),
         "flagged_per_class": [
             {"label": names[j], "flagged": int((flagged & (labels == j)).sum())} for j in range(n_classes)
         ],

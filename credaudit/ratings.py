@@ -54,27 +54,41 @@ def rating_codec(
         A rating outside ``label_order``, or a non-numeric rating without it; the message names the row.
     """
     values = [as_scalar(v) for v in label_values]
+    distinct = set(values)
+
+    def first_bad(is_bad) -> int:
+        # Validation reads the few distinct values; only an error walks the rows to name one.
+        return next(i for i, v in enumerate(values) if is_bad(v))
+
     if label_order is not None:
         order = [str(v).strip() for v in label_order]
         if len(set(order)) != len(order) or len(order) < 2:
             raise InputError(f"--label-order must list at least two distinct values; got {list(label_order)!r}")
         position = {v: i for i, v in enumerate(order)}
-        for i, v in enumerate(values):
-            if str(v) not in position:
-                raise InputError(
-                    f"row {row_ids[i]!r}: rating {v!r} in column '{column}' is not on the declared scale "
-                    f"--label-order {','.join(order)}"
-                )
+
+        def off_scale(v: Any) -> bool:
+            return str(v) not in position
+
+        if any(off_scale(v) for v in distinct):
+            i = first_bad(off_scale)
+            raise InputError(
+                f"row {row_ids[i]!r}: rating {values[i]!r} in column '{column}' is not on the declared scale "
+                f"--label-order {','.join(order)}"
+            )
         # Codes follow the declared order; the codec keeps the values as the column spells them.
-        spelled = {str(v): v for v in values}
+        spelled = {str(v): v for v in distinct}
         codec = LabelCodec(tuple(spelled.get(v, v) for v in order))
         return codec, np.arange(1, len(order) + 1, dtype=np.float64)
-    for i, v in enumerate(values):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-            raise InputError(
-                f"row {row_ids[i]!r}: rating {v!r} in column '{column}' is not a number; --ordinal needs numeric "
-                'ratings or the scale spelled out with --label-order "low,...,high"'
-            )
+
+    def not_number(v: Any) -> bool:
+        return isinstance(v, bool) or not isinstance(v, (int, float)) or v != v
+
+    if any(not_number(v) for v in distinct):
+        i = first_bad(not_number)
+        raise InputError(
+            f"row {row_ids[i]!r}: rating {values[i]!r} in column '{column}' is not a number; --ordinal needs "
+            'numeric ratings or the scale spelled out with --label-order "low,...,high"'
+        )
     codec = LabelCodec.fit(values)
     return codec, np.array(codec.values, dtype=np.float64)
 

@@ -200,3 +200,13 @@ def test_cli_half_a_pair_and_mixed_kinds_are_usage_errors(tmp_path, small_frame)
     assert "--rejected-col" in result.stderr
     result = invoke(["scan", path, "--chosen-col", "text", "--rejected-col", "label", "--ordinal"], expect_exit=2)
     assert "does not apply to preference pairs" in result.stderr
+
+
+def test_order_invariance_holds_for_vectors_without_texts():
+    chosen, rejected, _ = make_pairs(300, 0.2, seed=8)
+    frame = pl.DataFrame({"id": [f"p{i}" for i in range(300)]})
+    config = merge({"input": {"id_col": "id"}, "pairs": {"chosen_col": "chosen", "rejected_col": "rejected"}})
+    first = audit_pairs(frame, config, chosen_embeddings=chosen, rejected_embeddings=rejected)
+    perm = np.random.default_rng(1).permutation(300)
+    second = audit_pairs(frame[perm], config, chosen_embeddings=chosen[perm], rejected_embeddings=rejected[perm])
+    assert first.issues.sort("row_id").equals(second.issues.sort("row_id"))
