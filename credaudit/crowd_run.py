@@ -29,16 +29,12 @@ from credaudit.crowd import CrowdTable, read_crowd
 from credaudit.errors import UsageError
 from credaudit.gates import CheckResult, Status, count_check, interval_check, verdict
 from credaudit.io import (
-    check_out_dir,
-    check_out_file,
-    default_out_dir,
     detect_format,
     write_frame,
-    write_outputs,
     write_text,
 )
 from credaudit.neighbors import build_knn_graph
-from credaudit.pipeline import StageTimes, row_vectors
+from credaudit.pipeline import StageTimes, prepare_outputs, row_vectors, write_output_set
 from credaudit.progress import NullProgress, Progress
 from credaudit.report.model import T_ORIENTATION
 
@@ -488,10 +484,6 @@ def _checks(est: CrowdEstimate, annotators: pl.DataFrame, config: ScanConfig) ->
     return checks
 
 
-def crowd_out_dir(config: ScanConfig, data: Path) -> Path:
-    return Path(config.output.out) if config.output.out else default_out_dir(data)
-
-
 def output_names(cleaned_name: str, *, html: bool = True) -> list[str]:
     names = [cleaned_name, "items.parquet", "annotators.parquet", "report.json", "report.md"]
     return names + (["report.html"] if html else [])
@@ -502,18 +494,13 @@ def scan_crowd(
 ) -> tuple[CrowdResult, list[Path]]:
     """Audit a multi-annotator file and write every output (checked before any work, written after)."""
     path = Path(data)
-    out = crowd_out_dir(config, path)
-    fmt = detect_format(path)
-    check_out_dir(out, path, output_names(fmt.cleaned_name(), html=config.output.html))
-    if config.output.junit:
-        check_out_file(Path(config.output.junit), path, flag="--junit")
+    out = prepare_outputs(config, path, output_names(detect_format(path).cleaned_name(), html=config.output.html))
     result = audit_crowd(path, config, progress=progress)
     return result, write_crowd_outputs(result, out)
 
 
 def write_crowd_outputs(result: CrowdResult, out_dir: Path) -> list[Path]:
     """cleaned.<ext>, items.parquet, annotators.parquet, report.json, report.md (and report.html), as one set."""
-    from credaudit.io import atomic_write_file
     from credaudit.report.crowd import render_crowd_html, render_crowd_markdown
     from credaudit.report.json import render_json
 
@@ -528,12 +515,4 @@ def write_crowd_outputs(result: CrowdResult, out_dir: Path) -> list[Path]:
     }
     if result.config.output.html:
         writers["report.html"] = write_text(render_crowd_html(result.report))
-    written = write_outputs(out_dir, writers, replace_previous=True)
-    if result.config.output.junit:
-        from credaudit.report.junit import render_junit
-
-        gates = result.config.gates
-        text = render_junit(result.report, strict=gates.strict, allow_inconclusive=gates.allow_inconclusive)
-        atomic_write_file(Path(result.config.output.junit), write_text(text))
-        written.append(Path(result.config.output.junit))
-    return written
+    return write_output_set(out_dir, writers, result.report, result.config)

@@ -19,7 +19,7 @@ import polars as pl
 from credaudit.config import ScanConfig
 from credaudit.errors import InputError, UsageError
 from credaudit.gates import CheckResult, evaluate_gates, verdict
-from credaudit.io import Table, check_out_dir, check_out_file, default_out_dir, detect_format, write_frame
+from credaudit.io import Table, detect_format, write_frame, write_text
 from credaudit.pairs import (
     DIRECTION_NAMES,
     PairTable,
@@ -29,7 +29,16 @@ from credaudit.pairs import (
     preference_directions,
     read_pairs,
 )
-from credaudit.pipeline import AuditResult, StageTimes, audit, row_vectors, score_histogram
+from credaudit.pipeline import (
+    AuditResult,
+    StageTimes,
+    audit,
+    output_names,
+    prepare_outputs,
+    row_vectors,
+    score_histogram,
+    write_output_set,
+)
 from credaudit.progress import NullProgress, Progress
 from credaudit.report.format import excerpt
 from credaudit.report.model import AuditReport
@@ -50,7 +59,7 @@ class PairsResult:
         ``order[s]``: the input pair behind the engine's s-th pair.
     issues : polars.DataFrame
         One row per input pair, in input order: ``row_id``, ``flip_score``, ``is_reversed``,
-        ``action``, ``response_similarity``.
+        ``action``, ``response_similarity``, ``neighbour_agreement``.
     report : AuditReport
     checks : list of CheckResult
     """
@@ -191,6 +200,8 @@ def audit_pairs(
     # Both rows of a pair are mirror images; a row can still miss a round the other was in.
     flip[order] = (det.error_score[:n] + det.error_score[n:]) / 2.0
     reversed_[order] = det.is_label_error[:n] | det.is_label_error[n:]
+    agreement = np.empty(n)
+    agreement[order] = det.neighbour_agreement[:n]
     actions = pair_actions(
         flip, reversed_, similarity, same_threshold=cfg.same_threshold, unclear_score=cfg.unclear_score
     )
@@ -201,6 +212,7 @@ def audit_pairs(
             "is_reversed": reversed_,
             "action": pl.Series(actions.tolist(), dtype=pl.String),
             "response_similarity": np.round(similarity.astype(np.float64), 4),
+            "neighbour_agreement": agreement,
         }
     )
     times.seconds["total"] = round(time.perf_counter() - started, 4)
@@ -246,15 +258,6 @@ def _report(
     noise["transition_matrix"] = {**noise["transition_matrix"], "labels": DIRECTION_NAMES}
     noise["per_class"] = [{**row, "label": name} for row, name in zip(noise["per_class"], DIRECTION_NAMES, strict=True)]
     noise["reversal_rate"] = noise["noise_rate"]
-    top = np.argsort(-flip, kind="stable")
-    top = [int(i) for i in top if reversed_[i]][: config.output.top_rows]
-    chars = config.output.excerpt_chars
-
-    def pair_text(i: int) -> str | None:
-        if table.chosen is None:
-            return None
-        return f"chosen: {excerpt(table.chosen[i], chars // 2)} | rejected: {excerpt(table.rejected[i], chars // 2)}"
-
     detection = {
         **{k: base.detection[k] for k in ("method", "fallback", "k", "rounds", "propagation_steps")},
         "flagged": int(reversed_.sum()),
@@ -263,15 +266,8 @@ def _report(
         "error_score_histogram": score_histogram(flip, reversed_),
         "flagged_per_class": [{"label": "reversed", "flagged": int(reversed_.sum())}],
         "top_flagged": [
-            {
-                "row_id": table.row_ids[i],
-                "given_label": "as given",
-                "suggested_label": "swap",
-                "suggestion_confidence": round(float(flip[i]), 4),
-                "error_score": round(float(flip[i]), 4),
-                "excerpt": pair_text(i),
-            }
-            for i in top
+            {k: v for k, v in row.items() if k != "neighbour_agreement"}
+            for row in flagged_pairs(table, issues, config.output.top_rows, config.output.excerpt_chars)
         ],
         "cleaning": _cleaning_summary(config, actions, bool(base.noise["trustworthy"])),
     }
@@ -291,6 +287,32 @@ def _report(
         ),
     )
     return report, checks
+
+
+def flagged_pairs(table: PairTable, issues: pl.DataFrame, limit: int, chars: int) -> list[dict[str, Any]]:
+    """The ``limit`` reversed pairs a reviewer should see first (highest flip score), in the report's row shape."""
+    flip = issues.get_column("flip_score").to_numpy()
+    agreement = issues.get_column("neighbour_agreement").to_numpy()
+    ranked = np.argsort(-flip, kind="stable")
+    top = ranked[issues.get_column("is_reversed").to_numpy()[ranked]][:limit]
+
+    def pair_text(i: int) -> str | None:
+        if table.chosen is None:
+            return None
+        return f"chosen: {excerpt(table.chosen[i], chars // 2)} | rejected: {excerpt(table.rejected[i], chars // 2)}"
+
+    return [
+        {
+            "row_id": table.row_ids[i],
+            "given_label": "as given",
+            "suggested_label": "swap",
+            "suggestion_confidence": round(float(flip[i]), 4),
+            "error_score": round(float(flip[i]), 4),
+            "neighbour_agreement": float(agreement[i]),
+            "excerpt": pair_text(int(i)),
+        }
+        for i in top
+    ]
 
 
 def _cleaning_summary(config: ScanConfig, actions: pl.Series, trusted: bool) -> dict[str, Any]:
@@ -345,29 +367,18 @@ def pairs_shape(config: ScanConfig) -> str | None:
     return "pairs"
 
 
-def pairs_out_dir(config: ScanConfig, data: Path) -> Path:
-    return Path(config.output.out) if config.output.out else default_out_dir(data)
-
-
 def scan_pairs(
     data: str | Path, config: ScanConfig, *, progress: Progress | None = None
 ) -> tuple[PairsResult, list[Path]]:
     """Audit a pair file and write every output (locations checked before any work, written after)."""
-    from credaudit.pipeline import output_names
-
     path = Path(data)
-    out = pairs_out_dir(config, path)
-    fmt = detect_format(path)
-    check_out_dir(out, path, output_names(fmt.cleaned_name(), html=config.output.html))
-    if config.output.junit:
-        check_out_file(Path(config.output.junit), path, flag="--junit")
+    out = prepare_outputs(config, path, output_names(detect_format(path).cleaned_name(), html=config.output.html))
     result = audit_pairs(path, config, progress=progress)
     return result, write_pairs_outputs(result, out)
 
 
 def write_pairs_outputs(result: PairsResult, out_dir: Path) -> list[Path]:
     """cleaned.<ext>, issues.parquet, report.json, report.md (and report.html), as one set."""
-    from credaudit.io import atomic_write_file, write_outputs, write_text
     from credaudit.report.json import render_json
     from credaudit.report.markdown import render_markdown
 
@@ -382,17 +393,7 @@ def write_pairs_outputs(result: PairsResult, out_dir: Path) -> list[Path]:
     if result.config.output.html:
         from credaudit.report.html import render_html
 
-        rows = [
-            {**row, "neighbour_agreement": 1.0 - row["error_score"]}
-            for row in result.report.detection["top_flagged"][: result.config.output.html_rows]
-        ]
+        output = result.config.output
+        rows = flagged_pairs(result.table, result.issues, output.html_rows, 300)
         writers["report.html"] = write_text(render_html(result.report, rows))
-    written = write_outputs(out_dir, writers, replace_previous=True)
-    if result.config.output.junit:
-        from credaudit.report.junit import render_junit
-
-        gates = result.config.gates
-        text = render_junit(result.report, strict=gates.strict, allow_inconclusive=gates.allow_inconclusive)
-        atomic_write_file(Path(result.config.output.junit), write_text(text))
-        written.append(Path(result.config.output.junit))
-    return written
+    return write_output_set(out_dir, writers, result.report, result.config)

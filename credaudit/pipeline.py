@@ -993,6 +993,35 @@ def write_review_files(result: AuditResult, paths: Sequence[str]) -> list[Path]:
     return written
 
 
+def prepare_outputs(config: ScanConfig, path: Path, names: list[str]) -> Path:
+    """Check the output directory (for ``names``) and the ``--junit`` file before any work; the directory.
+
+    Every kind of scan calls this first, so a bad ``--out`` fails in a second, not after the embedding.
+    """
+    out = output_dir(config, path)
+    check_out_dir(out, path, names)
+    if config.output.junit:
+        check_out_file(Path(config.output.junit), path, flag="--junit")
+    return out
+
+
+def write_output_set(out_dir: Path, writers: dict[str, Any], report: Any, config: ScanConfig) -> list[Path]:
+    """Write ``writers`` into ``out_dir`` as one atomic set (io.write_outputs), then the JUnit file if asked.
+
+    ``report``: any report with ``checks`` and ``verdict`` (single-label, crowd, pairs). The JUnit
+    file lives wherever ``--junit`` says and is written atomically on its own.
+    """
+    written = write_outputs(out_dir, writers, replace_previous=True)
+    if config.output.junit:
+        from credaudit.report.junit import render_junit
+
+        gates = config.gates
+        junit_text = render_junit(report, strict=gates.strict, allow_inconclusive=gates.allow_inconclusive)
+        atomic_write_file(Path(config.output.junit), write_text(junit_text))
+        written.append(Path(config.output.junit))
+    return written
+
+
 def write_scan_outputs(result: AuditResult, out_dir: Path) -> list[Path]:
     """Write cleaned.<ext>, issues.parquet, report.json, report.md (and report.html) into ``out_dir``.
 
@@ -1012,14 +1041,7 @@ def write_scan_outputs(result: AuditResult, out_dir: Path) -> list[Path]:
         from credaudit.report.html import render_html
 
         writers["report.html"] = write_text(render_html(result.report, suspicious_rows(result, output.html_rows)))
-    written = write_outputs(out_dir, writers, replace_previous=True)
-    if output.junit:
-        from credaudit.report.junit import render_junit
-
-        gates = result.config.gates
-        junit_text = render_junit(result.report, strict=gates.strict, allow_inconclusive=gates.allow_inconclusive)
-        atomic_write_file(Path(output.junit), write_text(junit_text))
-        written.append(Path(output.junit))
+    written = write_output_set(out_dir, writers, result.report, result.config)
     return written + write_review_files(result, output.review)
 
 
@@ -1030,11 +1052,7 @@ def scan(data: str | Path, config: ScanConfig, *, progress: Progress | None = No
     after the embedding), and written only after the audit succeeded.
     """
     path = Path(data)
-    out = output_dir(config, path)
-    fmt = detect_format(path)
-    check_out_dir(out, path, output_names(fmt.cleaned_name(), html=config.output.html))
-    if config.output.junit:
-        check_out_file(Path(config.output.junit), path, flag="--junit")
+    out = prepare_outputs(config, path, output_names(detect_format(path).cleaned_name(), html=config.output.html))
     for name in config.hygiene.reference:
         if not Path(name).exists():
             raise DataReadError(f"--reference {name} does not exist")
