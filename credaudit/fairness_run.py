@@ -20,7 +20,7 @@ from credaudit import __version__
 from credaudit.config import ScanConfig
 from credaudit.errors import InputError, UsageError
 from credaudit.fairness import METRIC_NAMES, METRICS, FairnessData, FairnessResult, audit_fairness, proxy_diagnostics
-from credaudit.gates import CheckResult, Status, judge, verdict
+from credaudit.gates import CheckResult, Status, interval_check, verdict
 from credaudit.io import (
     default_out_dir,
     detect_format,
@@ -317,20 +317,18 @@ def _checks(entries: list[dict[str, Any]], config: ScanConfig) -> list[CheckResu
                 )
             )
             continue
-        status = judge(value, fail, warn, upper=True)
-        limits = "; ".join(f"{w} above {x:.3f}" for w, x in (("fails", fail), ("warns", warn)) if x is not None)
+        pair = f"between {overall['pair'][0]} and {overall['pair'][1]}"
         checks.append(
-            CheckResult(
+            interval_check(
                 check_id,
                 metric,
-                value,
-                bound,
+                f"calibrated {METRIC_NAMES[metric]} gap {pair}",
+                (cal["estimate"], cal["low"], cal["high"]),
                 fail,
                 warn,
-                status,
-                (cal["low"], cal["high"]),
-                f"calibrated {METRIC_NAMES[metric]} gap{'' if bound == 'estimate' else ' (upper 95% bound)'} "
-                f"{value:.3f} between {overall['pair'][0]} and {overall['pair'][1]} ({limits})",
+                upper=True,
+                pessimistic=pessimistic,
+                shown=lambda x: f"{x:.3f}",
             )
         )
     return checks

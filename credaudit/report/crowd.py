@@ -120,7 +120,8 @@ def render_crowd_markdown(report: CrowdReport) -> str:
 
 def render_crowd_terminal(report: CrowdReport, *, width: int = 100, outputs: list[str] | None = None) -> str:
     from rich.console import Console
-    from rich.table import Table
+
+    from credaudit.report.terminal import rows_table
 
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, color_system=None, no_color=True, highlight=False, emoji=False)
@@ -136,13 +137,8 @@ def render_crowd_terminal(report: CrowdReport, *, width: int = 100, outputs: lis
         (title, annotator_rows(report, _TERMINAL_ANNOTATORS, compact=True)),
         ("Least certain items", item_rows(report)[:11]),
     ):
-        table = Table(title=caption, title_justify="left", show_edge=False)
-        for name in rows[0]:
-            table.add_column(name)
-        for row in rows[1:]:
-            table.add_row(*row)
         console.print()
-        console.print(table)
+        console.print(rows_table(caption, rows))
     if outputs:
         console.print()
         console.print("Wrote " + ", ".join(outputs))

@@ -90,7 +90,8 @@ def render_fairness_markdown(report: FairnessReport) -> str:
 
 def render_fairness_terminal(report: FairnessReport, *, width: int = 100) -> str:
     from rich.console import Console
-    from rich.table import Table
+
+    from credaudit.report.terminal import rows_table
 
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, color_system=None, no_color=True, highlight=False, emoji=False)
@@ -102,13 +103,8 @@ def render_fairness_terminal(report: FairnessReport, *, width: int = 100) -> str
     for line in terminal_gates_and_findings(report.checks, report.findings):
         console.print(line)
     for title, rows in (("Fairness gaps", metric_rows(report)), ("Proxies", proxy_rows(report))):
-        table = Table(title=title, title_justify="left", show_edge=False)
-        for name in rows[0]:
-            table.add_column(name)
-        for row in rows[1:]:
-            table.add_row(*row)
         console.print()
-        console.print(table)
+        console.print(rows_table(title, rows))
     return buffer.getvalue()
 
 

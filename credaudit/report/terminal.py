@@ -207,6 +207,16 @@ def _rows_table(det: dict) -> Table:
     return table
 
 
+def rows_table(title: str, rows: list[list[str]]) -> Table:
+    """A plain rich table: ``rows[0]`` is the header, the rest are rows."""
+    table = Table(title=title, title_justify="left", show_edge=False)
+    for name in rows[0]:
+        table.add_column(name)
+    for row in rows[1:]:
+        table.add_row(*row)
+    return table
+
+
 def _example_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
     """A few example rows; ids are never cut, the text column (last) gives way."""
     table = Table(title=title, title_justify="left", show_edge=False)
