@@ -149,6 +149,42 @@ GateOnOpt = Annotated[
     ),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
+ChosenColOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--chosen-col",
+        help="Preference pairs: the preferred response's column (with --rejected-col).",
+        show_default=False,
+    ),
+]
+RejectedColOpt = Annotated[
+    Optional[str],
+    typer.Option("--rejected-col", help="Preference pairs: the other response's column.", show_default=False),
+]
+PromptColOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--prompt-col",
+        help="Preference pairs: the prompt column (default: the transcripts' shared prefix, if any).",
+        show_default=False,
+    ),
+]
+OrdinalOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--ordinal",
+        help="The label is a rating on an ordered scale (numbers): adds curated_score to issues.parquet.",
+        show_default=False,
+    ),
+]
+LabelOrderOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--label-order",
+        help='A text rating scale from lowest to highest, e.g. "bad,ok,good" (implies --ordinal).',
+        show_default=False,
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -282,42 +318,11 @@ def scan(
             show_default=False,
         ),
     ] = None,
-    chosen_col: Annotated[
-        Optional[str],
-        typer.Option(
-            "--chosen-col",
-            help="Preference pairs: the preferred response's column (with --rejected-col).",
-            show_default=False,
-        ),
-    ] = None,
-    rejected_col: Annotated[
-        Optional[str],
-        typer.Option("--rejected-col", help="Preference pairs: the other response's column.", show_default=False),
-    ] = None,
-    prompt_col: Annotated[
-        Optional[str],
-        typer.Option(
-            "--prompt-col",
-            help="Preference pairs: the prompt column (default: the transcripts' shared prefix, if any).",
-            show_default=False,
-        ),
-    ] = None,
-    ordinal: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--ordinal",
-            help="The label is a rating on an ordered scale (numbers): adds curated_score to issues.parquet.",
-            show_default=False,
-        ),
-    ] = None,
-    label_order: Annotated[
-        Optional[str],
-        typer.Option(
-            "--label-order",
-            help='A text rating scale from lowest to highest, e.g. "bad,ok,good" (implies --ordinal).',
-            show_default=False,
-        ),
-    ] = None,
+    chosen_col: ChosenColOpt = None,
+    rejected_col: RejectedColOpt = None,
+    prompt_col: PromptColOpt = None,
+    ordinal: OrdinalOpt = None,
+    label_order: LabelOrderOpt = None,
     drop_annotators: Annotated[
         Optional[str],
         typer.Option(
@@ -766,6 +771,102 @@ def _scan_crowd(data: Path, config) -> int:
             markdown=render_crowd_markdown,
         )
     return int(exit_code_for(result))
+
+
+@app.command("select", cls=_Command)
+def select_command(
+    data: DataArg,
+    budget: Annotated[
+        Optional[str],
+        typer.Option(
+            "--budget",
+            help="Items to choose: a count (1000) or a share of the data (0.1).",
+            show_default=False,
+        ),
+    ] = None,
+    diversity: Annotated[
+        Optional[float],
+        typer.Option(
+            "--diversity",
+            help="Quality vs diversity, 0-1: a near-copy of a chosen item keeps (1 - diversity) of its quality; "
+            "0 is plain top-by-quality. [default: 0.5]",
+            show_default=False,
+        ),
+    ] = None,
+    config_file: ConfigOpt = None,
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    chosen_col: ChosenColOpt = None,
+    rejected_col: RejectedColOpt = None,
+    prompt_col: PromptColOpt = None,
+    ordinal: OrdinalOpt = None,
+    label_order: LabelOrderOpt = None,
+    id_col: IdColOpt = None,
+    embedding_col: EmbeddingColOpt = None,
+    encoding: EncodingOpt = None,
+    encoder: EncoderOpt = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    batch_size: BatchOpt = None,
+    cache_dir: CacheDirOpt = None,
+    cache: CacheOpt = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", help="Output directory. [default: ./credaudit-out/<data stem>-select/]", show_default=False
+        ),
+    ] = None,
+    seed: SeedOpt = None,
+    output_format: FormatOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Choose a budget of curated, diverse items: single labels, ratings (--ordinal) or pairs (--chosen-col)."""
+
+    def body() -> int:
+        import json
+
+        from credaudit import select_run
+        from credaudit.console import console_width, is_interactive, write
+        from credaudit.errors import ExitCode, UsageError
+        from credaudit.report.selection import render_selection_terminal, summary_lines
+
+        if budget is None:
+            raise UsageError("credaudit select needs --budget: a count of items (e.g. 1000) or a share (e.g. 0.1)")
+        config = _config(
+            config_file,
+            {
+                "select.budget": (_parse_max_flagged(budget, "--budget"), "--budget"),
+                "select.diversity": (diversity, "--diversity"),
+                "input.text_cols": (tuple(text_col) if text_col else None, "--text-col"),
+                "input.label_col": (label_col, "--label-col"),
+                "pairs.chosen_col": (chosen_col, "--chosen-col"),
+                "pairs.rejected_col": (rejected_col, "--rejected-col"),
+                "pairs.prompt_col": (prompt_col, "--prompt-col"),
+                "ratings.ordinal": (ordinal, "--ordinal"),
+                "ratings.label_order": (_split_order(label_order), "--label-order"),
+                "input.id_col": (id_col, "--id-col"),
+                "input.embedding_col": (embedding_col, "--embedding-col"),
+                "input.encoding": (encoding, "--encoding"),
+                **_encoder_overrides(encoder, device, precision, batch_size, cache_dir),
+                "encoder.cache": (cache, "--cache/--no-cache"),
+                "output.out": (str(out) if out else None, "--out"),
+                "output.format": (output_format, "--format"),
+                "seed": (seed, "--seed"),
+            },
+        )
+        fmt = config.output.format
+        with _progress(fmt == "rich" and is_interactive(sys.stderr), quiet=fmt == "quiet") as progress:
+            result, written = select_run.select_file(data, config, progress=progress)
+        if fmt == "json":
+            write(json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
+        elif fmt == "quiet":
+            write(summary_lines(result.report)[0] + "\n")
+        else:
+            write(render_selection_terminal(result.report, width=console_width(sys.stdout)))
+            write("Wrote " + ", ".join(str(p) for p in written) + "\n")
+        return int(ExitCode.OK)
+
+    _guard(debug, body)
 
 
 @app.command(cls=_Command)

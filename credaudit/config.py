@@ -285,6 +285,22 @@ class RatingsConfig:
 
 
 @dataclass(frozen=True)
+class SelectConfig:
+    budget: int | float | None = _opt(
+        None, "credaudit select: items to choose, a count (int) or a share of the data (float < 1)", low_open=0.0
+    )
+    diversity: float = _opt(
+        0.5,
+        "trade-off of quality against diversity: an item as close to a chosen one as a near-copy keeps "
+        "(1 - diversity) of its quality, one no closer than a typical neighbour all of it; 0 is top-by-quality",
+        low=0.0,
+        high=1.0,
+    )
+    k: int = _opt(10, "neighbours a chosen item can discount", low=1)
+    clusters: int = _opt(100, "k-means clusters behind the coverage figure of the selection report", low=2)
+
+
+@dataclass(frozen=True)
 class CrowdConfig:
     item_col: str | None = _opt(
         None, "several labels per item, one row per answer: the item column (with annotator_col)"
@@ -459,6 +475,7 @@ class ScanConfig:
     crowd: CrowdConfig = field(default_factory=CrowdConfig)
     ratings: RatingsConfig = field(default_factory=RatingsConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     gates: GatesConfig = field(default_factory=GatesConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

@@ -48,8 +48,12 @@ class DataFormat:
 
     def cleaned_name(self) -> str:
         """File name of the cleaned copy, in the input's own format."""
+        return self.file_name("cleaned")
+
+    def file_name(self, stem: str) -> str:
+        """``stem`` with the input format's extension: ``cleaned.csv``, ``selected.jsonl.gz``."""
         ext = {"parquet": ".parquet", "parquet-dir": ".parquet", "jsonl": ".jsonl", "csv": ".csv"}[self.kind]
-        return "cleaned" + ext + (".gz" if self.gzip else "")
+        return stem + ext + (".gz" if self.gzip else "")
 
 
 @dataclass(frozen=True)

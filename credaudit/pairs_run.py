@@ -20,6 +20,7 @@ from credaudit.config import ScanConfig
 from credaudit.errors import InputError, UsageError
 from credaudit.gates import CheckResult, evaluate_gates, verdict
 from credaudit.io import Table, detect_format, write_frame, write_text
+from credaudit.neighbors import normalize_rows
 from credaudit.pairs import (
     DIRECTION_NAMES,
     PairTable,
@@ -62,6 +63,9 @@ class PairsResult:
         ``action``, ``response_similarity``, ``neighbour_agreement``.
     report : AuditReport
     checks : list of CheckResult
+    content : ndarray of shape (P, d), dtype float32
+        Each pair's topic: the unit mean of its two unit response vectors, in input order (what
+        ``credaudit select`` spreads its choice over).
     """
 
     table: PairTable
@@ -71,6 +75,7 @@ class PairsResult:
     issues: pl.DataFrame
     report: AuditReport
     checks: list[CheckResult]
+    content: np.ndarray
 
     def cleaned(self) -> pl.DataFrame:
         """The input with reversed pairs handled per ``--clean``.
@@ -175,7 +180,9 @@ def audit_pairs(
     with times.stage("embed"):
         chosen, rejected, encoder = _vectors(table, config, chosen_embeddings, rejected_embeddings, progress)
         directions, similarity = preference_directions(chosen, rejected)
+        content = normalize_rows(normalize_rows(chosen) + normalize_rows(rejected))
         order = canonical_order(table, chosen, rejected)
+        del chosen, rejected
         vectors, labels = explode(directions[order])
 
     # The directions' audit: the engine's own defaults, with the neighbour count of the pair config
@@ -217,7 +224,7 @@ def audit_pairs(
     )
     times.seconds["total"] = round(time.perf_counter() - started, 4)
     report, checks = _report(table, config, engine, issues, encoder, times)
-    return PairsResult(table, config, engine, order, issues, report, checks)
+    return PairsResult(table, config, engine, order, issues, report, checks, content)
 
 
 def _report(

@@ -138,6 +138,9 @@ class AuditResult:
     findings : list of Finding
     checks : list of CheckResult
     config : ScanConfig
+    hygiene : Hygiene
+    trust : TrustAssessment
+        Whether the estimate (and each class's row of T) can be trusted.
     """
 
     report: AuditReport
@@ -152,6 +155,7 @@ class AuditResult:
     checks: list[CheckResult]
     config: ScanConfig
     hygiene: Hygiene
+    trust: TrustAssessment
 
     @property
     def verdict(self) -> str:
@@ -441,6 +445,7 @@ def audit(
         checks=checks,
         config=config,
         hygiene=hygiene,
+        trust=trust,
     )
 
 
