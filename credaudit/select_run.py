@@ -23,6 +23,7 @@ from credaudit import __version__
 from credaudit.config import ScanConfig
 from credaudit.crowd import crowd_shape
 from credaudit.errors import UsageError
+from credaudit.hygiene import dedupe_mask
 from credaudit.io import (
     DataFormat,
     check_out_dir,
@@ -148,8 +149,12 @@ def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Au
         sha256=table.sha256,
         row_ids=list(table.row_ids),
         quality=quality,
-        tiers=det.is_label_error.astype(np.int64),
-        tier_names=["credible", "flagged as a label error"],
+        # A near-duplicate group (hygiene: same words, cosine above the threshold) counts once
+        # before the budget takes its other members; rows flagged as label errors come last.
+        tiers=np.where(
+            det.is_label_error, 2, dedupe_mask(result.hygiene.duplicate_groups, avoid=det.is_label_error)
+        ).astype(np.int64),
+        tier_names=["credible", "near-duplicate of a kept row", "flagged as a label error"],
         groups=names[labels],
         group_title=title,
         vectors=result.embeddings,

@@ -21,6 +21,11 @@ the discounts of every chosen neighbour, traded away far more quality for little
 SST-5 ratings at 20 % noise, λ = 0.5 kept 0.54 (raw, multiplied) against 0.86 (this rule) true top
 ratings among the chosen, with all clusters covered either way.
 
+Only the graph's edges carry the discount: a chosen item's k neighbours and the items that count
+it among theirs. A group of more than k near-copies therefore needs several picks before all of
+it is discounted; exact and near-duplicate groups found by the hygiene stage are handled by tiers
+instead (one member per group before the others).
+
 Items come in tiers: tier 0 is used up before tier 1 is touched (e.g. rows flagged as label errors
 or reversed pairs are tier 1: taken only when the budget exceeds everything else).
 """
