@@ -149,6 +149,22 @@ GateOnOpt = Annotated[
     ),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
+EngineOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--engine",
+        help='local (this process) or ray (a Ray cluster; pip install "credaudit[ray]"). [default: local]',
+        show_default=False,
+    ),
+]
+RayAddressOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ray-address",
+        help="With --engine ray: the cluster to join, e.g. ray://head:10001. [default: start Ray on this machine]",
+        show_default=False,
+    ),
+]
 ChosenColOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -371,6 +387,8 @@ def scan(
     encoding: EncodingOpt = None,
     encoder: EncoderOpt = None,
     device: DeviceOpt = None,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     precision: PrecisionOpt = None,
     batch_size: BatchOpt = None,
     k: Annotated[
@@ -656,6 +674,8 @@ def scan(
                 "input.encoding": (encoding, "--encoding"),
                 **_encoder_overrides(encoder, device, precision, batch_size, cache_dir),
                 "encoder.cache": (cache, "--cache/--no-cache"),
+                "engine.name": (engine, "--engine"),
+                "engine.ray_address": (ray_address, "--ray-address"),
                 "detect.k": (k, "--k"),
                 "detect.method": (method, "--method"),
                 "detect.min_score": (min_score, "--min-score"),
@@ -806,6 +826,8 @@ def select_command(
     encoding: EncodingOpt = None,
     encoder: EncoderOpt = None,
     device: DeviceOpt = None,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     precision: PrecisionOpt = None,
     batch_size: BatchOpt = None,
     cache_dir: CacheDirOpt = None,
@@ -849,6 +871,8 @@ def select_command(
                 "input.encoding": (encoding, "--encoding"),
                 **_encoder_overrides(encoder, device, precision, batch_size, cache_dir),
                 "encoder.cache": (cache, "--cache/--no-cache"),
+                "engine.name": (engine, "--engine"),
+                "engine.ray_address": (ray_address, "--ray-address"),
                 "output.out": (str(out) if out else None, "--out"),
                 "output.format": (output_format, "--format"),
                 "seed": (seed, "--seed"),

@@ -103,9 +103,14 @@ class GraphConfig:
         choices=("auto", "exact", "ivf"),
     )
     exact_max_rows: int = _opt(50_000, "rows above which `auto` uses the IVF index", low=1)
-    ivf_probe_share: float = _opt(0.04, "share of IVF lists each query visits (recall vs time)", low_open=0.0, high=1.0)
+    ivf_probe_share: float = _opt(
+        0.08,
+        "share of the approximate search's lists (about 512 rows each) each list is compared with (recall vs time)",
+        low_open=0.0,
+        high=1.0,
+    )
     ivf_max_probes: int = _opt(
-        64, "at most this many IVF lists per query, so large inputs stay near-linear (recall is measured)", low=1
+        16, "at most this many lists per list, so large inputs stay linear in time (recall is measured)", low=1
     )
     recall_sample: int = _opt(
         1000, "rows whose neighbours an approximate search checks against an exact one (recall@k in the report)", low=1
@@ -282,6 +287,17 @@ class RatingsConfig:
         "prior cost per unit of T-mass per scale step beyond the second: far jumps need more evidence (0: none)",
         low=0.0,
     )
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    name: str = _opt(
+        "local",
+        'where the work runs: local (this process) or ray (a Ray cluster; pip install "credaudit[ray]")',
+        choices=("local", "ray"),
+    )
+    ray_address: str | None = _opt(None, "the Ray cluster to join (e.g. ray://head:10001); default: start one here")
+    ray_actors: int = _opt(0, "encoder actors on Ray; 0: one per GPU, or one per 4 CPUs without GPUs", low=0)
 
 
 @dataclass(frozen=True)
@@ -467,6 +483,7 @@ class ScanConfig:
     seed: int = _opt(0, "one seed for every random choice", low=0)
     input: InputConfig = field(default_factory=InputConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)

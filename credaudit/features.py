@@ -6,13 +6,14 @@ whether they were just computed or read back, so a scan's results do not depend 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from credaudit.encoders.base import Encoder
 from credaudit.encoders.cache import EmbeddingCache, text_keys
+from credaudit.engine import Engine
 from credaudit.neighbors import normalize_rows
 from credaudit.progress import NullProgress, Progress
 
@@ -48,6 +49,8 @@ def embed_texts(
     *,
     cache: EmbeddingCache | None = None,
     progress: Progress | None = None,
+    engine: Engine | None = None,
+    factory: Callable[[], Encoder] | None = None,
 ) -> Embeddings:
     """Embed every text, reusing cached vectors and caching new ones chunk by chunk.
 
@@ -59,6 +62,11 @@ def embed_texts(
         None disables caching.
     progress : Progress, optional
         Advanced once per text embedded (cached texts count at once).
+    engine : Engine, optional
+        Where the chunks are encoded (credaudit/engine.py); default: ``encoder`` in this process.
+    factory : callable, optional
+        Builds the encoder where the engine encodes (e.g. in each Ray actor); needed with an engine
+        other than the local one. ``encoder`` still gives the dimension and the cache key.
 
     Returns
     -------
@@ -85,16 +93,21 @@ def embed_texts(
     # Length-sorted so each chunk holds texts of similar length (less padding in the encoder).
     missing = missing[np.argsort([len(unique_texts[i]) for i in missing], kind="stable")]
     multiplicity = np.bincount(inverse, minlength=len(unique_texts))
-    for start in range(0, len(missing), CHUNK_TEXTS):
-        rows = missing[start : start + CHUNK_TEXTS]
-        fresh = encoder.encode([unique_texts[i] for i in rows]).astype(np.float16)
+    chunks = [missing[start : start + CHUNK_TEXTS] for start in range(0, len(missing), CHUNK_TEXTS)]
+    chunk_texts = ([unique_texts[i] for i in rows] for rows in chunks)
+    if engine is None or engine.name == "local":
+        encoded = (encoder.encode(batch) for batch in chunk_texts)
+    else:
+        encoded = engine.encode(factory, chunk_texts)
+    for rows, fresh in zip(chunks, encoded, strict=True):
+        fresh = np.asarray(fresh).astype(np.float16)
         vectors[rows] = fresh
         if cache is not None:
             cache.add(keys[rows], fresh)
         progress.advance(int(multiplicity[rows].sum()))
     progress.finish()
     return Embeddings(
-        vectors=normalize_rows(vectors[inverse].astype(np.float32)),
+        vectors=normalize_rows(vectors[inverse].astype(np.float32), in_place=True),
         n_unique=len(unique_texts),
         n_cached=int(found.sum()),
         n_embedded=len(missing),

@@ -5,9 +5,10 @@ estimation, detection, findings) reads this one graph; it is computed once per r
 
 Memory stays O(N·(d + k)): queries are searched in blocks, so no N×N similarity matrix is ever
 materialised. Small inputs use an exact inner-product index (faiss ``IndexFlatIP``); large ones a
-seeded inverted-file index (``IndexIVFFlat``), which is deterministic for a given seed and visits
-a fixed share of the data per query. On CUDA the exact search runs as blocked matrix products in
-torch (faiss' GPU build is not on PyPI).
+seeded cluster-block search (:func:`_ivf_graph`: k-means lists, each compared with its nearest
+lists in one matrix product), deterministic for a given seed, whose recall is measured on every
+run (:func:`estimate_recall`). On CUDA the exact search runs as blocked matrix products in torch
+(faiss' GPU build is not on PyPI).
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from credaudit.engine import LOCAL, Engine
 from credaudit.progress import NullProgress, Progress
+
+# Rows per k-means list of the approximate search: large enough for efficient matrix products,
+# small enough that a few lists are a fine-grained candidate set.
+_LIST_ROWS = 512
+# Engine blocks of the approximate search: lists per block (about 16,000 rows) and rows per
+# block of the nearest-centroid assignment.
+_LISTS_PER_BLOCK = 32
+_ASSIGN_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -47,18 +57,33 @@ class NeighborGraph:
         return self.indices.shape[1]
 
 
-def normalize_rows(embeddings: np.ndarray) -> np.ndarray:
-    """Return a float32, C-contiguous copy of ``embeddings`` with unit L2 rows.
+def normalize_rows(embeddings: np.ndarray, *, in_place: bool = False) -> np.ndarray:
+    """Return ``embeddings`` as float32, C-contiguous, unit L2 rows, never modifying the input.
 
     Parameters
     ----------
     embeddings : ndarray of shape (N, d)
         Any float dtype. All-zero rows (an empty text under some encoders) stay zero.
+    in_place : bool
+        Normalise a float32, C-contiguous input in place (for temporaries the caller owns).
+
+    Returns
+    -------
+    ndarray of shape (N, d), dtype float32
+        The input itself when it already is float32, C-contiguous and unit-norm (to float32
+        rounding): at 1,000,000 × 384 a copy is 1.5 GB. Otherwise a new array. Callers treat the
+        result as read-only.
     """
-    x = np.ascontiguousarray(embeddings, dtype=np.float32).copy()
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    np.divide(x, norms, out=x, where=norms > 0)
-    return x
+    if np.all((np.abs(norms - 1.0) <= 1e-5) | (norms == 0)):
+        return x
+    # A converted input is already a new array; otherwise copy unless the caller gave it away.
+    out = x if in_place or not np.shares_memory(x, embeddings) else np.empty_like(x)
+    np.divide(x, norms, out=out, where=norms > 0)
+    if out is not x:
+        out[(norms == 0)[:, 0]] = 0.0
+    return out
 
 
 def build_knn_graph(
@@ -67,12 +92,13 @@ def build_knn_graph(
     k: int,
     index: str = "auto",
     exact_max_rows: int = 50_000,
-    ivf_probe_share: float = 0.04,
-    ivf_max_probes: int | None = None,
+    ivf_probe_share: float = 0.08,
+    ivf_max_probes: int | None = 16,
     block_rows: int = 8192,
     device: str = "cpu",
     seed: int = 0,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> NeighborGraph:
     """Find each row's k nearest neighbours by cosine similarity, excluding the row itself.
 
@@ -87,10 +113,11 @@ def build_knn_graph(
     exact_max_rows : int
         Row count above which ``auto`` switches to the IVF index (exact search costs O(N²·d)).
     ivf_probe_share : float
-        Share of the inverted lists each query visits; recall rises with it, and so does time.
+        Share of the k-means lists each list is compared with; recall rises with it, and so does time.
     ivf_max_probes : int, optional
-        Cap on the lists each query visits. The lists grow as √N, so a fixed share makes the search
-        O(N^1.5); the cap keeps large inputs near-linear, and the recall check says what it cost.
+        Cap on the lists each list is compared with. The number of lists grows as N, so a fixed share
+        makes the search O(N²); the cap keeps large inputs linear, and the recall check says what
+        it cost.
     block_rows : int
         Queries per search block; bounds the temporary (block_rows, N) work of the search.
     device : str
@@ -99,6 +126,9 @@ def build_knn_graph(
         Seeds the IVF k-means, so the same input gives the same graph.
     progress : Progress, optional
         Receives one ``advance`` per block.
+    engine : Engine, optional
+        Where the CPU search blocks run (credaudit/engine.py); default: this process. The same
+        blocks give the same graph on any engine.
 
     Returns
     -------
@@ -111,6 +141,7 @@ def build_knn_graph(
     asks for k + 1 results and keeps the first k that are not the row.
     """
     progress = progress or NullProgress()
+    engine = engine or LOCAL
     n_rows = embeddings.shape[0]
     k = min(k, n_rows - 1)
     if k < 1:
@@ -121,35 +152,51 @@ def build_knn_graph(
     if device.startswith("cuda"):
         use_ivf = False  # an exact search on the GPU is faster than IVF on the CPU
         search = _torch_searcher(embeddings, device)
-    elif use_ivf:
-        sims, idx = _ivf_graph(
-            embeddings, k + 1, probe_share=ivf_probe_share, max_probes=ivf_max_probes, seed=seed, progress=progress
-        )
-        _drop_self(idx, sims, np.arange(n_rows), k, indices, similarities)
-    else:
-        search = _flat_searcher(embeddings)
-
-    if not use_ivf:
-        n_blocks = math.ceil(n_rows / block_rows)
-        progress.start("neighbours", total=n_blocks)
-        for start in range(0, n_rows, block_rows):
+        blocks = range(0, n_rows, block_rows)
+        progress.start("neighbours", total=len(blocks))
+        for start in blocks:
             stop = min(start + block_rows, n_rows)
             sims, idx = search(embeddings[start:stop], k + 1)
             _drop_self(idx, sims, np.arange(start, stop), k, indices[start:stop], similarities[start:stop])
             progress.advance()
         progress.finish()
+    elif use_ivf:
+        sims, idx = _ivf_graph(
+            embeddings,
+            k + 1,
+            probe_share=ivf_probe_share,
+            max_probes=ivf_max_probes,
+            seed=seed,
+            progress=progress,
+            engine=engine,
+        )
+        _drop_self(idx, sims, np.arange(n_rows), k, indices, similarities)
+    else:
+        blocks = [(start, min(start + block_rows, n_rows), k + 1) for start in range(0, n_rows, block_rows)]
+        progress.start("neighbours", total=len(blocks))
+        shared = engine.share(embeddings)
+        for (start, stop, _), (sims, idx) in zip(blocks, engine.map(_exact_block, blocks, shared), strict=True):
+            _drop_self(idx, sims, np.arange(start, stop), k, indices[start:stop], similarities[start:stop])
+            progress.advance()
+        progress.finish()
 
-    # IVF may return fewer than k + 1 hits for rows whose probed lists are small (-1 padding);
-    # those few rows get an exact search so every row has k real neighbours.
+    # The approximate search may find fewer than k + 1 rows for rows whose probed lists are
+    # small (-1 padding); those few rows get an exact search so every row has k real neighbours.
     missing = np.flatnonzero((indices < 0).any(axis=1))
     if missing.size:
-        sims, idx = _flat_searcher(embeddings)(embeddings[missing], k + 1)
+        sims, idx = _search_within(embeddings, embeddings[missing], np.ones(n_rows, dtype=bool), k + 1)
         fixed_idx = np.empty((missing.size, k), dtype=np.int64)
         fixed_sim = np.empty((missing.size, k), dtype=np.float32)
         _drop_self(idx, sims, missing, k, fixed_idx, fixed_sim)
         indices[missing] = fixed_idx
         similarities[missing] = fixed_sim
     return NeighborGraph(indices=indices, similarities=similarities, method="ivf" if use_ivf else "exact")
+
+
+def _exact_block(item: tuple[int, int, int], base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top ``n`` (itself included) of rows [start, stop) among all rows: one engine block."""
+    start, stop, n = item
+    return _flat_searcher(base)(base[start:stop], n)
 
 
 def estimate_recall(
@@ -180,7 +227,9 @@ def estimate_recall(
     n_rows = embeddings.shape[0]
     k = min(k, graph.k, n_rows - 1)
     rows = np.sort(np.random.default_rng(seed).choice(n_rows, size=min(n_sample, n_rows), replace=False))
-    sims, idx = _flat_searcher(embeddings)(embeddings[rows], k + 1)
+    # Blocked products over the embeddings in place: a faiss flat index would copy them (1.5 GB
+    # at 1,000,000 × 384).
+    sims, idx = _search_within(embeddings, embeddings[rows], np.ones(n_rows, dtype=bool), k + 1)
     exact_idx = np.empty((rows.size, k), dtype=np.int64)
     exact_sim = np.empty((rows.size, k), dtype=np.float32)
     _drop_self(idx, sims, rows, k, exact_idx, exact_sim)
@@ -342,22 +391,29 @@ def _flat_searcher(base: np.ndarray):
 
 
 def _ivf_graph(
-    base: np.ndarray, n: int, *, probe_share: float, max_probes: int | None, seed: int, progress: Progress
+    base: np.ndarray,
+    n: int,
+    *,
+    probe_share: float,
+    max_probes: int | None,
+    seed: int,
+    progress: Progress,
+    engine: Engine = LOCAL,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every row's ``n`` most similar rows among the rows of its probed lists (itself included).
+    """Every row's ``n`` most similar rows among the rows of its list's probed lists (itself included).
 
-    The candidates are those of an IVF index (k-means lists, each row probing the ``probe_share``
-    of lists nearest to it), but the search runs list by list, not query by query, so that the
-    arithmetic is BLAS matrix products:
+    Cluster blocks: the rows are split into k-means lists of about ``_LIST_ROWS`` rows; each list
+    is compared, as one matrix product, with the rows of the ``n_probe`` lists whose centroids are
+    nearest its own centroid (its own list first), and keeps each row's top ``n`` (torch ``topk``).
+    The probes are chosen per list, not per row, so every product is a dense (list × candidates)
+    block at BLAS speed, with no per-query scan and no merging. The lists are searched in blocks
+    of ``_LISTS_PER_BLOCK`` (:func:`_search_lists`), on the given engine.
 
-    1. each list against itself (every row's own list; no gathering) gives each row a running top
-       ``n`` and its n-th best similarity τ;
-    2. for each list, all rows that probe it (beyond their own) are compared with its rows in one
-       product, and only the rows with some similarity above their τ merge, raising τ.
-
-    Same candidates and results as faiss' ``IndexIVFFlat`` with the same lists (ties aside). At
-    100,000 × 384 on 2 cores: 11 s for the search against 17 s merging every row at every list and
-    41-51 s for faiss' per-query scan (IMDB's 25,000 MiniLM vectors: recall@10 0.880 vs 0.877).
+    Measured on 2 cores (benchmarks/scale.py, clustered 384-d data): at 1,000,000 rows the former
+    per-row-probe IVF (list by list, with merges) took 342 s for the graph and this search 136 s,
+    both at recall@10 1.000 there. On diffuse real data (MiniLM vectors of IMDB, SST-5) per-list
+    probes need more candidates than per-row ones for the same recall; the recall is measured on
+    every run. Time is O(N · n_probe · _LIST_ROWS · d).
 
     Returns
     -------
@@ -369,58 +425,91 @@ def _ivf_graph(
     import faiss
 
     n_rows, dim = base.shape
-    # About 4·√N lists keeps each list a few hundred rows at the sizes where IVF is used.
-    n_lists = max(16, int(4 * math.sqrt(n_rows)))
+    n_lists = max(1, round(n_rows / _LIST_ROWS))
     rng = np.random.default_rng(seed)
     # 40 training rows per list and 10 k-means iterations: measured the same recall as faiss'
     # defaults (256 rows, 25 iterations) at a third of the build time.
     train = base[np.sort(rng.choice(n_rows, size=min(n_rows, 40 * n_lists), replace=False))]
-    kmeans = faiss.Kmeans(dim, n_lists, niter=10, seed=seed, min_points_per_centroid=39)
+    kmeans = faiss.Kmeans(dim, n_lists, niter=10, seed=seed, min_points_per_centroid=1, spherical=True)
     kmeans.train(train)
-    quantizer = faiss.IndexFlatIP(dim)
-    quantizer.add(kmeans.centroids)
+    centroids = kmeans.centroids
     n_probe = max(1, math.ceil(probe_share * n_lists))
     if max_probes is not None:
         n_probe = min(n_probe, max_probes)
-    _, probes = quantizer.search(base, n_probe)  # (N, n_probe): each row's lists, nearest first
-    home = probes[:, 0]
+    n_probe = min(n_probe, n_lists)
+    shared = engine.share(base)
+    row_blocks = [(start, min(start + _ASSIGN_ROWS, n_rows), centroids) for start in range(0, n_rows, _ASSIGN_ROWS)]
+    home = np.concatenate(list(engine.map(_nearest_list, row_blocks, shared)))
+    quantizer = faiss.IndexFlatIP(dim)
+    quantizer.add(centroids)
+    _, probes = quantizer.search(centroids, n_probe)  # each list's probed lists, nearest first
     by_list = np.argsort(home, kind="stable")
     list_start = np.r_[0, np.cumsum(np.bincount(home, minlength=n_lists))]
 
     best_sims = np.full((n_rows, n), -np.inf, dtype=np.float32)
     best_idx = np.full((n_rows, n), -1, dtype=np.int64)
-
-    def merge(rows: np.ndarray, sims: np.ndarray, members: np.ndarray) -> None:
-        """Fold each row's best ``n`` of ``sims`` (rows × members) into its running top ``n``."""
-        best_sims[rows], best_idx[rows] = _merge_top(best_sims[rows], best_idx[rows], sims, members, n)
-
-    progress.start("neighbours", total=2 * n_lists)
-    for c in range(n_lists):  # 1. each list against itself
-        members = by_list[list_start[c] : list_start[c + 1]]
-        if members.size:
-            block = base[members]
-            merge(members, block @ block.T, members)
+    blocks = [(first, min(first + _LISTS_PER_BLOCK, n_lists), n) for first in range(0, n_lists, _LISTS_PER_BLOCK)]
+    plan = engine.share((by_list, list_start, probes))
+    progress.start("neighbours", total=len(blocks))
+    for members, sims, idx in engine.map(_search_lists, blocks, shared, plan):
+        best_sims[members] = sims
+        best_idx[members] = idx
         progress.advance()
-    threshold = best_sims.min(axis=1)  # the n-th best so far (-inf while a row has fewer)
-    others = probes[:, 1:].ravel()
-    asked = np.argsort(others, kind="stable") // max(n_probe - 1, 1)  # rows, grouped by the list they probe
-    asked_start = np.r_[0, np.cumsum(np.bincount(others, minlength=n_lists))]
-    for c in range(n_lists):  # 2. the other probed lists
-        members = by_list[list_start[c] : list_start[c + 1]]
-        queries = asked[asked_start[c] : asked_start[c + 1]]
-        progress.advance()
-        if members.size == 0 or queries.size == 0:
-            continue
-        sims = base[queries] @ base[members].T
-        better = (sims > threshold[queries][:, None]).any(axis=1)
-        if better.any():
-            rows = queries[better]
-            merge(rows, sims[better], members)
-            threshold[rows] = best_sims[rows].min(axis=1)
     progress.finish()
     # Most similar first; equal similarities in index order, so the graph does not depend on list order.
     order = np.lexsort((best_idx, -best_sims), axis=1)
     return np.take_along_axis(best_sims, order, axis=1), np.take_along_axis(best_idx, order, axis=1)
+
+
+def _nearest_list(item: tuple[int, int, np.ndarray], base: np.ndarray) -> np.ndarray:
+    """Rows [start, stop)'s nearest centroid (an engine block of the approximate search)."""
+    import faiss
+
+    start, stop, centroids = item
+    quantizer = faiss.IndexFlatIP(centroids.shape[1])
+    quantizer.add(centroids)
+    return quantizer.search(base[start:stop], 1)[1][:, 0]
+
+
+def _search_lists(
+    item: tuple[int, int, int], base: np.ndarray, plan: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lists [first, last) against their probed lists: (their rows, top-``n`` similarities, row numbers).
+
+    One engine block of :func:`_ivf_graph`. ``plan`` = (rows sorted by list, list starts, each
+    list's probed lists nearest first).
+    """
+    import warnings
+
+    import torch
+
+    first, last, n = item
+    by_list, list_start, probes = plan
+    with warnings.catch_warnings():
+        # The object store hands Ray tasks read-only arrays; nothing here writes to them.
+        warnings.simplefilter("ignore", UserWarning)
+        base_t = torch.from_numpy(base)
+    rows, out_sims, out_idx = [], [], []
+    for c in range(first, last):
+        members = by_list[list_start[c] : list_start[c + 1]]
+        if members.size == 0:
+            continue
+        # Its own list first, so that it is always searched even if a centroid ties.
+        lists = [c] + [int(j) for j in probes[c] if j != c][: probes.shape[1] - 1]
+        candidates = np.concatenate([by_list[list_start[j] : list_start[j + 1]] for j in lists])
+        m = min(n, candidates.size)
+        sims = base_t[torch.from_numpy(members)] @ base_t[torch.from_numpy(candidates)].T
+        top_sims, top = torch.topk(sims, m, dim=1)
+        block_sims = np.full((members.size, n), -np.inf, dtype=np.float32)
+        block_idx = np.full((members.size, n), -1, dtype=np.int64)
+        block_sims[:, :m] = top_sims.numpy()
+        block_idx[:, :m] = candidates[top.numpy()]
+        rows.append(members)
+        out_sims.append(block_sims)
+        out_idx.append(block_idx)
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, n), dtype=np.float32), np.zeros((0, n), dtype=np.int64)
+    return np.concatenate(rows), np.concatenate(out_sims), np.concatenate(out_idx)
 
 
 def _torch_searcher(base: np.ndarray, device: str):

@@ -7,6 +7,7 @@ assembles the result. It never touches a terminal: progress goes through the ``P
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import resource
@@ -28,6 +29,7 @@ from credaudit.cleaning import CleaningPlan, plan_cleaning
 from credaudit.config import InputConfig, ScanConfig
 from credaudit.detect import Detection, detect_label_errors
 from credaudit.encoders.base import Encoder, resolve_device
+from credaudit.engine import LOCAL, Engine, engine_for
 from credaudit.errors import DataReadError, InputError, UsageError
 from credaudit.findings import (
     Finding,
@@ -276,8 +278,11 @@ def audit(
 
     device = resolve_device(config.encoder.device)
     _check_device(device)
+    engine = engine_for(config.engine.name, ray_address=config.engine.ray_address, ray_actors=config.engine.ray_actors)
     with times.stage("embed"):
-        vectors, encoder_summary, used_encoder = _features(table, labels, config, embeddings, encoder, device, progress)
+        vectors, encoder_summary, used_encoder = _features(
+            table, labels, config, embeddings, encoder, device, progress, engine
+        )
         references = _references(config, vectors, used_encoder, progress) if config.hygiene.reference else []
 
     with times.stage("graph"):
@@ -296,6 +301,7 @@ def audit(
             device=device,
             seed=config.seed,
             progress=progress,
+            engine=engine,
         )
 
         # An approximate graph says how approximate: recall@k against an exact search of a sample.
@@ -429,6 +435,7 @@ def audit(
         baseline,
         hygiene,
         recall,
+        engine.describe(),
     )
     if curated is not None:
         report = dataclasses.replace(report, ratings=rating_distribution(labels, curated, scale, codec.names()))
@@ -594,8 +601,13 @@ def _features(
     encoder: Encoder | None,
     device: str,
     progress: Progress,
+    engine: Engine = LOCAL,
 ) -> tuple[np.ndarray, EncoderSummary, Encoder | None]:
-    """The unit vectors, what made them, and the encoder (None for precomputed vectors)."""
+    """The unit vectors, what made them, and the encoder (None for precomputed vectors).
+
+    On an engine other than the local one, the chunks are encoded where the engine runs them, by
+    encoders built there from the same settings (or copies of ``encoder``).
+    """
     if embeddings is not None:
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or embeddings.shape[0] != table.n_rows:
@@ -644,8 +656,12 @@ def _features(
         )
     else:
         enc = get_encoder(cfg.name, device=device, batch_size=cfg.batch_size, precision=cfg.precision)
+    if encoder is not None or cfg.name == "auto":
+        factory = functools.partial(_same, enc)
+    else:
+        factory = functools.partial(build_encoder, cfg.name, cfg.device, cfg.batch_size, cfg.precision)
     result = whole_corpus.get(enc.name) or embed_texts(
-        table.texts, enc, cache=_cache_for(config, enc), progress=progress
+        table.texts, enc, cache=_cache_for(config, enc), progress=progress, engine=engine, factory=factory
     )
     summary = EncoderSummary(
         enc.name,
@@ -659,6 +675,17 @@ def _features(
         getattr(enc, "precision", "n/a"),  # plug-ins need not say
     )
     return result.vectors, summary, enc
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def build_encoder(name: str, device: str, batch_size: int | None, precision: str) -> Encoder:
+    """An encoder from its settings, the device resolved where it is built (e.g. in a Ray actor)."""
+    from credaudit.encoders.registry import get_encoder
+
+    return get_encoder(name, device=resolve_device(device), batch_size=batch_size, precision=precision)
 
 
 def _issues_frame(
@@ -769,6 +796,7 @@ def _build_report(
     baseline: dict | None,
     hygiene: Hygiene,
     recall: tuple[float, int] = (1.0, 0),
+    engine: dict[str, Any] | None = None,
 ) -> tuple[AuditReport, list[CheckResult]]:
     """The report and its gate checks (the regression gate needs the finished noise section)."""
     n_classes = codec.n_classes
@@ -808,6 +836,7 @@ def _build_report(
             "recall_at_k": recall[0],
             "recall_rows_sampled": recall[1],
         },
+        "engine": engine or {"name": "local"},
         "seed": config.seed,
         "config": _effective_config(config),
         "stage_seconds": times.seconds,

@@ -1,0 +1,68 @@
+"""Where the audit's block work runs: in this process (``local``) or on a Ray cluster (``ray``).
+
+The stages are plain functions over arrays; an engine only decides where their blocks run. Two
+kinds of work are distributed:
+
+- ``map(fn, items, *shared)``: ``fn(item, *shared)`` for every item, results in item order. The
+  neighbour search uses it (one item = a block of rows or of k-means lists); ``shared`` are the
+  large read-only arrays every block reads (the embeddings), put in place once with ``share``.
+- ``encode(factory, chunks)``: the encoder over chunks of texts, vectors in chunk order. Locally
+  one encoder; on Ray a pool of actors that each build the encoder once (GPUs where the cluster
+  has them).
+
+The same function runs the same block either way, so the engines give the same graph (and
+therefore the same flags) for the same input, seed and config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Engine(Protocol):
+    name: str
+
+    def share(self, value: Any) -> Any: ...
+
+    def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]: ...
+
+    def encode(self, factory: Callable[[], Any], chunks: Iterable[list[str]]) -> Iterator[np.ndarray]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class LocalEngine:
+    """Everything in this process, one block after another (each block uses every core)."""
+
+    name = "local"
+
+    def share(self, value: Any) -> Any:
+        return value
+
+    def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]:
+        for item in items:
+            yield fn(item, *shared)
+
+    def encode(self, factory: Callable[[], Any], chunks: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        encoder = factory()
+        for texts in chunks:
+            yield encoder.encode(texts)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "local"}
+
+
+LOCAL = LocalEngine()
+
+
+def engine_for(name: str, *, ray_address: str | None = None, ray_actors: int = 0) -> Engine:
+    """The engine a config names: ``local`` or ``ray`` (connects to ``ray_address``, or starts a
+    local Ray instance on this machine's cores)."""
+    if name == "ray":
+        from credaudit.engine_ray import RayEngine
+
+        return RayEngine(address=ray_address, actors=ray_actors)
+    return LOCAL

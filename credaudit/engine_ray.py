@@ -1,0 +1,133 @@
+"""The Ray engine: ``credaudit scan DATA --engine ray [--ray-address ADDR]``.
+
+An optional extra (``pip install "credaudit[ray]"``). It runs the same block functions as the
+local engine (credaudit/engine.py), spread over a Ray cluster:
+
+- embedding: Ray Data batch inference over an actor pool; each actor builds the encoder once and
+  encodes whole chunks of texts (the chunks the local engine uses, so the vectors are the same);
+  one actor per GPU where the cluster has GPUs;
+- neighbour search: one Ray task per block of k-means lists (or of rows, for the exact search),
+  reading the embeddings from the object store (shared memory on each node, no copy per task).
+  Ray retries a task whose worker died (``max_retries``), so a lost worker costs a block, not
+  the run; outputs are still written only at the end, as one set.
+
+The noise fit and detection run in the driver on the finished graph (N × k integers): they take
+seconds at 1,000,000 rows. The embeddings are gathered on the driver once, to be put in the
+object store for the search; that bounds this engine to data whose vectors fit in one node's
+memory (see benchmarks/SCALE.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from credaudit.errors import UsageError
+
+
+class _EncodeActor:
+    """A Ray Data actor: builds the encoder once, then encodes one chunk of texts per batch."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.encoder = factory()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        texts = [str(t) for t in batch["texts"][0]]
+        vectors = np.asarray(self.encoder.encode(texts), dtype=np.float32)
+        return {"chunk": batch["chunk"], "vectors": vectors[None, ...]}
+
+
+class RayEngine:
+    """Block work as Ray tasks and actors.
+
+    Parameters
+    ----------
+    address : str, optional
+        A running cluster (``ray://host:10001`` or ``auto``). Default: a Ray instance started on
+        this machine (or the one this process already joined).
+    actors : int
+        Encoder actors; 0 = one per GPU, or one per 4 CPUs on a CPU-only cluster.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, actors: int = 0) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise UsageError('--engine ray needs the Ray extra: pip install "credaudit[ray]"') from None
+        self._ray = ray
+        self.address = address
+        self.actors = actors
+        self._quiet()
+        if not ray.is_initialized():
+            # Ray's own logs would interleave with credaudit's progress lines and reports (set
+            # these variables to see them).
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+            os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+            ray.init(
+                address=address or None,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
+        self._quiet()
+        self._remote: dict[Callable[..., Any], Any] = {}
+
+    @staticmethod
+    def _quiet() -> None:
+        # Ray Data configures its loggers when first imported; INFO lines per dataset otherwise.
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+    def share(self, value: Any) -> Any:
+        return self._ray.put(value)
+
+    def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]:
+        remote = self._remote.get(fn)
+        if remote is None:
+            remote = self._remote[fn] = self._ray.remote(num_cpus=1, max_retries=3)(fn)
+        refs = [remote.remote(item, *shared) for item in items]
+        for ref in refs:
+            yield self._ray.get(ref)
+
+    def encode(self, factory: Callable[[], Any], chunks: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        import ray.data
+
+        self._quiet()
+        rows = [{"chunk": i, "texts": list(texts)} for i, texts in enumerate(chunks)]
+        if not rows:
+            return
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # vectors come back in chunk order
+        context.enable_progress_bars = False
+        resources = self._ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        cpus = max(1, int(resources.get("CPU", 1)))
+        size = self.actors or (gpus if gpus else max(1, cpus // 4))
+        size = min(size, len(rows))
+        per_actor = {"num_gpus": 1} if gpus else {"num_cpus": max(1, cpus // size)}
+        dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            _EncodeActor,
+            fn_constructor_args=(factory,),
+            batch_size=1,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=size),
+            **per_actor,
+        )
+        for row in dataset.iter_rows():
+            yield np.asarray(row["vectors"])
+
+    def describe(self) -> dict[str, Any]:
+        resources = self._ray.cluster_resources()
+        return {
+            "name": "ray",
+            "address": self.address or "local",
+            "nodes": sum(1 for node in self._ray.nodes() if node.get("Alive")),
+            "cpus": resources.get("CPU", 0),
+            "gpus": resources.get("GPU", 0),
+        }

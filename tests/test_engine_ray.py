@@ -1,0 +1,87 @@
+"""The Ray engine against the local one on a local 2-CPU Ray cluster started inside the test run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from credaudit import audit
+from credaudit.config import merge
+from credaudit.features import CHUNK_TEXTS
+from tests.conftest import make_clusterable, write_table
+from tests.fakes import BagOfWordsEncoder
+from tests.helpers import invoke
+
+# CI installs the extra (.ci/run): there a missing Ray is a failure, not a skip.
+ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_cluster():
+    # Workers import tests.fakes (the test encoder) from the checkout.
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
+    yield
+    ray.shutdown()
+
+
+def _noisy(n_rows: int, seed: int):
+    x, true, _ = make_clusterable(n_rows, 6, None, seed, dim=24, spread=0.6)
+    rng = np.random.default_rng(seed)
+    flip = rng.random(n_rows) < 0.2
+    labels = np.where(flip, (true + rng.integers(1, 6, n_rows)) % 6, true)
+    return x, labels
+
+
+@pytest.mark.parametrize("index", ["exact", "ivf"])
+def test_ray_engine_gives_the_local_engines_flags(index):
+    x, labels = _noisy(3000, seed=11)
+    frame = pl.DataFrame({"label": labels})
+    results = {}
+    for engine in ("local", "ray"):
+        config = merge({"engine": {"name": engine}, "graph": {"index": index}})
+        results[engine] = audit(frame, config, embeddings=x)
+    local, distributed = results["local"], results["ray"]
+    np.testing.assert_array_equal(distributed.graph.indices, local.graph.indices)
+    assert distributed.issues.equals(local.issues)
+    assert distributed.report.noise["noise_rate"] == local.report.noise["noise_rate"]
+    assert distributed.report.run["engine"]["name"] == "ray"
+    assert local.report.run["engine"] == {"name": "local"}
+    assert local.detection.is_label_error.sum() > 100  # a real audit, not an empty one
+
+
+def test_ray_actor_pool_embeds_the_same_vectors_as_the_local_encoder():
+    rng = np.random.default_rng(3)
+    words = np.array(["card", "refund", "late", "fee", "top", "up", "pin", "lost", "rate", "cash"])
+    # More texts than one chunk, so several actors' batches come back and must be put in order.
+    n_rows = CHUNK_TEXTS + 900
+    texts = [" ".join(rng.choice(words, size=rng.integers(2, 7))) + f" {i % 97}" for i in range(n_rows)]
+    frame = pl.DataFrame({"text": texts, "label": rng.integers(0, 3, n_rows)})
+    local = audit(frame, merge({"encoder": {"cache": False}}), encoder=BagOfWordsEncoder())
+    config = merge({"encoder": {"cache": False}, "engine": {"name": "ray", "ray_actors": 2}})
+    distributed = audit(frame, config, encoder=BagOfWordsEncoder())
+    np.testing.assert_array_equal(distributed.embeddings, local.embeddings)
+    assert distributed.issues.equals(local.issues)
+
+
+def test_cli_scan_with_engine_ray(tmp_path):
+    x, labels = _noisy(600, seed=5)
+    path = write_table(pl.DataFrame({"label": labels, "emb": x.tolist()}), tmp_path / "d.parquet")
+    result = invoke(
+        ["scan", path, "--embedding-col", "emb", "--engine", "ray", "--out", tmp_path / "out", "--format", "json"]
+    )
+    report = json.loads(result.stdout)
+    assert report["run"]["engine"]["name"] == "ray"
+    assert report["run"]["engine"]["cpus"] == 2
+    assert (tmp_path / "out" / "issues.parquet").exists()
