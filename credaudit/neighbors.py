@@ -27,6 +27,9 @@ _LIST_ROWS = 512
 # Engine blocks of the approximate search: lists per block (about 16,000 rows) and rows per
 # block of the nearest-centroid assignment.
 _LISTS_PER_BLOCK = 32
+# Above this many lists (about 1,000,000 rows) the k-means has two levels (see _ivf_graph): at
+# 2,000,000 rows it made the graph 379 s against 454 s with one level (benchmarks/SCALE.md).
+_FLAT_LISTS = 2048
 _ASSIGN_ROWS = 65_536
 
 
@@ -430,15 +433,35 @@ def _ivf_graph(
     # 40 training rows per list and 10 k-means iterations: measured the same recall as faiss'
     # defaults (256 rows, 25 iterations) at a third of the build time.
     train = base[np.sort(rng.choice(n_rows, size=min(n_rows, 40 * n_lists), replace=False))]
-    kmeans = faiss.Kmeans(dim, n_lists, niter=10, seed=seed, min_points_per_centroid=1, spherical=True)
-    kmeans.train(train)
-    centroids = kmeans.centroids
+    shared = engine.share(base)
+    starts = range(0, n_rows, _ASSIGN_ROWS)
+    if n_lists <= _FLAT_LISTS:
+        centroids = _kmeans(train, n_lists, seed)
+        row_blocks = [(start, min(start + _ASSIGN_ROWS, n_rows), centroids, None, None) for start in starts]
+    else:
+        # Two levels, so that training and assignment stay near-linear in N: √L coarse cells,
+        # then each cell's share of the L lists trained on its own training rows; a row goes to
+        # its nearest cell, then to that cell's nearest list.
+        n_cells = math.ceil(math.sqrt(n_lists))
+        coarse = _kmeans(train, n_cells, seed)
+        cell_of_train = _nearest(coarse, train)
+        share = np.bincount(cell_of_train, minlength=n_cells) / len(train)
+        per_cell = np.maximum(1, np.round(share * n_lists).astype(np.int64))
+        per_cell = np.minimum(per_cell, np.maximum(np.bincount(cell_of_train, minlength=n_cells), 1))
+        parts = []
+        for c in range(n_cells):
+            rows = train[cell_of_train == c]
+            # A cell no training row fell in keeps its own centroid as its one list.
+            parts.append(_kmeans(rows, int(per_cell[c]), seed + 1 + c) if len(rows) else coarse[c : c + 1])
+        centroids = np.vstack(parts).astype(np.float32)
+        first_list = np.r_[0, np.cumsum([len(part) for part in parts])]
+        n_lists = len(centroids)
+        row_blocks = [(start, min(start + _ASSIGN_ROWS, n_rows), centroids, coarse, first_list) for start in starts]
+    del train
     n_probe = max(1, math.ceil(probe_share * n_lists))
     if max_probes is not None:
         n_probe = min(n_probe, max_probes)
     n_probe = min(n_probe, n_lists)
-    shared = engine.share(base)
-    row_blocks = [(start, min(start + _ASSIGN_ROWS, n_rows), centroids) for start in range(0, n_rows, _ASSIGN_ROWS)]
     home = np.concatenate(list(engine.map(_nearest_list, row_blocks, shared)))
     quantizer = faiss.IndexFlatIP(dim)
     quantizer.add(centroids)
@@ -461,14 +484,41 @@ def _ivf_graph(
     return np.take_along_axis(best_sims, order, axis=1), np.take_along_axis(best_idx, order, axis=1)
 
 
-def _nearest_list(item: tuple[int, int, np.ndarray], base: np.ndarray) -> np.ndarray:
-    """Rows [start, stop)'s nearest centroid (an engine block of the approximate search)."""
+def _kmeans(rows: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """Spherical k-means centroids (faiss, 10 iterations, seeded), shape (n_clusters, d)."""
     import faiss
 
-    start, stop, centroids = item
-    quantizer = faiss.IndexFlatIP(centroids.shape[1])
-    quantizer.add(centroids)
-    return quantizer.search(base[start:stop], 1)[1][:, 0]
+    n_clusters = max(1, min(n_clusters, len(rows)))
+    kmeans = faiss.Kmeans(rows.shape[1], n_clusters, niter=10, seed=seed, min_points_per_centroid=1, spherical=True)
+    kmeans.train(np.ascontiguousarray(rows, dtype=np.float32))
+    return kmeans.centroids
+
+
+def _nearest(centroids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Each row's most similar centroid."""
+    import faiss
+
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    return index.search(np.ascontiguousarray(rows, dtype=np.float32), 1)[1][:, 0]
+
+
+def _nearest_list(item: tuple, base: np.ndarray) -> np.ndarray:
+    """Rows [start, stop)'s list (an engine block of the approximate search).
+
+    ``item`` = (start, stop, list centroids, coarse centroids or None, first list of each cell):
+    one level, the nearest list; two levels, the nearest list within the nearest cell.
+    """
+    start, stop, centroids, coarse, first_list = item
+    rows = base[start:stop]
+    if coarse is None:
+        return _nearest(centroids, rows)
+    cell = _nearest(coarse, rows)
+    home = np.empty(len(rows), dtype=np.int64)
+    for c in np.unique(cell):
+        mine = np.flatnonzero(cell == c)
+        home[mine] = first_list[c] + _nearest(centroids[first_list[c] : first_list[c + 1]], rows[mine])
+    return home
 
 
 def _search_lists(

@@ -656,10 +656,11 @@ def _features(
         )
     else:
         enc = get_encoder(cfg.name, device=device, batch_size=cfg.batch_size, precision=cfg.precision)
-    if encoder is not None or cfg.name == "auto":
-        factory = functools.partial(_same, enc)
-    else:
-        factory = functools.partial(build_encoder, cfg.name, cfg.device, cfg.batch_size, cfg.precision)
+    if encoder is not None:
+        factory = functools.partial(_same, enc)  # an instance from the API travels as a copy
+    else:  # the named encoder (auto's choice included) is built where it runs
+        name = enc.name if cfg.name == "auto" else cfg.name
+        factory = functools.partial(build_encoder, name, cfg.device, cfg.batch_size, cfg.precision)
     result = whole_corpus.get(enc.name) or embed_texts(
         table.texts, enc, cache=_cache_for(config, enc), progress=progress, engine=engine, factory=factory
     )

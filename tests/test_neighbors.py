@@ -108,3 +108,20 @@ def test_torch_search_matches_faiss():
     out_sim = np.empty((200, 5), dtype=np.float32)
     _drop_self(idx, sims, np.arange(200), 5, out_idx, out_sim)
     np.testing.assert_array_equal(out_idx, build_knn_graph(x, k=5).indices)
+
+
+def test_two_level_lists_find_the_neighbours_and_are_deterministic(monkeypatch):
+    import credaudit.neighbors as neighbors
+
+    x, _, _ = make_clusterable(6000, 12, None, 3, dim=24, spread=0.4)
+    exact = build_knn_graph(x, k=10, index="exact")
+    one_level = build_knn_graph(x, k=10, index="ivf", ivf_probe_share=0.25, seed=2)
+    monkeypatch.setattr(neighbors, "_FLAT_LISTS", 3)  # 12 lists -> 4 cells of about 3 lists
+    two_a = build_knn_graph(x, k=10, index="ivf", ivf_probe_share=0.25, seed=2)
+    two_b = build_knn_graph(x, k=10, index="ivf", ivf_probe_share=0.25, seed=2)
+    np.testing.assert_array_equal(two_a.indices, two_b.indices)
+    for graph in (one_level, two_a):
+        assert estimate_recall(graph, x, k=10, n_sample=500)[0] > 0.95
+    assert not (two_a.indices == np.arange(6000)[:, None]).any()
+    assert (two_a.indices >= 0).all()
+    assert exact.method == "exact" and two_a.method == "ivf"
