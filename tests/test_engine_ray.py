@@ -85,3 +85,20 @@ def test_cli_scan_with_engine_ray(tmp_path):
     assert report["run"]["engine"]["name"] == "ray"
     assert report["run"]["engine"]["cpus"] == 2
     assert (tmp_path / "out" / "issues.parquet").exists()
+
+
+def _dies_once(item: int, marker_dir: str) -> int:
+    """An engine block whose worker process dies the first time it runs (a lost worker)."""
+    marker = Path(marker_dir) / f"{item}.started"
+    if item == 1 and not marker.exists():
+        marker.touch()
+        os._exit(1)
+    return item * 10
+
+
+def test_a_block_whose_worker_dies_is_retried(tmp_path):
+    from credaudit.engine_ray import RayEngine
+
+    engine = RayEngine()
+    assert list(engine.map(_dies_once, range(4), str(tmp_path))) == [0, 10, 20, 30]
+    assert (tmp_path / "1.started").exists()  # the worker did die once
