@@ -33,8 +33,7 @@ from credaudit.io import (
     write_frame,
     write_text,
 )
-from credaudit.neighbors import build_knn_graph
-from credaudit.pipeline import StageTimes, prepare_outputs, row_vectors, write_output_set
+from credaudit.pipeline import StageTimes, knn_graph, prepare_outputs, row_vectors, write_output_set
 from credaudit.progress import NullProgress, Progress
 from credaudit.report.model import T_ORIENTATION
 
@@ -146,16 +145,7 @@ def audit_crowd(data: str | Path, config: ScanConfig, *, progress: Progress | No
             majority = _majority(answers.item, answers.label, answers.n_items, answers.n_classes, None)
             vectors, encoder = row_vectors(table.item_table(), majority, config, progress)
         with times.stage("graph"):
-            graph = build_knn_graph(
-                vectors,
-                k=config.detect.k,
-                index=config.graph.index,
-                exact_max_rows=config.graph.exact_max_rows,
-                ivf_probe_share=config.graph.ivf_probe_share,
-                ivf_max_probes=config.graph.ivf_max_probes,
-                seed=config.seed,
-                progress=progress,
-            )
+            graph = knn_graph(vectors, config, k=config.detect.k, progress=progress)
 
     def estimate(of):
         return estimate_crowd(

@@ -291,18 +291,7 @@ def audit(
         if detect_cfg.subsample_rate < 1:
             graph_k = math.ceil(detect_cfg.k / detect_cfg.subsample_rate) + _GRAPH_MARGIN
         graph_k = max(2, graph_k)  # the consensus triples need two neighbours
-        graph = build_knn_graph(
-            vectors,
-            k=graph_k,
-            index=config.graph.index,
-            exact_max_rows=config.graph.exact_max_rows,
-            ivf_probe_share=config.graph.ivf_probe_share,
-            ivf_max_probes=config.graph.ivf_max_probes,
-            device=device,
-            seed=config.seed,
-            progress=progress,
-            engine=engine,
-        )
+        graph = knn_graph(vectors, config, k=graph_k, device=device, engine=engine, progress=progress)
 
         # An approximate graph says how approximate: recall@k against an exact search of a sample.
         recall = (1.0, 0)
@@ -543,6 +532,30 @@ def _references(
             )
         references.append(replace(ref, embeddings=ref_vectors))
     return references
+
+
+def knn_graph(
+    vectors: np.ndarray,
+    config: ScanConfig,
+    *,
+    k: int,
+    device: str = "cpu",
+    engine: Engine = LOCAL,
+    progress: Progress | None = None,
+) -> NeighborGraph:
+    """The k-NN graph of unit ``vectors`` with the search settings of ``config.graph`` (and its seed)."""
+    return build_knn_graph(
+        vectors,
+        k=k,
+        index=config.graph.index,
+        exact_max_rows=config.graph.exact_max_rows,
+        ivf_probe_share=config.graph.ivf_probe_share,
+        ivf_max_probes=config.graph.ivf_max_probes,
+        device=device,
+        seed=config.seed,
+        progress=progress,
+        engine=engine,
+    )
 
 
 def _read(data: str | Path | pl.DataFrame, cfg: InputConfig, *, precomputed: bool) -> Table:

@@ -33,8 +33,8 @@ from credaudit.io import (
     write_outputs,
     write_text,
 )
-from credaudit.neighbors import build_knn_graph, normalize_rows
-from credaudit.pipeline import StageTimes, audit
+from credaudit.neighbors import normalize_rows
+from credaudit.pipeline import StageTimes, audit, knn_graph
 from credaudit.progress import NullProgress, Progress
 from credaudit.selection import (
     cluster_coverage,
@@ -172,16 +172,7 @@ def _audit_pairs(data, config: ScanConfig, vectors, progress: Progress) -> _Audi
     result = audit_pairs(data, config, chosen_embeddings=chosen, rejected_embeddings=rejected, progress=progress)
     actions = result.issues.get_column("action").to_numpy()
     order = {"keep": 0, "drop": 1, "swap": 2}
-    graph = build_knn_graph(
-        result.content,
-        k=min(config.select.k, result.table.n_pairs - 1),
-        index=config.graph.index,
-        exact_max_rows=config.graph.exact_max_rows,
-        ivf_probe_share=config.graph.ivf_probe_share,
-        ivf_max_probes=config.graph.ivf_max_probes,
-        seed=config.seed,
-        progress=progress,
-    )
+    graph = knn_graph(result.content, config, k=min(config.select.k, result.table.n_pairs - 1), progress=progress)
     table = result.table
     return _Audited(
         kind="preference_pairs",
