@@ -1,13 +1,17 @@
-"""Time the post-embedding audit at 100,000 rows × 384 dims × 20 classes.
+"""Time the post-embedding audit on synthetic clustered embeddings (100,000 to 2,000,000 rows × 384 dims).
 
     python -m benchmarks.scale                 # 3 runs of credaudit, median reported
     python -m benchmarks.scale --runs 5 --peers  # also cleanlab Datalab's features-only label check
-    python -m benchmarks.scale --rows 1000000 --runs 1 --engine both --exact-check
-                                               # 1M rows, local and Ray engines, and one exact-search run
+    python -m benchmarks.scale --rows 1000000 --runs 1 --engine both  # 1M rows, local and Ray engines
+    python -m benchmarks.scale --engine both --exact-check  # 100k rows, and one exact-search run (F1 delta)
+    python -m benchmarks.scale --rows 100000 --classes 200 --runs 1
+    python -m benchmarks.scale --embed 1000000  # embedding throughput of the static encoder on CPU
 
-The data are synthetic embeddings (seeded): 20 classes, each a mixture of 5 Gaussian sub-topics in
-384 dimensions, L2-normalised, with 20 % symmetric label noise. Each run is a fresh process, so
-its peak RSS (libraries included) is its own. Results go to benchmarks/SCALE.md.
+The data are synthetic embeddings (seeded): 20 classes (or --classes), each a mixture of 5 Gaussian
+sub-topics in 384 dimensions, L2-normalised, with 20 % symmetric label noise. Each run is a fresh
+process, so its peak RSS (libraries included) is its own; a Ray run (a local 2-worker cluster,
+``ray.init(num_cpus=2)``) reports the peak PSS of its whole process tree. Results go to
+benchmarks/SCALE.md.
 """
 
 from __future__ import annotations
