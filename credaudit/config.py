@@ -312,6 +312,12 @@ class SelectConfig:
         low=0.0,
         high=1.0,
     )
+    long_tail: float = _opt(
+        0.05,
+        "weight of the long tail: quality counts (1 - long_tail * mean similarity to the item's neighbours)",
+        low=0.0,
+        high=1.0,
+    )
     k: int = _opt(10, "neighbours a chosen item can discount", low=1)
     clusters: int = _opt(100, "k-means clusters behind the coverage figure of the selection report", low=2)
 

@@ -51,7 +51,8 @@ _METHOD = (
     "Each item's quality comes from the audit: for single labels the credibility of its label "
     "(1 - error score), for ratings the curated expected rating on [0, 1] (where the estimate is "
     "untrusted, the given rating shrunk toward the mean by its error score), for pairs 1 - flip score. "
-    "Items are chosen greedily by quality; an item close to a chosen one loses value, down to "
+    "Items are chosen greedily by quality (weighted slightly toward the long tail: items far from their "
+    "neighbours count a little more); an item close to a chosen one loses value, down to "
     "(1 - diversity) of its quality for a near-copy (no loss when it is no closer than a typical "
     "neighbour), so parts of the data not yet represented win over more of the same. "
     "Lower tiers are used up first (rows flagged as label errors, unclear or reversed pairs come last)."
@@ -246,7 +247,13 @@ def select(
     budget = resolve_budget(cfg.budget, n)
     with times.stage("select"):
         order = select_diverse(
-            audited.quality, audited.indices, audited.similarities, budget, cfg.diversity, tiers=audited.tiers
+            audited.quality,
+            audited.indices,
+            audited.similarities,
+            budget,
+            cfg.diversity,
+            tiers=audited.tiers,
+            long_tail=cfg.long_tail,
         )
         chosen = np.zeros(n, dtype=bool)
         chosen[order] = True
@@ -310,7 +317,7 @@ def _report(
             "seed": config.seed,
             "stage_seconds": times.seconds,
         },
-        "settings": {"budget": cfg.budget, "diversity": cfg.diversity, "k": cfg.k},
+        "settings": {"budget": cfg.budget, "diversity": cfg.diversity, "long_tail": cfg.long_tail, "k": cfg.k},
         "audit": audited.noise,
         "selected": {
             "items": int(chosen.sum()),

@@ -9,6 +9,13 @@ starts at the quality and drops when something close to the item is chosen::
 
     u[j] = q[j] · (1 - λ · r[j]),   r[j] = max over chosen neighbours i of  (s[i, j] - s0) / (1 - s0), in [0, 1]
 
+Here ``q`` already carries a small long-tail weight: ``q = quality · (1 - β · m)`` with ``m`` the
+item's mean similarity to its k neighbours and ``β = long_tail`` (0.05 by default), so that among
+items of equal quality the one far from its neighbours is worth more. (Measured on the shipped
+banking sample at a 10 % budget: with β = 0 the choice covered 50 of 100 k-means clusters against
+63 for a random draw, because credible labels sit in the cores of the classes; with β = 0.05, 64,
+at mean quality 0.9986 against 0.9999.)
+
 ``λ = diversity`` in [0, 1]; ``s0`` is the data's typical neighbour similarity (the median
 similarity of the k-th neighbour). An item no closer to the chosen ones than a typical neighbour
 keeps its whole quality; a near-copy of a chosen item keeps ``1 - λ`` of it (λ = 1: nothing). So
@@ -19,7 +26,7 @@ unlike items. λ = 0 is plain top-by-quality.
 Measured (benchmarks/selection.py, budget 10 %): discounting by the raw similarity, or multiplying
 the discounts of every chosen neighbour, traded away far more quality for little coverage. On
 SST-5 ratings at 20 % noise, λ = 0.5 kept 0.54 (raw, multiplied) against 0.86 (this rule) true top
-ratings among the chosen, with all clusters covered either way.
+ratings among the chosen, with all clusters covered either way (before the long-tail weight).
 
 Only the graph's edges carry the discount: a chosen item's k neighbours and the items that count
 it among theirs. A group of more than k near-copies therefore needs several picks before all of
@@ -136,6 +143,7 @@ def select_diverse(
     diversity: float,
     *,
     tiers: np.ndarray | None = None,
+    long_tail: float = 0.05,
 ) -> np.ndarray:
     """Greedy selection of ``budget`` items by quality with a diversity discount (module docstring).
 
@@ -152,6 +160,8 @@ def select_diverse(
         λ: a chosen near-copy discounts an item by the factor (1 - λ) (module docstring).
     tiers : ndarray of shape (N,), dtype int, optional
         Lower tiers are used up first. Default: one tier.
+    long_tail : float in [0, 1]
+        β: an item's quality is weighted by ``1 - β · (mean similarity to its neighbours)``.
 
     Returns
     -------
@@ -167,6 +177,11 @@ def select_diverse(
     """
     quality = np.asarray(quality, dtype=np.float64)
     n = quality.size
+    if long_tail > 0:
+        valid = np.asarray(indices) >= 0
+        typical = np.where(valid, np.asarray(similarities, dtype=np.float64), 0.0).sum(axis=1)
+        typical /= np.maximum(valid.sum(axis=1), 1)
+        quality = quality * (1.0 - long_tail * np.clip(typical, 0.0, 1.0))
     budget = min(int(budget), n)
     tiers = np.zeros(n, dtype=np.int64) if tiers is None else np.asarray(tiers, dtype=np.int64)
     starts, targets, sims = _both_directions(np.asarray(indices), np.asarray(similarities), n)

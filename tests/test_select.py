@@ -26,6 +26,7 @@ def _graph(x: np.ndarray, k: int):
 def _sequential(quality, indices, sims, budget, diversity, tiers):
     """The rule one item at a time, straight from the definition (selection.py's docstring)."""
     n = quality.size
+    quality = quality * (1 - 0.05 * sims.mean(axis=1))  # the default long-tail weight
     s0 = np.median(sims[:, -1])
     close = np.clip((sims - s0) / (1 - s0), 0, 1)
     nearest = np.zeros(n)
