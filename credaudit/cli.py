@@ -845,11 +845,11 @@ def select_command(
     """Choose a budget of curated, diverse items: single labels, ratings (--ordinal) or pairs (--chosen-col)."""
 
     def body() -> int:
-        import json
 
         from credaudit import select_run
         from credaudit.console import console_width, is_interactive, write
         from credaudit.errors import ExitCode, UsageError
+        from credaudit.report.json import render_json_data
         from credaudit.report.selection import render_selection_terminal, summary_lines
 
         if budget is None:
@@ -882,7 +882,7 @@ def select_command(
         with _progress(fmt == "rich" and is_interactive(sys.stderr), quiet=fmt == "quiet") as progress:
             result, written = select_run.select_file(data, config, progress=progress)
         if fmt == "json":
-            write(json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
+            write(render_json_data(result.report))
         elif fmt == "quiet":
             write(summary_lines(result.report)[0] + "\n")
         else:

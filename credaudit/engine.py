@@ -6,9 +6,9 @@ kinds of work are distributed:
 - ``map(fn, items, *shared)``: ``fn(item, *shared)`` for every item, results in item order. The
   neighbour search uses it (one item = a block of rows or of k-means lists); ``shared`` are the
   large read-only arrays every block reads (the embeddings), put in place once with ``share``.
-- ``encode(factory, chunks)``: the encoder over chunks of texts, vectors in chunk order. Locally
-  one encoder; on Ray a pool of actors that each build the encoder once (GPUs where the cluster
-  has them).
+- ``encode(encoder, factory, chunks)``: the encoder over chunks of texts, vectors in chunk order.
+  Locally the ``encoder`` already built; on Ray a pool of actors that each build one with
+  ``factory`` once (GPUs where the cluster has them).
 
 The same function runs the same block either way, so the engines give the same graph (and
 therefore the same flags) for the same input, seed and config.
@@ -29,7 +29,9 @@ class Engine(Protocol):
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]: ...
 
-    def encode(self, factory: Callable[[], Any], chunks: Iterable[list[str]]) -> Iterator[np.ndarray]: ...
+    def encode(
+        self, encoder: Any, factory: Callable[[], Any] | None, chunks: Iterable[list[str]]
+    ) -> Iterator[np.ndarray]: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -46,8 +48,9 @@ class LocalEngine:
         for item in items:
             yield fn(item, *shared)
 
-    def encode(self, factory: Callable[[], Any], chunks: Iterable[list[str]]) -> Iterator[np.ndarray]:
-        encoder = factory()
+    def encode(
+        self, encoder: Any, factory: Callable[[], Any] | None, chunks: Iterable[list[str]]
+    ) -> Iterator[np.ndarray]:
         for texts in chunks:
             yield encoder.encode(texts)
 

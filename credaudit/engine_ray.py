@@ -29,6 +29,10 @@ import numpy as np
 from credaudit.errors import UsageError
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 class _EncodeActor:
     """A Ray Data actor: builds the encoder once, then encodes one chunk of texts per batch."""
 
@@ -95,9 +99,16 @@ class RayEngine:
         for ref in refs:
             yield self._ray.get(ref)
 
-    def encode(self, factory: Callable[[], Any], chunks: Iterable[list[str]]) -> Iterator[np.ndarray]:
+    def encode(
+        self, encoder: Any, factory: Callable[[], Any] | None, chunks: Iterable[list[str]]
+    ) -> Iterator[np.ndarray]:
+        """Vectors of each chunk, in order; each actor builds its encoder with ``factory`` (default: a
+        copy of ``encoder``)."""
+        import functools
+
         import ray.data
 
+        factory = factory or functools.partial(_same, encoder)
         self._quiet()
         rows = [{"chunk": i, "texts": list(texts)} for i, texts in enumerate(chunks)]
         if not rows:

@@ -22,9 +22,9 @@ from credaudit.errors import InputError, UsageError
 from credaudit.fairness import METRIC_NAMES, METRICS, FairnessData, FairnessResult, audit_fairness, proxy_diagnostics
 from credaudit.gates import CheckResult, Status, interval_check, verdict
 from credaudit.io import (
-    default_out_dir,
     detect_format,
     file_sha256,
+    out_dir_for,
     read_frame,
     require_columns,
     write_outputs,
@@ -384,10 +384,7 @@ def audit_fairness_file(
 
 def fairness_out_dir(config: ScanConfig, data: Path) -> Path:
     """``--out`` or ``./credaudit-out/<data stem>-fairness/``."""
-    if config.output.out:
-        return Path(config.output.out)
-    base = default_out_dir(data)
-    return base.with_name(base.name + "-fairness")
+    return out_dir_for(config.output.out, data, "-fairness")
 
 
 def write_fairness_outputs(report: FairnessReport, out_dir: Path, *, html: bool = True) -> list[Path]:

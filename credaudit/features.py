@@ -13,7 +13,7 @@ import numpy as np
 
 from credaudit.encoders.base import Encoder
 from credaudit.encoders.cache import EmbeddingCache, text_keys
-from credaudit.engine import Engine
+from credaudit.engine import LOCAL, Engine
 from credaudit.neighbors import normalize_rows
 from credaudit.progress import NullProgress, Progress
 
@@ -65,8 +65,8 @@ def embed_texts(
     engine : Engine, optional
         Where the chunks are encoded (credaudit/engine.py); default: ``encoder`` in this process.
     factory : callable, optional
-        Builds the encoder where the engine encodes (e.g. in each Ray actor); needed with an engine
-        other than the local one. ``encoder`` still gives the dimension and the cache key.
+        Builds the encoder where the engine encodes (e.g. in each Ray actor); default there: a copy
+        of ``encoder``. ``encoder`` still gives the dimension and the cache key.
 
     Returns
     -------
@@ -95,10 +95,7 @@ def embed_texts(
     multiplicity = np.bincount(inverse, minlength=len(unique_texts))
     chunks = [missing[start : start + CHUNK_TEXTS] for start in range(0, len(missing), CHUNK_TEXTS)]
     chunk_texts = ([unique_texts[i] for i in rows] for rows in chunks)
-    if engine is None or engine.name == "local":
-        encoded = (encoder.encode(batch) for batch in chunk_texts)
-    else:
-        encoded = engine.encode(factory, chunk_texts)
+    encoded = (engine or LOCAL).encode(encoder, factory, chunk_texts)
     for rows, fresh in zip(chunks, encoded, strict=True):
         fresh = np.asarray(fresh).astype(np.float16)
         vectors[rows] = fresh

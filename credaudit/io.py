@@ -418,13 +418,18 @@ def _frame_sha256(frame: pl.DataFrame) -> str:
 # Writing
 
 
-def default_out_dir(path: Path) -> Path:
-    """``./credaudit-out/<data stem>/``."""
+def default_out_dir(path: Path, suffix: str = "") -> Path:
+    """``./credaudit-out/<data stem><suffix>/``."""
     name = path.name
-    for suffix in (".gz", ".parquet", ".jsonl", ".ndjson", ".csv"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return Path("credaudit-out") / (name or "data")
+    for ext in (".gz", ".parquet", ".jsonl", ".ndjson", ".csv"):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+    return Path("credaudit-out") / ((name or "data") + suffix)
+
+
+def out_dir_for(out: str | None, data: Path, suffix: str = "") -> Path:
+    """The output directory: ``--out`` when given, else :func:`default_out_dir` (each command its suffix)."""
+    return Path(out) if out else default_out_dir(data, suffix)
 
 
 def check_out_dir(out_dir: Path, input_path: Path, output_names: list[str]) -> None:

@@ -201,8 +201,8 @@ def read_pairs(
     )
 
 
-def preference_directions(chosen: np.ndarray, rejected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit preference directions and the two responses' similarity.
+def preference_directions(chosen: np.ndarray, rejected: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit preference directions, the two responses' similarity and each pair's topic.
 
     Parameters
     ----------
@@ -215,13 +215,15 @@ def preference_directions(chosen: np.ndarray, rejected: np.ndarray) -> tuple[np.
         (ĉ - r̂) / ‖ĉ - r̂‖ of the unit vectors; zero where the two coincide.
     similarity : ndarray of shape (P,)
         cos(chosen, rejected): near 1 when the responses are (nearly) the same.
+    topics : ndarray of shape (P, d), dtype float32
+        (ĉ + r̂) / ‖ĉ + r̂‖: what the pair is about, whichever side is preferred.
     """
     c = normalize_rows(chosen)
     r = normalize_rows(rejected)
     similarity = np.einsum("ij,ij->i", c, r)
     diff = c - r
     norm = np.linalg.norm(diff, axis=1, keepdims=True)
-    return (diff / np.maximum(norm, 1e-12)).astype(np.float32), similarity
+    return (diff / np.maximum(norm, 1e-12)).astype(np.float32), similarity, normalize_rows(c + r)
 
 
 def explode(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

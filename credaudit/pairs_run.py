@@ -18,9 +18,8 @@ import polars as pl
 
 from credaudit.config import ScanConfig
 from credaudit.errors import InputError, UsageError
-from credaudit.gates import CheckResult, evaluate_gates, verdict
+from credaudit.gates import evaluate_gates, verdict
 from credaudit.io import Table, detect_format, write_frame, write_text
-from credaudit.neighbors import normalize_rows
 from credaudit.pairs import (
     DIRECTION_NAMES,
     PairTable,
@@ -53,16 +52,10 @@ class PairsResult:
     ----------
     table : PairTable
     config : ScanConfig
-    engine : AuditResult
-        The single-label audit of the 2P direction rows (rows [0, P) as given, [P, 2P) reversed,
-        in the canonical order ``order``).
-    order : ndarray of shape (P,)
-        ``order[s]``: the input pair behind the engine's s-th pair.
     issues : polars.DataFrame
         One row per input pair, in input order: ``row_id``, ``flip_score``, ``is_reversed``,
         ``action``, ``response_similarity``, ``neighbour_agreement``.
     report : AuditReport
-    checks : list of CheckResult
     content : ndarray of shape (P, d), dtype float32
         Each pair's topic: the unit mean of its two unit response vectors, in input order (what
         ``credaudit select`` spreads its choice over).
@@ -70,11 +63,8 @@ class PairsResult:
 
     table: PairTable
     config: ScanConfig
-    engine: AuditResult
-    order: np.ndarray
     issues: pl.DataFrame
     report: AuditReport
-    checks: list[CheckResult]
     content: np.ndarray
 
     def cleaned(self) -> pl.DataFrame:
@@ -179,8 +169,7 @@ def audit_pairs(
         )
     with times.stage("embed"):
         chosen, rejected, encoder = _vectors(table, config, chosen_embeddings, rejected_embeddings, progress)
-        directions, similarity = preference_directions(chosen, rejected)
-        content = normalize_rows(normalize_rows(chosen) + normalize_rows(rejected))
+        directions, similarity, content = preference_directions(chosen, rejected)
         order = canonical_order(table, chosen, rejected)
         del chosen, rejected
         vectors, labels = explode(directions[order])
@@ -223,13 +212,13 @@ def audit_pairs(
         }
     )
     times.seconds["total"] = round(time.perf_counter() - started, 4)
-    report, checks = _report(table, config, engine, issues, encoder, times)
-    return PairsResult(table, config, engine, order, issues, report, checks, content)
+    report = _report(table, config, engine, issues, encoder, times)
+    return PairsResult(table, config, issues, report, content)
 
 
 def _report(
     table: PairTable, config: ScanConfig, engine: AuditResult, issues: pl.DataFrame, encoder: dict, times: StageTimes
-) -> tuple[AuditReport, list[CheckResult]]:
+) -> AuditReport:
     """The engine's report, restated per pair: input, classes, detection, gates."""
     base = engine.report
     n = table.n_pairs
@@ -293,7 +282,7 @@ def _report(
             checks, strict=config.gates.strict, warnings=any(f["severity"] == "warning" for f in base.findings)
         ),
     )
-    return report, checks
+    return report
 
 
 def flagged_pairs(table: PairTable, issues: pl.DataFrame, limit: int, chars: int) -> list[dict[str, Any]]:

@@ -54,6 +54,7 @@ from credaudit.io import (
     check_out_file,
     default_out_dir,
     detect_format,
+    out_dir_for,
     read_frame,
     read_reference,
     read_table,
@@ -133,6 +134,8 @@ class AuditResult:
         The validated input.
     codec : LabelCodec
         Label values <-> codes.
+    labels : ndarray of shape (N,), dtype int64
+        Each row's label code (``codec.encode`` of the table's labels).
     embeddings : ndarray of shape (N, d), dtype float32
     graph : NeighborGraph
     noise : NoiseEstimate
@@ -149,6 +152,7 @@ class AuditResult:
     issues: pl.DataFrame
     table: Table
     codec: LabelCodec
+    labels: np.ndarray
     embeddings: np.ndarray
     graph: NeighborGraph
     noise: NoiseEstimate
@@ -167,7 +171,7 @@ class AuditResult:
         """Which flagged rows the cleaned data drops or relabels, after the guards (cleaning.py)."""
         return _cleaning_plan(
             self.config,
-            self.codec.encode(self.table.label_values),
+            self.labels,
             self.detection,
             n_classes=self.codec.n_classes,
             trusted=bool(self.report.noise["trustworthy"]),
@@ -278,7 +282,7 @@ def audit(
 
     device = resolve_device(config.encoder.device)
     _check_device(device)
-    engine = engine_for(config.engine.name, ray_address=config.engine.ray_address, ray_actors=config.engine.ray_actors)
+    engine = config_engine(config)
     with times.stage("embed"):
         vectors, encoder_summary, used_encoder = _features(
             table, labels, config, embeddings, encoder, device, progress, engine
@@ -433,6 +437,7 @@ def audit(
         issues=issues,
         table=table,
         codec=codec,
+        labels=labels,
         embeddings=vectors,
         graph=graph,
         noise=estimate,
@@ -540,10 +545,11 @@ def knn_graph(
     *,
     k: int,
     device: str = "cpu",
-    engine: Engine = LOCAL,
+    engine: Engine | None = None,
     progress: Progress | None = None,
 ) -> NeighborGraph:
-    """The k-NN graph of unit ``vectors`` with the search settings of ``config.graph`` (and its seed)."""
+    """The k-NN graph of unit ``vectors`` with the search settings of ``config.graph`` (and its seed),
+    on ``engine`` (default: the one ``config.engine`` names)."""
     return build_knn_graph(
         vectors,
         k=k,
@@ -554,7 +560,7 @@ def knn_graph(
         device=device,
         seed=config.seed,
         progress=progress,
-        engine=engine,
+        engine=engine or config_engine(config),
     )
 
 
@@ -579,8 +585,13 @@ def row_vectors(table: Table, labels: np.ndarray, config: ScanConfig, progress: 
     """
     device = resolve_device(config.encoder.device)
     _check_device(device)
-    vectors, summary, _ = _features(table, labels, config, None, None, device, progress)
+    vectors, summary, _ = _features(table, labels, config, None, None, device, progress, config_engine(config))
     return vectors, dataclasses.asdict(summary)
+
+
+def config_engine(config: ScanConfig) -> Engine:
+    """The engine ``config.engine`` names (Ray is started, or joined, once per process)."""
+    return engine_for(config.engine.name, ray_address=config.engine.ray_address, ray_actors=config.engine.ray_actors)
 
 
 def _check_device(device: str) -> None:
@@ -669,9 +680,10 @@ def _features(
         )
     else:
         enc = get_encoder(cfg.name, device=device, batch_size=cfg.batch_size, precision=cfg.precision)
-    if encoder is not None:
-        factory = functools.partial(_same, enc)  # an instance from the API travels as a copy
-    else:  # the named encoder (auto's choice included) is built where it runs
+    # A named encoder (auto's choice included) is built where the engine runs it; an instance
+    # from the API travels as a copy (factory None).
+    factory = None
+    if encoder is None:
         name = enc.name if cfg.name == "auto" else cfg.name
         factory = functools.partial(build_encoder, name, cfg.device, cfg.batch_size, cfg.precision)
     result = whole_corpus.get(enc.name) or embed_texts(
@@ -689,10 +701,6 @@ def _features(
         getattr(enc, "precision", "n/a"),  # plug-ins need not say
     )
     return result.vectors, summary, enc
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def build_encoder(name: str, device: str, batch_size: int | None, precision: str) -> Encoder:
@@ -970,7 +978,7 @@ def _build_report(
 
 def output_dir(config: ScanConfig, data_path: Path) -> Path:
     """The output directory: ``--out`` or ``./credaudit-out/<data stem>/``."""
-    return Path(config.output.out) if config.output.out else default_out_dir(data_path)
+    return out_dir_for(config.output.out, data_path)
 
 
 def output_names(cleaned_name: str, *, html: bool = True) -> list[str]:
@@ -1006,7 +1014,7 @@ def review_queue(result: AuditResult) -> pl.DataFrame:
     """Every flagged row, most suspicious first, with its neighbours' labels (review.py)."""
     detection, table = result.detection, result.table
     rows = _ranked_flags(detection)
-    labels = result.codec.encode(table.label_values)
+    labels = result.labels
     neighbours = result.graph.indices[rows, : detection.k]
     neighbour_codes = np.where(neighbours >= 0, labels[np.maximum(neighbours, 0)], -1)
     names = [str(v) for v in result.codec.values]

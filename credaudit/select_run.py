@@ -27,13 +27,12 @@ from credaudit.hygiene import dedupe_mask
 from credaudit.io import (
     DataFormat,
     check_out_dir,
-    default_out_dir,
     detect_format,
+    out_dir_for,
     write_frame,
     write_outputs,
     write_text,
 )
-from credaudit.neighbors import normalize_rows
 from credaudit.pipeline import StageTimes, audit, knn_graph
 from credaudit.progress import NullProgress, Progress
 from credaudit.selection import (
@@ -90,10 +89,7 @@ class SelectionResult:
 
 def select_out_dir(config: ScanConfig, data: Path) -> Path:
     """``--out`` or ``./credaudit-out/<data stem>-select/``."""
-    if config.output.out:
-        return Path(config.output.out)
-    base = default_out_dir(data)
-    return base.with_name(base.name + "-select")
+    return out_dir_for(config.output.out, data, "-select")
 
 
 def output_names(fmt: DataFormat) -> list[str]:
@@ -125,7 +121,7 @@ def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Au
     """Single labels and ratings: the engine's audit, its graph and per-row quality."""
     result = audit(data, config, embeddings=embeddings, progress=progress)
     det = result.detection
-    labels = result.codec.encode(result.table.label_values)
+    labels = result.labels
     names = np.array(result.codec.names(), dtype=object)
     if result.report.ratings is not None:
         scale = np.array([p["value"] for p in result.report.ratings["scale"]], dtype=np.float64)
@@ -263,7 +259,7 @@ def select(
         # At least ten rows per cluster and no more clusters than chosen items, else "covered"
         # says little.
         clusters = max(2, min(cfg.clusters, budget, n // 10))
-        coverage = cluster_coverage(normalize_rows(audited.vectors), chosen, n_clusters=clusters, seed=config.seed)
+        coverage = cluster_coverage(audited.vectors, chosen, n_clusters=clusters, seed=config.seed)
     times.seconds["total"] = round(time.perf_counter() - started, 4)
     selection = pl.DataFrame(
         {
@@ -335,8 +331,7 @@ def _report(
 
 def write_selection_outputs(result: SelectionResult, out_dir: Path) -> list[Path]:
     """selected.<ext>, selection.parquet, report.json and report.md, as one atomic set."""
-    import json
-
+    from credaudit.report.json import render_json_data
     from credaudit.report.selection import render_selection_markdown
 
     fmt = result.format
@@ -344,7 +339,7 @@ def write_selection_outputs(result: SelectionResult, out_dir: Path) -> list[Path
     writers = {
         fmt.file_name("selected"): lambda p: write_frame(selected, p, fmt),
         "selection.parquet": lambda p: result.selection.write_parquet(p),
-        "report.json": write_text(json.dumps(result.report, indent=2, ensure_ascii=False) + "\n"),
+        "report.json": write_text(render_json_data(result.report)),
         "report.md": write_text(render_selection_markdown(result.report)),
     }
     return write_outputs(out_dir, writers, replace_previous=True)

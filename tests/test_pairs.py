@@ -41,7 +41,7 @@ def pairs_config(**extra):
 
 def test_explode_mirrors_every_direction():
     chosen, rejected, _ = make_pairs(20, 0.0, seed=1)
-    directions, similarity = preference_directions(chosen, rejected)
+    directions, similarity, _ = preference_directions(chosen, rejected)
     vectors, labels = explode(directions)
     assert vectors.shape == (40, chosen.shape[1])
     np.testing.assert_allclose(vectors[20:], -vectors[:20])

@@ -6,7 +6,13 @@ import html as _html
 import io
 from typing import TYPE_CHECKING, Any
 
-from credaudit.report.format import STATUS_MARK, check_line, markdown_gates_and_findings, terminal_gates_and_findings
+from credaudit.report.format import (
+    STATUS_MARK,
+    check_line,
+    markdown_gates_and_findings,
+    markdown_table,
+    terminal_gates_and_findings,
+)
 
 if TYPE_CHECKING:
     from credaudit.crowd_run import CrowdReport
@@ -86,11 +92,6 @@ def render_crowd_quiet(report: CrowdReport) -> str:
     return f"{report.verdict.upper()} {report.run['input']['path']}: {summary_line(report)}\n"
 
 
-def _md_table(rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    return lines + ["| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in rows[1:]] + [""]
-
-
 def render_crowd_markdown(report: CrowdReport) -> str:
     run, noise = report.run, report.noise
     lines = [
@@ -100,14 +101,14 @@ def render_crowd_markdown(report: CrowdReport) -> str:
         "",
     ]
     lines += markdown_gates_and_findings(report.checks, report.findings)
-    lines += ["## Annotators", ""] + _md_table(annotator_rows(report))
+    lines += ["## Annotators", ""] + markdown_table(annotator_rows(report))
     if report.annotators["suspect_reasons"]:
         lines += [f"- **{k}**: {v}" for k, v in report.annotators["suspect_reasons"].items()] + [""]
-    lines += ["## Least certain items", ""] + _md_table(item_rows(report))
+    lines += ["## Least certain items", ""] + markdown_table(item_rows(report))
     names = noise["transition_matrix"]["labels"]
     values = noise["transition_matrix"]["values"]
     lines += ["## Transition matrix (pooled over answers)", "", f"{noise['orientation']}.", ""]
-    lines += _md_table(
+    lines += markdown_table(
         [["true \\ answered", *names]] + [[n, *(f"{v:.3f}" for v in row)] for n, row in zip(names, values, strict=True)]
     )
     lines += [f"Method: {noise['method']}.", ""]

@@ -222,3 +222,11 @@ def ratings_table(ratings: dict | None) -> tuple[str, list[str], list[list[str]]
         f"curated scores move {ratings['mean_absolute_change']:.2f} scale units on average"
     )
     return title, ["rating", "value", "given", "curated (nearest point)"], rows
+
+
+def markdown_table(rows: list[list[str]]) -> list[str]:
+    """A Markdown table block (``rows[0]`` the header; in cells ``|`` escaped, newlines as spaces),
+    ending with a blank line."""
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows[1:]] + [""]

@@ -24,4 +24,9 @@ def _clean(value: Any) -> Any:
 
 def render_json(report: AuditReport, *, indent: int | None = 2) -> str:
     """The report as JSON text (valid JSON: no NaN, UTF-8 kept)."""
-    return json.dumps(_clean(report.to_dict()), indent=indent, ensure_ascii=False) + "\n"
+    return render_json_data(report.to_dict(), indent=indent)
+
+
+def render_json_data(data: Any, *, indent: int | None = 2) -> str:
+    """Any report dict as JSON text, cleaned the same way (NaN -> null, numpy scalars -> numbers)."""
+    return json.dumps(_clean(data), indent=indent, ensure_ascii=False) + "\n"

@@ -12,6 +12,7 @@ from credaudit.report.format import (
     hygiene_tables,
     interval,
     largest_confusions,
+    markdown_table,
     pct,
     ratings_table,
     score_interval,
@@ -120,14 +121,12 @@ def render_markdown(report: AuditReport) -> str:
     rated = ratings_table(report.ratings)
     if rated:
         title, header, rows = rated
-        lines += ["## Ratings", "", title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows] + [""]
+        lines += ["## Ratings", "", title, ""] + markdown_table([header, *rows])
     hygiene = hygiene_lines(report.hygiene)
     if hygiene:
         lines += ["## Data hygiene", ""] + [f"- {_cell(line)}" for line in hygiene] + [""]
         for title, header, rows in hygiene_tables(report.hygiene):
-            lines += [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows] + [""]
+            lines += [f"**{title}**", ""] + markdown_table([header, *rows])
     lines += [
         f"<sub>credaudit {report.tool_version} · input sha256 {run['input']['sha256'][:12]} · seed {run['seed']} · "
         f"method {det['method']}, k={det['k']}, {det['rounds']} rounds</sub>",

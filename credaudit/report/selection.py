@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from credaudit.report.format import markdown_table
+
 
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
@@ -57,13 +59,6 @@ def tier_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 def render_selection_markdown(report: dict[str, Any]) -> str:
-    def table(rows: list[list[str]]) -> list[str]:
-        return [
-            "| " + " | ".join(rows[0]) + " |",
-            "|" + "---|" * len(rows[0]),
-            *("| " + " | ".join(r) + " |" for r in rows[1:]),
-        ]
-
     run = report["run"]
     parts = [
         f"# credaudit selection: {run['input']['path']}",
@@ -72,12 +67,10 @@ def render_selection_markdown(report: dict[str, Any]) -> str:
         "",
         f"## Per {report['group_title']}",
         "",
-        *table(group_rows(report)),
-        "",
+        *markdown_table(group_rows(report)),
         "## Tiers",
         "",
-        *table(tier_rows(report)),
-        "",
+        *markdown_table(tier_rows(report)),
         "## Method",
         "",
         report["method"],
