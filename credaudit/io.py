@@ -262,6 +262,20 @@ def require_columns(frame: pl.DataFrame, wanted: Iterable[tuple[str | None, str]
             )
 
 
+def load_frame(
+    source: str | Path | pl.DataFrame, *, encoding: str = "utf-8"
+) -> tuple[Path, DataFormat, pl.DataFrame, str]:
+    """(path, format, frame, sha256) of a file, a parquet directory or an in-memory DataFrame.
+
+    Every reader (single labels, pairs) starts here, so the input hash is the same everywhere.
+    """
+    if isinstance(source, pl.DataFrame):
+        return Path("<dataframe>"), DataFormat("parquet"), source, _frame_sha256(source)
+    path = Path(source)
+    fmt = replace(detect_format(path), encoding=encoding)
+    return path, fmt, read_frame(path, fmt), file_sha256(path)
+
+
 def read_table(
     source: str | Path | pl.DataFrame,
     *,
@@ -295,13 +309,7 @@ def read_table(
     DataReadError, MissingColumnError, EmptyDataError, SingleClassError
         With a message naming the file, the column and, where one is at fault, the row.
     """
-    if isinstance(source, pl.DataFrame):
-        path, fmt, frame, sha = Path("<dataframe>"), DataFormat("parquet"), source, _frame_sha256(source)
-    else:
-        path = Path(source)
-        fmt = replace(detect_format(path), encoding=encoding)
-        frame = read_frame(path, fmt)
-        sha = file_sha256(path)
+    path, fmt, frame, sha = load_frame(source, encoding=encoding)
     name = path.name if path.name else str(path)
     if frame.height == 0:
         raise EmptyDataError(f"{name} has no rows")

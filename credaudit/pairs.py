@@ -21,7 +21,7 @@ tails are the responses (:func:`split_shared_prefix`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,7 @@ from credaudit.io import (
     MIN_ROWS,
     DataFormat,
     _embedding_matrix,
-    detect_format,
-    file_sha256,
-    read_frame,
+    load_frame,
     require_columns,
 )
 from credaudit.labels import as_scalar
@@ -133,13 +131,7 @@ def read_pairs(
     ``precomputed``: vectors come from the Python API, so the text columns may be absent.
     ``encoding``: of a CSV or JSONL file (``--encoding``).
     """
-    if isinstance(data, pl.DataFrame):
-        frame, path, fmt, sha = data, Path("<dataframe>"), DataFormat("parquet", False), ""
-    else:
-        path = Path(data)
-        fmt = replace(detect_format(path), encoding=encoding)
-        frame = read_frame(path, fmt)
-        sha = file_sha256(path) if path.is_file() else ""
+    path, fmt, frame, sha = load_frame(data, encoding=encoding)
     name = path.name
     vectors_given = precomputed or (chosen_embedding_col is not None and rejected_embedding_col is not None)
     if (chosen_embedding_col is None) != (rejected_embedding_col is None):
