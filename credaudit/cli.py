@@ -653,11 +653,7 @@ def scan(
                 "crowd.reference_col": (reference_col, "--reference-col"),
                 "crowd.items": (str(items) if items else None, "--items"),
                 "crowd.drop_annotators": (drop_annotators, "--drop-annotators"),
-                "pairs.chosen_col": (chosen_col, "--chosen-col"),
-                "pairs.rejected_col": (rejected_col, "--rejected-col"),
-                "pairs.prompt_col": (prompt_col, "--prompt-col"),
-                "ratings.ordinal": (ordinal, "--ordinal"),
-                "ratings.label_order": (_split_order(label_order), "--label-order"),
+                **_kind_overrides(chosen_col, rejected_col, prompt_col, ordinal, label_order),
                 "gates.min_annotator_accuracy": (min_annotator_accuracy, "--min-annotator-accuracy"),
                 "gates.warn_min_annotator_accuracy": (warn_min_annotator_accuracy, "--warn-min-annotator-accuracy"),
                 "gates.max_suspect_annotators": (
@@ -674,8 +670,7 @@ def scan(
                 "input.encoding": (encoding, "--encoding"),
                 **_encoder_overrides(encoder, device, precision, batch_size, cache_dir),
                 "encoder.cache": (cache, "--cache/--no-cache"),
-                "engine.name": (engine, "--engine"),
-                "engine.ray_address": (ray_address, "--ray-address"),
+                **_engine_overrides(engine, ray_address),
                 "detect.k": (k, "--k"),
                 "detect.method": (method, "--method"),
                 "detect.min_score": (min_score, "--min-score"),
@@ -861,18 +856,13 @@ def select_command(
                 "select.diversity": (diversity, "--diversity"),
                 "input.text_cols": (tuple(text_col) if text_col else None, "--text-col"),
                 "input.label_col": (label_col, "--label-col"),
-                "pairs.chosen_col": (chosen_col, "--chosen-col"),
-                "pairs.rejected_col": (rejected_col, "--rejected-col"),
-                "pairs.prompt_col": (prompt_col, "--prompt-col"),
-                "ratings.ordinal": (ordinal, "--ordinal"),
-                "ratings.label_order": (_split_order(label_order), "--label-order"),
+                **_kind_overrides(chosen_col, rejected_col, prompt_col, ordinal, label_order),
                 "input.id_col": (id_col, "--id-col"),
                 "input.embedding_col": (embedding_col, "--embedding-col"),
                 "input.encoding": (encoding, "--encoding"),
                 **_encoder_overrides(encoder, device, precision, batch_size, cache_dir),
                 "encoder.cache": (cache, "--cache/--no-cache"),
-                "engine.name": (engine, "--engine"),
-                "engine.ray_address": (ray_address, "--ray-address"),
+                **_engine_overrides(engine, ray_address),
                 "output.out": (str(out) if out else None, "--out"),
                 "output.format": (output_format, "--format"),
                 "seed": (seed, "--seed"),
@@ -1073,6 +1063,21 @@ def apply(
         return 0
 
     _guard(debug, body)
+
+
+def _kind_overrides(chosen_col, rejected_col, prompt_col, ordinal, label_order) -> dict:
+    """The flags that choose the kind of labels (pairs, ratings), shared by ``scan`` and ``select``."""
+    return {
+        "pairs.chosen_col": (chosen_col, "--chosen-col"),
+        "pairs.rejected_col": (rejected_col, "--rejected-col"),
+        "pairs.prompt_col": (prompt_col, "--prompt-col"),
+        "ratings.ordinal": (ordinal, "--ordinal"),
+        "ratings.label_order": (_split_order(label_order), "--label-order"),
+    }
+
+
+def _engine_overrides(engine, ray_address) -> dict:
+    return {"engine.name": (engine, "--engine"), "engine.ray_address": (ray_address, "--ray-address")}
 
 
 def _encoder_overrides(encoder, device, precision, batch_size, cache_dir) -> dict:

@@ -10,7 +10,7 @@ share of reversed pairs (T is symmetric by construction), and its detection scor
 two rows of a pair are mirror images (the reverse of each neighbour of d is a neighbour of -d,
 with the opposite label), so the pair's ``flip_score`` is the mean of their error scores.
 
-Row order never matters: the engine sees the pairs sorted by a hash of their content, and the
+Row order never matters: the engine sees the pairs sorted by their content, and the
 results are mapped back to the input order (subsample rounds and the approximate search depend on
 row positions, so this is what makes a shuffled input give identical results).
 
