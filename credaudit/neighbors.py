@@ -31,6 +31,8 @@ _LISTS_PER_BLOCK = 32
 # 2,000,000 rows it made the graph 379 s against 454 s with one level (benchmarks/SCALE.md).
 _FLAT_LISTS = 2048
 _ASSIGN_ROWS = 65_536
+# Extra candidates of the exact search whose similarities are recomputed exactly (_exact_block).
+_RESCORE_MARGIN = 8
 
 
 @dataclass(frozen=True)
@@ -197,9 +199,30 @@ def build_knn_graph(
 
 
 def _exact_block(item: tuple[int, int, int], base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top ``n`` (itself included) of rows [start, stop) among all rows: one engine block."""
+    """Exact top ``n`` (itself included) of rows [start, stop) among all rows: one engine block.
+
+    The float32 matrix product's last bit depends on how many threads computed it (the BLAS
+    splits the product into tiles by thread), so a Ray worker with one core and this process with
+    several could order near-tied rows differently. The search therefore only proposes the top
+    ``n + _RESCORE_MARGIN`` rows; their similarities are recomputed one pair at a time in float64
+    and rounded to float32, and the top ``n`` are taken most similar first, ties by row number.
+    The result then depends on neither the engine nor the core count (unless more than the
+    margin of rows tie at the cut).
+    """
+    import faiss
+
     start, stop, n = item
-    return _flat_searcher(base)(base[start:stop], n)
+    queries = base[start:stop]
+    n_candidates = min(n + _RESCORE_MARGIN, base.shape[0])
+    # faiss.knn searches the array in place: no index, so no copy of all the vectors per block.
+    _, candidates = faiss.knn(queries, base, n_candidates, metric=faiss.METRIC_INNER_PRODUCT)
+    sims = np.empty(candidates.shape, dtype=np.float32)
+    for first in range(0, len(queries), 1024):  # bounds the gathered (rows, candidates, d) block
+        last = min(first + 1024, len(queries))
+        gathered = base[candidates[first:last]]
+        sims[first:last] = np.einsum("qd,qcd->qc", queries[first:last], gathered, dtype=np.float64)
+    order = np.lexsort((candidates, -sims), axis=1)[:, :n]
+    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(candidates, order, axis=1)
 
 
 def estimate_recall(

@@ -108,7 +108,9 @@ def test_text_path_with_an_encoder_and_duplicate_conflicts(tmp_path):
     kinds = {f.kind: f for f in result.findings}
     assert "conflicting_duplicates" in kinds
     assert kinds["conflicting_duplicates"].details["groups"] == 1
-    assert result.detection.error_score[0] == result.detection.error_score.max() == 1.0
+    # All of its neighbours are copies labelled "cats"; only the propagation reaches back to it
+    # through them (it is their neighbour too), so its belief in "dogs" is ~1e-8, not exactly 0.
+    assert result.detection.error_score.argmax() == 0 and result.detection.error_score[0] > 0.999
     # One wrong label in 300 rows: the estimated budget (n_j·r_j ≈ 0.3 rows) rounds to zero flags,
     # by design (no floor); the vote method flags it.
     voted = audit(frame, merge({"detect": {"method": "vote"}}), encoder=encoder)
