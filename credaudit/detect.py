@@ -55,9 +55,11 @@ An unflagged row keeps its label, with the posterior of that label as confidence
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from credaudit.engine import LOCAL, Engine, row_blocks
 from credaudit.neighbors import NeighborGraph, restrict_graph
 from credaudit.progress import NullProgress, Progress
 
@@ -98,6 +100,8 @@ def score_label_errors(
     transition_matrix: np.ndarray | None = None,
     propagation_steps: int = 0,
     self_weight: float = 0.0,
+    engine: Engine = LOCAL,
+    block_rows: int | None = None,
 ) -> VoteScores:
     """Similarity-weighted neighbour vote for every row, optionally propagated over the graph.
 
@@ -121,21 +125,69 @@ def score_label_errors(
     self_weight : float
         Plain vote only: weight of the row's own label, on the scale of one neighbour at
         similarity 1.
+    engine : Engine
+        Where the blocks of rows are scored: the plain vote is one map over blocks of
+        ``block_rows`` rows, and each further propagation step one more, reading every row's
+        belief from the step before. A row's score depends only on its neighbours, so neither
+        the engine nor the block size changes any result.
+    block_rows : int, optional
+        Rows per block (default: ``credaudit.engine.BLOCK_ROWS``).
 
     Returns
     -------
     VoteScores
     """
-    n_rows, k = graph.indices.shape
+    n_rows = graph.indices.shape[0]
+    blocks = row_blocks(n_rows, block_rows)
+    shared = engine.share((labels, graph.indices, graph.similarities))
+    # Floor T so a zero cell cannot veto a class outright; rows of the floored T still sum ~1.
+    floored = np.clip(transition_matrix, 1e-4, None) if propagation_steps > 0 else None
+    propagate = propagation_steps > 1
+    parts = list(engine.map(_vote_block, blocks, shared, (n_classes, self_weight, floored, propagate)))
+    belief = np.concatenate([part[0] for part in parts])
+    steps = [(labels[start:stop], part[4]) for (start, stop), part in zip(blocks, parts, strict=True)]
+    for _ in range(propagation_steps - 1):
+        belief = np.concatenate(list(engine.map(_propagate_block, steps, engine.share(belief), floored)))
     inside = graph.indices[:, 0] >= 0
-    nbr = np.where(graph.indices >= 0, graph.indices, 0)
-    nbr_labels = labels[nbr]
+    belief[~inside] = 0.0
+    own = belief[np.arange(n_rows), labels]
+    return VoteScores(
+        error_score=np.where(inside, np.clip(1.0 - own, 0.0, 1.0), np.nan),
+        posterior=belief,
+        n_disagree=np.concatenate([part[2] for part in parts]),
+        other_similarity=np.concatenate([part[3] for part in parts]),
+        vote_top=np.concatenate([part[1] for part in parts]),
+    )
+
+
+def _neighbour_weights(indices: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inside, neighbour rows with -1 as 0, each neighbour's vote weight; rows sum to 1 or 0)."""
+    inside = indices[:, 0] >= 0
+    nbr = np.where(indices >= 0, indices, 0)
     # Similarities can be slightly negative for unrelated rows; they then carry (almost) no vote.
-    weights = np.clip(graph.similarities.astype(np.float64), 0.0, None) + 1e-6
+    weights = np.clip(similarities.astype(np.float64), 0.0, None) + 1e-6
     weights[~inside] = 0.0
     weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
-    rows = np.repeat(np.arange(n_rows), k)
-    flat = rows * n_classes + nbr_labels.ravel()
+    return inside, nbr, weights
+
+
+def _vote_block(
+    item: tuple[int, int],
+    shared: tuple[np.ndarray, np.ndarray, np.ndarray],
+    params: tuple[int, float, np.ndarray | None, bool],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]:
+    """Rows [start, stop)'s plain vote, first belief and tie-break keys (an engine block of
+    :func:`score_label_errors`): (belief (B, K), vote_top, n_disagree, other_similarity, the
+    vote weights as a sparse (B, N) matrix when ``propagate``, for the further steps)."""
+    start, stop = item
+    all_labels, all_indices, all_similarities = shared
+    n_classes, self_weight, floored, propagate = params
+    labels = all_labels[start:stop]
+    indices, similarities = all_indices[start:stop], all_similarities[start:stop]
+    n_rows, k = indices.shape
+    inside, nbr, weights = _neighbour_weights(indices, similarities)
+    nbr_labels = all_labels[nbr]
+    flat = np.repeat(np.arange(n_rows), k) * n_classes + nbr_labels.ravel()
     vote = np.bincount(flat, weights=weights.ravel(), minlength=n_rows * n_classes).reshape(n_rows, n_classes)
 
     plain = vote.copy()
@@ -144,40 +196,42 @@ def score_label_errors(
     # The top class; prefer the own label when it ties for the top (never flag on a tie).
     top = plain.argmax(axis=1)
     top = np.where(own_plain >= plain[np.arange(n_rows), top], labels, top)
-    if propagation_steps == 0:
+    adjacency = None
+    if floored is None:
         belief = plain / np.maximum(plain.sum(axis=1, keepdims=True), 1e-12)
     else:
-        # Floor T so a zero cell cannot veto a class outright; rows of the floored T still sum ~1.
-        likelihood = np.clip(transition_matrix, 1e-4, None)[:, labels].T  # (N, K): T[c, ỹ_x]
-        belief = vote * likelihood
+        belief = vote * floored[:, labels].T  # the likelihood T[c, ỹ_x] of the row's own label
         belief /= np.maximum(belief.sum(axis=1, keepdims=True), 1e-300)
-        if propagation_steps > 1:
+        if propagate:
             from scipy.sparse import csr_matrix
 
             # W[x, r] = normalised similarity weight of neighbour r in x's vote: one sparse
-            # product per step instead of an (N, k, K) gather.
-            adjacency = csr_matrix((weights.ravel(), (rows, nbr.ravel())), shape=(n_rows, n_rows))
-        for _ in range(propagation_steps - 1):
-            belief = (adjacency @ belief) * likelihood
-            belief /= np.maximum(belief.sum(axis=1, keepdims=True), 1e-300)
-    belief[~inside] = 0.0
-
-    own = belief[np.arange(n_rows), labels]
-    error_score = np.where(inside, np.clip(1.0 - own, 0.0, 1.0), np.nan)
+            # product per further step instead of an (N, k, K) gather.
+            adjacency = csr_matrix((weights.ravel(), (flat // n_classes, nbr.ravel())), shape=(n_rows, len(all_labels)))
 
     differs = nbr_labels != labels[:, None]
     n_disagree = np.where(inside, differs.sum(axis=1), 0)
     first_other = differs.argmax(axis=1)
     other_similarity = np.where(
-        differs.any(axis=1), graph.similarities[np.arange(n_rows), first_other].astype(np.float64), -np.inf
+        differs.any(axis=1), similarities[np.arange(n_rows), first_other].astype(np.float64), -np.inf
     )
-    return VoteScores(
-        error_score=error_score,
-        posterior=belief,
-        n_disagree=n_disagree,
-        other_similarity=other_similarity,
-        vote_top=top,
-    )
+    return belief, top, n_disagree, other_similarity, adjacency
+
+
+def _propagate_block(
+    item: tuple[np.ndarray, Any],
+    belief: np.ndarray,
+    floored: np.ndarray,
+) -> np.ndarray:
+    """A block's next belief, V_x = Σ_r w_r·b_r then b_x[c] ∝ V_x[c]·T[c, ỹ_x], from every row's
+    current ``belief`` (N, K) (an engine block of :func:`score_label_errors`).
+
+    ``item`` = (the block's labels, its vote weights as a sparse (B, N) matrix from :func:`_vote_block`).
+    """
+    labels, adjacency = item
+    out = (adjacency @ belief) * floored[:, labels].T
+    out /= np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
+    return out
 
 
 def flag_vote(
@@ -336,6 +390,8 @@ def detect_label_errors(
     untrusted_max_class_share: float | None = 0.2,
     seed: int = 0,
     progress: Progress | None = None,
+    engine: Engine = LOCAL,
+    block_rows: int | None = None,
 ) -> Detection:
     """Score, flag over subsample rounds, and suggest labels.
 
@@ -379,6 +435,9 @@ def detect_label_errors(
         Seeds the subsamples.
     progress : Progress, optional
         One ``advance`` per round.
+    engine, block_rows :
+        Where and in what blocks the rows are scored (:func:`score_label_errors`); the flags are
+        then chosen here, per class over all rows.
 
     Returns
     -------
@@ -400,12 +459,14 @@ def detect_label_errors(
             f"neighbour vote{cap}"
         )
     fallback_rows = ~trusted_classes[labels]
-    plain_args = dict(n_classes=n_classes, propagation_steps=0, self_weight=self_weight)
+    blocks = dict(engine=engine, block_rows=block_rows)
+    plain_args = dict(n_classes=n_classes, propagation_steps=0, self_weight=self_weight, **blocks)
     model_args = dict(
         n_classes=n_classes,
         transition_matrix=transition_matrix,
         propagation_steps=propagation_steps,
         self_weight=self_weight,
+        **blocks,
     )
     # Rows of untrusted classes get no budget from the estimate; they are judged by the vote.
     error_rate = np.where(trusted_classes, np.asarray(observed_error_rate, dtype=np.float64), 0.0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -81,6 +82,7 @@ class RayEngine:
             )
         self._quiet()
         self._remote: dict[Callable[..., Any], Any] = {}
+        self._shared: dict[int, tuple[weakref.ref, Any]] = {}
 
     @staticmethod
     def _quiet() -> None:
@@ -89,7 +91,20 @@ class RayEngine:
             logging.getLogger(name).setLevel(logging.ERROR)
 
     def share(self, value: Any) -> Any:
-        return self._ray.put(value)
+        """An object-store reference to ``value``. An array already shared (and still alive) is not
+        put again: the embeddings are read by the search, the consensus counts and detection, and
+        each extra copy would cost the object store N × d floats."""
+        if not isinstance(value, np.ndarray):
+            return self._ray.put(value)
+        key = id(value)
+        held = self._shared.get(key)
+        if held is not None and held[0]() is value:
+            return held[1]
+        ref = self._ray.put(value)
+        self._shared[key] = (weakref.ref(value), ref)
+        # Drop the reference (and so the object-store copy) when the array goes.
+        weakref.finalize(value, self._shared.pop, key, None)
+        return ref
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]:
         remote = self._remote.get(fn)

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from credaudit.engine import LOCAL, Engine, row_blocks
 from credaudit.progress import NullProgress, Progress
 
 
@@ -61,6 +63,21 @@ class ConsensusCounts:
     def with_counts(self, counts: np.ndarray) -> ConsensusCounts:
         """The same triples with other counts (a bootstrap resample)."""
         return ConsensusCounts(self.triples, counts, self.n_classes)
+
+    @classmethod
+    def merge(cls, parts: Iterable[ConsensusCounts], n_classes: int) -> ConsensusCounts:
+        """The counts of several blocks of rows as one (the reduce of :func:`consensus_counts`).
+
+        The same as counting all the rows at once: distinct triples in code order, counts summed.
+        """
+        parts = list(parts)
+        if not parts:
+            return ConsensusCounts(np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=np.int64), n_classes)
+        triples = np.concatenate([part.triples for part in parts])
+        codes = (triples[:, 0] * n_classes + triples[:, 1]) * n_classes + triples[:, 2]
+        unique, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        counts = np.bincount(inverse, weights=np.concatenate([part.counts for part in parts]), minlength=len(unique))
+        return ConsensusCounts(triples[first], np.rint(counts).astype(np.int64), n_classes)
 
     def tensors(self, third_order: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Empirical consensus frequencies ĉ₁ (K,), ĉ₂ (K, K), ĉ₃ (K, K, K), symmetrised.
@@ -107,15 +124,94 @@ def count_consensus(labels: np.ndarray, neighbor_indices: np.ndarray, *, n_class
     ConsensusCounts
     """
     valid = (neighbor_indices[:, 0] >= 0) & (neighbor_indices[:, 1] >= 0)
-    own = labels[valid]
-    first = labels[neighbor_indices[valid, 0]]
-    second = labels[neighbor_indices[valid, 1]]
+    return _count_triples(
+        labels[valid], labels[neighbor_indices[valid, 0]], labels[neighbor_indices[valid, 1]], n_classes
+    )
+
+
+def _count_triples(own: np.ndarray, first: np.ndarray, second: np.ndarray, n_classes: int) -> ConsensusCounts:
     codes = (own * n_classes + first) * n_classes + second
     unique, counts = np.unique(codes, return_counts=True)
     triples = np.stack(
         [unique // (n_classes * n_classes), (unique // n_classes) % n_classes, unique % n_classes], axis=1
     )
     return ConsensusCounts(triples=triples.astype(np.int64), counts=counts.astype(np.int64), n_classes=n_classes)
+
+
+def consensus_counts(
+    labels: np.ndarray,
+    neighbor_indices: np.ndarray,
+    *,
+    n_classes: int,
+    triple_share: float = 1.0,
+    similarities: np.ndarray | None = None,
+    embeddings: np.ndarray | None = None,
+    engine: Engine = LOCAL,
+    block_rows: int | None = None,
+) -> ConsensusCounts:
+    """The label triples that fit T, counted block by block on ``engine`` and summed.
+
+    A map then a reduce: each block of rows counts its own triples (:func:`count_consensus`) and
+    the counts are added (:meth:`ConsensusCounts.merge`), so the result is the same for any block
+    size and engine. With ``triple_share < 1`` only the tightest triples count: each block first
+    computes its rows' tightness (:func:`triple_tightness`), and the cutoff is the
+    (1 - ``triple_share``) quantile of all of them.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (N,), dtype int64
+        Observed label codes 0..K-1.
+    neighbor_indices : ndarray of shape (N, k), k >= 2
+        Nearest first, never the row itself.
+    n_classes : int
+        K.
+    triple_share : float
+        Share of rows, tightest triples first, whose triples count (see :func:`estimate_noise`).
+    similarities : ndarray of shape (N, k), optional
+        The graph's similarities; required when ``triple_share < 1``.
+    embeddings : ndarray of shape (N, d), optional
+        L2-normalised rows; required when ``triple_share < 1``.
+    engine : Engine
+        Where the blocks run.
+    block_rows : int, optional
+        Rows per block (default: ``credaudit.engine.BLOCK_ROWS``).
+
+    Returns
+    -------
+    ConsensusCounts
+    """
+    blocks = row_blocks(len(labels), block_rows)
+    pairs = np.ascontiguousarray(neighbor_indices[:, :2])
+    tight = None
+    if triple_share < 1.0:
+        graph = engine.share((pairs, np.ascontiguousarray(similarities[:, :2])))
+        tightness = np.concatenate(list(engine.map(_tightness_block, blocks, engine.share(embeddings), graph)))
+        tight = tightness >= np.quantile(tightness, 1.0 - triple_share)
+        del graph, tightness
+    parts = engine.map(_count_block, blocks, engine.share((labels, pairs, tight)), n_classes)
+    return ConsensusCounts.merge(parts, n_classes)
+
+
+def _tightness_block(item: tuple[int, int], embeddings: np.ndarray, graph: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Rows [start, stop)'s triple tightness (an engine block of :func:`consensus_counts`)."""
+    start, stop = item
+    indices, similarities = graph
+    return triple_tightness(embeddings, indices[start:stop], similarities[start:stop])
+
+
+def _count_block(
+    item: tuple[int, int], shared: tuple[np.ndarray, np.ndarray, np.ndarray | None], n_classes: int
+) -> ConsensusCounts:
+    """Rows [start, stop)'s label triples, of the tight rows only when a mask is given (an engine
+    block of :func:`consensus_counts`)."""
+    start, stop = item
+    labels, pairs, tight = shared
+    block = pairs[start:stop]
+    if tight is not None:
+        block = np.where(tight[start:stop, None], block, -1)
+    # Only the block's own rows are counted; their neighbours' labels are read from all rows.
+    valid = (block[:, 0] >= 0) & (block[:, 1] >= 0)
+    return _count_triples(labels[start:stop][valid], labels[block[valid, 0]], labels[block[valid, 1]], n_classes)
 
 
 @dataclass(frozen=True)
@@ -507,9 +603,10 @@ def default_workers() -> int:
 
 def estimate_noise(
     labels: np.ndarray,
-    neighbor_indices: np.ndarray,
+    neighbor_indices: np.ndarray | None = None,
     *,
     n_classes: int,
+    counts: ConsensusCounts | None = None,
     tightness: np.ndarray | None = None,
     triple_share: float = 1.0,
     n_restarts: int = 4,
@@ -528,12 +625,16 @@ def estimate_noise(
     ----------
     labels : ndarray of shape (N,), dtype int64
         Observed label codes 0..K-1.
-    neighbor_indices : ndarray of shape (N, k), k >= 2
-        The neighbour graph's indices: nearest first, never the row itself.
+    neighbor_indices : ndarray of shape (N, k), k >= 2, optional
+        The neighbour graph's indices: nearest first, never the row itself. Not needed with ``counts``.
     n_classes : int
         K.
+    counts : ConsensusCounts, optional
+        The triples already counted (:func:`consensus_counts`, which applies ``triple_share``
+        itself); then ``neighbor_indices`` and ``tightness`` are not read.
     tightness : ndarray of shape (N,), optional
-        Per-row triple tightness (:func:`triple_tightness`); required when ``triple_share < 1``.
+        Per-row triple tightness (:func:`triple_tightness`); required when ``triple_share < 1``
+        and the triples are counted here.
     triple_share : float
         Share of rows, tightest triples first, whose triples fit T. Neighbours in a loose triple
         often have another *true* class (feature confusion), which a fit over all triples reads as
@@ -563,12 +664,13 @@ def estimate_noise(
     -------
     NoiseEstimate
     """
-    if triple_share < 1.0:
-        cutoff = np.quantile(tightness, 1.0 - triple_share)
-        neighbor_indices = np.where((tightness >= cutoff)[:, None], neighbor_indices[:, :2], -1)
+    if counts is None:
+        if triple_share < 1.0:
+            cutoff = np.quantile(tightness, 1.0 - triple_share)
+            neighbor_indices = np.where((tightness >= cutoff)[:, None], neighbor_indices[:, :2], -1)
+        counts = count_consensus(labels, neighbor_indices, n_classes=n_classes)
     progress = progress or NullProgress()
     rng = np.random.default_rng(seed)
-    counts = count_consensus(labels, neighbor_indices, n_classes=n_classes)
     label_counts = np.bincount(labels, minlength=n_classes)
     observed_prior = label_counts / len(labels)
     # One BLAS thread per fit. The fit alternates small BLAS products with serial work (softmax,

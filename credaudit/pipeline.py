@@ -66,7 +66,7 @@ from credaudit.io import (
 from credaudit.labels import LabelCodec
 from credaudit.leakage import Leakage, find_leakage, leakage_summary
 from credaudit.neighbors import NeighborGraph, build_knn_graph, estimate_recall, normalize_rows
-from credaudit.noise import NoiseEstimate, estimate_noise, triple_tightness
+from credaudit.noise import NoiseEstimate, consensus_counts, estimate_noise
 from credaudit.progress import NullProgress, Progress
 from credaudit.ratings import curated_scores, jump_cost, rating_codec, rating_distribution
 from credaudit.report.format import excerpt
@@ -309,12 +309,20 @@ def audit(
 
     with times.stage("noise"):
         noise_cfg = config.noise
-        tightness = triple_tightness(vectors, graph.indices, graph.similarities) if noise_cfg.triple_share < 1 else None
-        estimate = estimate_noise(
+        # Counted block by block on the engine and summed; the fit itself is K x K work.
+        counts = consensus_counts(
             labels,
             graph.indices,
             n_classes=n_classes,
-            tightness=tightness,
+            triple_share=noise_cfg.triple_share,
+            similarities=graph.similarities,
+            embeddings=vectors,
+            engine=engine,
+        )
+        estimate = estimate_noise(
+            labels,
+            counts=counts,
+            n_classes=n_classes,
             triple_share=noise_cfg.triple_share,
             n_restarts=noise_cfg.n_restarts,
             max_iter=noise_cfg.max_iter,
@@ -356,6 +364,7 @@ def audit(
             untrusted_max_class_share=detect_cfg.untrusted_max_class_share if trust.weak_features else None,
             seed=config.seed,
             progress=progress,
+            engine=engine,
         )
 
         # An outlier has no close neighbours to vote on it: no label verdict, and a suggestion

@@ -199,3 +199,37 @@ def test_threshold_flags_by_score():
     )
     assert detection.is_label_error.any()
     assert (detection.error_score[detection.is_label_error] >= 0.6).all()
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3])
+def test_scores_made_block_by_block_equal_one_pass_over_all_rows(steps):
+    # Each row is scored from its neighbours only, so splitting the rows into engine blocks
+    # (each propagation step one map over them) must change nothing, bit for bit.
+    x, _, observed = make_clusterable(1500, 4, symmetric_t(4, 0.25), 5, spread=0.6)
+    graph = build_knn_graph(x, k=10)
+    t = symmetric_t(4, 0.25)
+    whole = score_label_errors(observed, graph, n_classes=4, transition_matrix=t, propagation_steps=steps)
+    for block_rows in (97, 1500):
+        blocked = score_label_errors(
+            observed, graph, n_classes=4, transition_matrix=t, propagation_steps=steps, block_rows=block_rows
+        )
+        for field in ("error_score", "posterior", "n_disagree", "other_similarity", "vote_top"):
+            np.testing.assert_array_equal(getattr(blocked, field), getattr(whole, field))
+
+
+def test_detection_does_not_depend_on_the_block_size(seed):
+    x, true, observed = make_clusterable(1200, 4, symmetric_t(4, 0.2), seed, spread=0.5)
+    graph = build_knn_graph(x, k=17)
+    estimate = estimate_noise(observed, graph.indices, n_classes=4, n_bootstrap=0, seed=seed)
+    args = dict(
+        n_classes=4,
+        transition_matrix=estimate.transition_matrix,
+        observed_error_rate=np.array([r.estimate for r in estimate.observed_error_rate]),
+        seed=seed,
+    )
+    whole = detect_label_errors(observed, graph, x, **args)
+    blocked = detect_label_errors(observed, graph, x, block_rows=250, **args)
+    np.testing.assert_array_equal(blocked.is_label_error, whole.is_label_error)
+    np.testing.assert_array_equal(blocked.error_score, whole.error_score)
+    np.testing.assert_array_equal(blocked.suggested_label, whole.suggested_label)
+    assert whole.is_label_error.sum() > 0

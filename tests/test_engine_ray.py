@@ -45,7 +45,10 @@ def _noisy(n_rows: int, seed: int):
 
 
 @pytest.mark.parametrize("index", ["exact", "ivf"])
-def test_ray_engine_gives_the_local_engines_flags(index):
+def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
+    # Blocks of 1,000 rows, so the consensus counts (map, then reduce) and every detection
+    # scoring step run as several Ray tasks.
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 1000)
     x, labels = _noisy(3000, seed=11)
     frame = pl.DataFrame({"label": labels})
     results = {}
@@ -102,3 +105,16 @@ def test_a_block_whose_worker_dies_is_retried(tmp_path):
     engine = RayEngine()
     assert list(engine.map(_dies_once, range(4), str(tmp_path))) == [0, 10, 20, 30]
     assert (tmp_path / "1.started").exists()  # the worker did die once
+
+
+def test_an_array_is_put_in_the_object_store_once_while_it_lives():
+    from credaudit.engine_ray import RayEngine
+
+    engine = RayEngine()
+    vectors = np.ones((100, 8), dtype=np.float32)
+    first = engine.share(vectors)
+    assert engine.share(vectors) is first
+    assert engine.share(vectors.copy()) is not first
+    np.testing.assert_array_equal(ray.get(first), vectors)
+    del vectors
+    assert not engine._shared  # the array is gone, so is its object-store reference

@@ -4,11 +4,13 @@ import pytest
 from credaudit.neighbors import build_knn_graph
 from credaudit.noise import (
     ConsensusCounts,
+    consensus_counts,
     count_consensus,
     derived_rates,
     estimate_noise,
     fit_clean_prior,
     fit_transition_matrix,
+    triple_tightness,
 )
 from tests.conftest import flip_labels, make_clusterable, symmetric_t
 
@@ -147,3 +149,44 @@ def test_intervals_do_not_depend_on_the_number_of_workers():
     one = estimate_noise(observed, graph.indices, n_classes=4, n_bootstrap=6, n_workers=1)
     two = estimate_noise(observed, graph.indices, n_classes=4, n_bootstrap=6, n_workers=2)
     assert one.noise_rate == two.noise_rate and one.credibility == two.credibility
+
+
+@pytest.mark.parametrize("triple_share", [1.0, 0.75])
+def test_counts_made_block_by_block_equal_one_count_of_all_rows(triple_share):
+    # The map-reduce form (per-block counts, then summed) must be the count of all rows at once,
+    # whatever the block size, including the tightness cutoff taken over all rows.
+    x, _, observed = make_clusterable(2000, 4, symmetric_t(4, 0.2), 3, spread=0.5)
+    graph = build_knn_graph(x, k=5)
+    tightness = triple_tightness(x, graph.indices, graph.similarities)
+    whole = estimate_noise(
+        observed, graph.indices, n_classes=4, tightness=tightness, triple_share=triple_share, n_bootstrap=0
+    )
+    for block_rows in (333, 2000, 65_536):
+        counts = consensus_counts(
+            observed,
+            graph.indices,
+            n_classes=4,
+            triple_share=triple_share,
+            similarities=graph.similarities,
+            embeddings=x,
+            block_rows=block_rows,
+        )
+        assert counts.n_rows == whole.n_triples
+        blocked = estimate_noise(observed, counts=counts, n_classes=4, triple_share=triple_share, n_bootstrap=0)
+        np.testing.assert_array_equal(blocked.transition_matrix, whole.transition_matrix)
+    if triple_share < 1:
+        assert whole.n_triples == 1500
+
+
+def test_merged_counts_sum_each_triple_over_the_parts():
+    labels = np.array([0, 1, 1, 2, 0, 1])
+    indices = np.array([[1, 2], [2, 0], [1, 3], [4, 5], [0, 1], [3, 3]])
+    whole = count_consensus(labels, indices, n_classes=3)
+    parts = [
+        count_consensus(labels, np.where(np.isin(np.arange(6), rows)[:, None], indices, -1), n_classes=3)
+        for rows in ([0, 1], [2, 3, 4], [5])
+    ]
+    merged = ConsensusCounts.merge(parts, 3)
+    np.testing.assert_array_equal(merged.triples, whole.triples)
+    np.testing.assert_array_equal(merged.counts, whole.counts)
+    assert ConsensusCounts.merge([], 3).n_rows == 0
