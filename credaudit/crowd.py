@@ -31,11 +31,13 @@ from credaudit.errors import EmptyDataError, InputError, SingleClassError, Usage
 from credaudit.io import (
     MIN_ROWS,
     DataFormat,
+    Parts,
     Table,
     _embedding_matrix,
     _join_texts,
     detect_format,
     file_sha256,
+    parquet_parts,
     read_frame,
     require_columns,
 )
@@ -73,6 +75,8 @@ class CrowdTable:
         The item code of each input row.
     n_empty_texts : int
     sha256 : str
+    parts : Parts or None
+        For a directory of parquet files: which file each input row came from.
     """
 
     path: Path
@@ -90,6 +94,7 @@ class CrowdTable:
     row_items: np.ndarray
     n_empty_texts: int
     sha256: str
+    parts: Parts | None = None
 
     def item_table(self) -> Table:
         """The items as a one-row-per-item Table, for the feature stage of the pipeline."""
@@ -258,6 +263,7 @@ def read_crowd(path: Path, config: ScanConfig) -> CrowdTable:
         row_items,
         n_empty,
         file_sha256(path),
+        parquet_parts(path) if fmt.kind == "parquet-dir" else None,
     )
 
 

@@ -90,6 +90,10 @@ class CrowdResult:
 
     def cleaned(self) -> pl.DataFrame:
         """The input with each row's consensus label; ``--clean drop`` leaves out uncertain items."""
+        return self._cleaned()[0]
+
+    def _cleaned(self) -> tuple[pl.DataFrame, np.ndarray]:
+        """(the cleaned frame, which input rows it keeps)."""
         table = self.table
         item_cols = self.items.select("consensus_label", "consensus_confidence", "is_uncertain")
         per_row = item_cols[table.row_items.tolist()]
@@ -105,7 +109,7 @@ class CrowdResult:
                 keep &= ~who.is_in(dropped).to_numpy()
         if self.config.output.clean == "drop":
             keep &= ~per_row.get_column("is_uncertain").to_numpy()
-        return frame.filter(pl.Series(keep))
+        return frame.filter(pl.Series(keep)), keep
 
 
 def _free(frame: pl.DataFrame, name: str) -> str:
@@ -484,7 +488,8 @@ def scan_crowd(
 ) -> tuple[CrowdResult, list[Path]]:
     """Audit a multi-annotator file and write every output (checked before any work, written after)."""
     path = Path(data)
-    out = prepare_outputs(config, path, output_names(detect_format(path).cleaned_name(), html=config.output.html))
+    cleaned_name = detect_format(path).parts_name("cleaned")  # a directory of parts for a directory input
+    out = prepare_outputs(config, path, output_names(cleaned_name, html=config.output.html))
     result = audit_crowd(path, config, progress=progress)
     return result, write_crowd_outputs(result, out)
 
@@ -495,9 +500,10 @@ def write_crowd_outputs(result: CrowdResult, out_dir: Path) -> list[Path]:
     from credaudit.report.json import render_json
 
     fmt = result.table.format
-    cleaned = result.cleaned()
+    cleaned, kept = result._cleaned()
+    parts = result.table.parts.subset(kept) if result.table.parts is not None else None
     writers = {
-        fmt.cleaned_name(): lambda p: write_frame(cleaned, p, fmt),
+        fmt.parts_name("cleaned"): lambda p: write_frame(cleaned, p, fmt, parts),
         "items.parquet": lambda p: result.items.write_parquet(p),
         "annotators.parquet": lambda p: result.annotators.write_parquet(p),
         "report.json": write_text(render_json(result.report)),

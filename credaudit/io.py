@@ -50,10 +50,48 @@ class DataFormat:
         """File name of the cleaned copy, in the input's own format."""
         return self.file_name("cleaned")
 
+    def parts_name(self, stem: str) -> str:
+        """Like :meth:`file_name`, but a directory input's output is a directory of parts: ``stem`` itself."""
+        return stem if self.kind == "parquet-dir" else self.file_name(stem)
+
     def file_name(self, stem: str) -> str:
         """``stem`` with the input format's extension: ``cleaned.csv``, ``selected.jsonl.gz``."""
         ext = {"parquet": ".parquet", "parquet-dir": ".parquet", "jsonl": ".jsonl", "csv": ".csv"}[self.kind]
         return stem + ext + (".gz" if self.gzip else "")
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The files of a parquet-directory input, and which of them each row of a frame came from.
+
+    Attributes
+    ----------
+    names : tuple of str
+        The input's .parquet file names, in the order they were read (name order).
+    index : ndarray of shape (N,), dtype int32
+        Per row, its file's position in ``names``.
+    """
+
+    names: tuple[str, ...]
+    index: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> Parts:
+        """The parts of the rows ``keep`` (a boolean mask over the rows) selects."""
+        return Parts(self.names, self.index[np.asarray(keep, dtype=bool)])
+
+
+def parquet_parts(path: Path) -> Parts:
+    """Which file of the parquet directory ``path`` each row of :func:`read_frame`'s frame came from
+    (the row counts are read from the files' footers, not their data)."""
+    import pyarrow.parquet as pq
+
+    files = _parquet_files(path)
+    counts = [pq.read_metadata(f).num_rows for f in files]
+    return Parts(tuple(f.name for f in files), np.repeat(np.arange(len(files), dtype=np.int32), counts))
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.suffix == ".parquet" and p.is_file())
 
 
 @dataclass(frozen=True)
@@ -84,6 +122,8 @@ class Table:
         Of the input file (for a directory: of its files' hashes in name order).
     text_cols : tuple of str
         The text columns found and used.
+    parts : Parts or None
+        For a directory of parquet files: which file each row came from (None otherwise).
     """
 
     path: Path
@@ -97,6 +137,7 @@ class Table:
     n_dropped_unlabelled: int
     sha256: str
     text_cols: tuple[str, ...]
+    parts: Parts | None = None
 
     @property
     def n_rows(self) -> int:
@@ -137,7 +178,7 @@ def read_frame(path: Path, fmt: DataFormat) -> pl.DataFrame:
         if fmt.kind == "parquet":
             return _read_parquet(path)
         if fmt.kind == "parquet-dir":
-            files = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and p.is_file())
+            files = _parquet_files(path)
             if not files:
                 raise DataReadError(f"directory {path} holds no .parquet files")
             frames = [_read_parquet(f) for f in files]
@@ -370,6 +411,9 @@ def read_table(
         n_empty = int((joined.str.strip_chars() == "").sum())
 
     embeddings = _embedding_matrix(frame, embedding_col, name) if embedding_col is not None else None
+    parts = parquet_parts(path) if fmt.kind == "parquet-dir" else None
+    if parts is not None and n_dropped:
+        parts = parts.subset(~null_labels.to_numpy())
     return Table(
         path=path,
         format=fmt,
@@ -382,6 +426,7 @@ def read_table(
         n_dropped_unlabelled=n_dropped,
         sha256=sha,
         text_cols=present_text,
+        parts=parts,
     )
 
 
@@ -546,12 +591,21 @@ def write_outputs(
             created_dir = True
         written = []
         for name in writers:
-            os.replace(staging / name, out_dir / name)
+            target = out_dir / name
+            if (staging / name).is_dir() and target.is_dir() and name in previous:
+                # A directory output (parts) replaces the earlier run's: move that aside first,
+                # since a directory cannot be renamed onto a non-empty one.
+                os.replace(target, staging / f".previous-{name}")
+            os.replace(staging / name, target)
             if name != OUTPUTS_MANIFEST:
-                written.append(out_dir / name)
+                written.append(target)
         for name in previous - set(writers):
             try:
-                (out_dir / name).unlink(missing_ok=True)
+                old = out_dir / name
+                if old.is_dir() and not old.is_symlink():
+                    shutil.rmtree(old)
+                else:
+                    old.unlink(missing_ok=True)
             except OSError:
                 pass  # an old output that cannot go is harmless; this run's files are in place
         return written
@@ -683,8 +737,18 @@ def _join_texts(frame: pl.DataFrame, text_cols: tuple[str, ...]) -> pl.Series:
     return frame.select(pl.concat_str(columns, separator="\n").alias("text")).to_series()
 
 
-def write_frame(frame: pl.DataFrame, path: Path, fmt: DataFormat) -> None:
-    """Write ``frame`` to ``path`` in ``fmt`` (the cleaned copy keeps the input's format)."""
+def write_frame(frame: pl.DataFrame, path: Path, fmt: DataFormat, parts: Parts | None = None) -> None:
+    """Write ``frame`` to ``path`` in ``fmt`` (the cleaned copy keeps the input's format).
+
+    With ``parts`` (one entry per row of ``frame``), ``path`` becomes a directory holding one
+    parquet file per input file, under the input file's name, with that file's rows in order (a
+    file whose rows were all removed is written empty, so the layout stays the input's).
+    """
+    if parts is not None:
+        path.mkdir()
+        for position, name in enumerate(parts.names):
+            frame.filter(pl.Series(parts.index == position)).write_parquet(path / name)
+        return
     if fmt.kind in ("parquet", "parquet-dir"):
         frame.write_parquet(path)
         return

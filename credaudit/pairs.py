@@ -32,8 +32,10 @@ from credaudit.errors import EmptyDataError, InputError
 from credaudit.io import (
     MIN_ROWS,
     DataFormat,
+    Parts,
     _embedding_matrix,
     load_frame,
+    parquet_parts,
     require_columns,
 )
 from credaudit.labels import as_scalar
@@ -64,6 +66,8 @@ class PairTable:
     prompt_source : str
         ``column``, ``shared_prefix`` or ``none``.
     sha256 : str
+    parts : Parts or None
+        For a directory of parquet files: which file each pair came from.
     """
 
     path: Path
@@ -77,6 +81,7 @@ class PairTable:
     row_ids: list[Any]
     prompt_source: str
     sha256: str
+    parts: Parts | None = None
 
     @property
     def n_pairs(self) -> int:
@@ -190,6 +195,7 @@ def read_pairs(
         row_ids=[as_scalar(r) for r in row_ids],
         prompt_source=prompt_source,
         sha256=sha,
+        parts=parquet_parts(path) if fmt.kind == "parquet-dir" else None,
     )
 
 

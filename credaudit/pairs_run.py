@@ -77,17 +77,23 @@ class PairsResult:
 
         With an untrustworthy estimate nothing is swapped or dropped unless ``--force-clean``.
         """
+        return self._cleaned()[0]
+
+    def _cleaned(self) -> tuple[pl.DataFrame, np.ndarray]:
+        """(the cleaned frame, which input pairs it keeps)."""
         out = self.config.output
         frame = self.table.frame
         action = self.issues.get_column("action")
+        every = np.ones(frame.height, dtype=bool)
         if out.clean == "flag":
-            return frame.with_columns(
+            flagged = frame.with_columns(
                 self.issues.get_column("flip_score").alias("credaudit_flip_score"),
                 self.issues.get_column("is_reversed").alias("credaudit_is_reversed"),
                 action.alias("credaudit_action"),
             )
+            return flagged, every
         if not self.report.noise["trustworthy"] and not out.force_clean:
-            return frame
+            return frame, every
         cfg = self.config.pairs
         if out.clean == "relabel":
             swap = action == "swap"
@@ -95,9 +101,9 @@ class PairsResult:
                 pl.when(swap).then(pl.col(cfg.rejected_col)).otherwise(pl.col(cfg.chosen_col)).alias(cfg.chosen_col),
                 pl.when(swap).then(pl.col(cfg.chosen_col)).otherwise(pl.col(cfg.rejected_col)).alias(cfg.rejected_col),
             )
-            return swapped.filter(action != "drop")
+            return swapped.filter(action != "drop"), (action != "drop").to_numpy()
         if out.clean == "drop":
-            return frame.filter(action == "keep")
+            return frame.filter(action == "keep"), (action == "keep").to_numpy()
         raise UsageError(f"--clean {out.clean} does not apply to preference pairs; use drop, relabel or flag")
 
 
@@ -368,7 +374,8 @@ def scan_pairs(
 ) -> tuple[PairsResult, list[Path]]:
     """Audit a pair file and write every output (locations checked before any work, written after)."""
     path = Path(data)
-    out = prepare_outputs(config, path, output_names(detect_format(path).cleaned_name(), html=config.output.html))
+    cleaned_name = detect_format(path).parts_name("cleaned")  # a directory of parts for a directory input
+    out = prepare_outputs(config, path, output_names(cleaned_name, html=config.output.html))
     result = audit_pairs(path, config, progress=progress)
     return result, write_pairs_outputs(result, out)
 
@@ -379,9 +386,10 @@ def write_pairs_outputs(result: PairsResult, out_dir: Path) -> list[Path]:
     from credaudit.report.markdown import render_markdown
 
     fmt = result.table.format
-    cleaned = result.cleaned()
+    cleaned, kept = result._cleaned()
+    parts = result.table.parts.subset(kept) if result.table.parts is not None else None
     writers = {
-        fmt.cleaned_name(): lambda p: write_frame(cleaned, p, fmt),
+        fmt.parts_name("cleaned"): lambda p: write_frame(cleaned, p, fmt, parts),
         "issues.parquet": lambda p: result.issues.write_parquet(p),
         "report.json": write_text(render_json(result.report)),
         "report.md": write_text(render_markdown(result.report)),

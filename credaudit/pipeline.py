@@ -194,6 +194,10 @@ class AuditResult:
         min_confidence : float, optional
             Default: the config's ``output.min_confidence``.
         """
+        return self._cleaned(mode, min_confidence)[0]
+
+    def _cleaned(self, mode: str | None = None, min_confidence: float | None = None) -> tuple[pl.DataFrame, np.ndarray]:
+        """(the cleaned frame, which input rows it keeps)."""
         mode = mode or self.config.output.clean
         frame = self.table.frame
         flagged = pl.Series(self.detection.is_label_error)
@@ -201,19 +205,20 @@ class AuditResult:
         if mode in ("drop", "relabel", "dedupe"):
             plan = self.cleaning_plan(mode, min_confidence)
             if mode in ("drop", "dedupe"):
-                return frame.filter(~pl.Series(plan.drop))
+                return frame.filter(~pl.Series(plan.drop)), ~plan.drop
             label_col = self.config.input.label_col
             relabelled = frame.with_columns(
                 pl.when(pl.Series(plan.relabel)).then(suggested).otherwise(pl.col(label_col)).alias(label_col)
             )
-            return relabelled.filter(~pl.Series(plan.drop))
+            return relabelled.filter(~pl.Series(plan.drop)), ~plan.drop
         if mode == "flag":
-            return frame.with_columns(
+            flagged_frame = frame.with_columns(
                 flagged.alias("credaudit_is_label_error"),
                 suggested.alias("credaudit_suggested_label"),
                 self.issues.get_column("suggestion_confidence").alias("credaudit_suggestion_confidence"),
                 self.issues.get_column("error_score").alias("credaudit_error_score"),
             )
+            return flagged_frame, np.ones(frame.height, dtype=bool)
         raise ValueError(f"mode must be drop, relabel, dedupe or flag; got {mode!r}")
 
 
@@ -1094,10 +1099,12 @@ def write_scan_outputs(result: AuditResult, out_dir: Path) -> list[Path]:
     lives wherever ``--junit`` says, is written atomically on its own.
     """
     fmt = result.table.format
-    cleaned = result.cleaned()
+    cleaned, kept = result._cleaned()
+    # A directory of parquet files gets a directory of cleaned parts, one per input file.
+    parts = result.table.parts.subset(kept) if result.table.parts is not None else None
     output = result.config.output
     writers: dict[str, Any] = {
-        fmt.cleaned_name(): lambda path: write_frame(cleaned, path, fmt),
+        fmt.parts_name("cleaned"): lambda path: write_frame(cleaned, path, fmt, parts),
         "issues.parquet": lambda path: result.issues.write_parquet(path),
         "report.json": write_text(render_json(result.report)),
         "report.md": write_text(render_markdown(result.report)),
@@ -1117,7 +1124,8 @@ def scan(data: str | Path, config: ScanConfig, *, progress: Progress | None = No
     after the embedding), and written only after the audit succeeded.
     """
     path = Path(data)
-    out = prepare_outputs(config, path, output_names(detect_format(path).cleaned_name(), html=config.output.html))
+    cleaned_name = detect_format(path).parts_name("cleaned")  # a directory of parts for a directory input
+    out = prepare_outputs(config, path, output_names(cleaned_name, html=config.output.html))
     for name in config.hygiene.reference:
         if not Path(name).exists():
             raise DataReadError(f"--reference {name} does not exist")

@@ -26,6 +26,7 @@ from credaudit.errors import UsageError
 from credaudit.hygiene import dedupe_mask
 from credaudit.io import (
     DataFormat,
+    Parts,
     check_out_dir,
     detect_format,
     out_dir_for,
@@ -81,10 +82,15 @@ class SelectionResult:
     selection: pl.DataFrame
     report: dict[str, Any]
     config: ScanConfig
+    parts: Parts | None = None
 
     def selected(self) -> pl.DataFrame:
         """The chosen rows of the input, in input order."""
         return self.frame.filter(self.selection.get_column("selected"))
+
+    def selected_parts(self) -> Parts | None:
+        """For a directory input: which file each chosen row came from."""
+        return None if self.parts is None else self.parts.subset(self.selection.get_column("selected").to_numpy())
 
 
 def select_out_dir(config: ScanConfig, data: Path) -> Path:
@@ -93,7 +99,7 @@ def select_out_dir(config: ScanConfig, data: Path) -> Path:
 
 
 def output_names(fmt: DataFormat) -> list[str]:
-    return [fmt.file_name("selected"), "selection.parquet", "report.json", "report.md"]
+    return [fmt.parts_name("selected"), "selection.parquet", "report.json", "report.md"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,7 @@ class _Audited:
     indices: np.ndarray
     similarities: np.ndarray
     noise: dict[str, Any]
+    parts: Parts | None
 
 
 def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Audited:
@@ -158,6 +165,7 @@ def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Au
         indices=result.graph.indices[:, :k],
         similarities=result.graph.similarities[:, :k],
         noise=_noise(result.report.noise),
+        parts=table.parts,
     )
 
 
@@ -187,6 +195,7 @@ def _audit_pairs(data, config: ScanConfig, vectors, progress: Progress) -> _Audi
         indices=graph.indices,
         similarities=graph.similarities,
         noise=_noise(result.report.noise),
+        parts=table.parts,
     )
 
 
@@ -271,7 +280,7 @@ def select(
         }
     )
     report = _report(audited, config, budget, chosen, coverage, times)
-    return SelectionResult(audited.frame, audited.format, selection, report, config)
+    return SelectionResult(audited.frame, audited.format, selection, report, config, audited.parts)
 
 
 def _report(
@@ -336,8 +345,10 @@ def write_selection_outputs(result: SelectionResult, out_dir: Path) -> list[Path
 
     fmt = result.format
     selected = result.selected()
+    # A directory of parquet files gets a directory of selected parts, one per input file.
+    parts = result.selected_parts()
     writers = {
-        fmt.file_name("selected"): lambda p: write_frame(selected, p, fmt),
+        fmt.parts_name("selected"): lambda p: write_frame(selected, p, fmt, parts),
         "selection.parquet": lambda p: result.selection.write_parquet(p),
         "report.json": write_text(render_json_data(result.report)),
         "report.md": write_text(render_selection_markdown(result.report)),

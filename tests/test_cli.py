@@ -242,3 +242,38 @@ def test_help_shows_defaults_and_report_sizes_have_flags(noisy_file, tmp_path):
     )
     assert len(report["detection"]["top_flagged"]) == 3
     assert all(len(row["excerpt"]) <= 13 for row in report["detection"]["top_flagged"])
+
+
+def test_a_directory_of_parquet_files_gets_a_directory_of_cleaned_parts(noisy_file, tmp_path):
+    # A partitioned input stays partitioned: one cleaned file per input file, same names, each
+    # holding its own rows in order, minus the dropped ones; `select` writes its parts the same way.
+    frame = pl.read_parquet(noisy_file)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    bounds = {"a.parquet": (0, 250), "b.parquet": (250, 260), "c.parquet": (260, 600)}
+    for name, (start, stop) in bounds.items():
+        frame.slice(start, stop - start).write_parquet(folder / name)
+    (folder / "notes.txt").write_text("not data")
+    out = tmp_path / "out"
+    scan(folder, "--clean", "drop", "--id-col", "text", out=out)
+    issues = pl.read_parquet(out / "issues.parquet")
+    dropped = set(issues.filter(pl.col("is_label_error")).get_column("row_id").to_list())
+    assert dropped, "the audit must flag some rows for the parts to differ from the input"
+    assert sorted(p.name for p in (out / "cleaned").iterdir()) == sorted(bounds)
+    for name, (start, stop) in bounds.items():
+        part = pl.read_parquet(out / "cleaned" / name)
+        expected = frame.slice(start, stop - start).filter(~pl.col("text").is_in(list(dropped)))
+        assert part.equals(expected)
+    # A rerun with another mode replaces the directory as a whole.
+    scan(folder, "--clean", "flag", "--id-col", "text", out=out)
+    assert pl.read_parquet(out / "cleaned" / "b.parquet").height == 10
+    assert "credaudit_is_label_error" in pl.read_parquet(out / "cleaned" / "a.parquet").columns
+
+    result = invoke(["select", folder, "--embedding-col", "emb", "--budget", "60", "--out", tmp_path / "sel"])
+    assert result.exit_code == 0
+    selected = pl.concat([pl.read_parquet(tmp_path / "sel" / "selected" / name) for name in sorted(bounds)])
+    assert selected.height == 60
+    chosen = pl.read_parquet(tmp_path / "sel" / "selection.parquet").filter(pl.col("selected"))
+    assert sorted(selected.get_column("text").to_list()) == sorted(
+        frame.get_column("text")[chosen.get_column("row_id").to_list()].to_list()
+    )
