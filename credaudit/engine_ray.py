@@ -7,14 +7,21 @@ local engine (credaudit/engine.py), spread over a Ray cluster:
   encodes whole chunks of texts (the chunks the local engine uses, so the vectors are the same);
   one actor per GPU where the cluster has GPUs;
 - neighbour search: one Ray task per block of k-means lists (or of rows, for the exact search),
-  reading the embeddings from the object store (shared memory on each node, no copy per task).
-  Ray retries a task whose worker died (``max_retries``), so a lost worker costs a block, not
-  the run; outputs are still written only at the end, as one set.
+  reading the embeddings from the object store (shared memory on each node, no copy per task);
+- consensus counts: one Ray task per block of rows counts its label triples, and the driver
+  adds the counts (map, then reduce; noise.consensus_counts). Only the K x K fit runs on the driver;
+- detection: one Ray task per block of rows scores its rows from their neighbours, once per
+  propagation step (detect.score_label_errors); the per-class choice of flags, which needs every
+  row's score, is made on the driver.
 
-The noise fit and detection run in the driver on the finished graph (N × k integers): they take
-seconds at 1,000,000 rows. The embeddings are gathered on the driver once, to be put in the
-object store for the search; that bounds this engine to data whose vectors fit in one node's
-memory (see benchmarks/SCALE.md).
+Ray retries a task whose worker died (``max_retries``) and restarts an encoder actor that died
+(Ray Data), so a lost worker costs a block, not the run; outputs are still written only at the
+end, as one set.
+
+What still runs on the driver: the embeddings are gathered there once, to be put in the object
+store (an array is put once, however many stages share it), and the finished graph (N x k) and
+the per-row scores come back to it. That bounds this engine to data whose vectors fit in one
+node's memory (see benchmarks/SCALE.md).
 """
 
 from __future__ import annotations

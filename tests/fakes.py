@@ -31,3 +31,22 @@ class BagOfWordsEncoder:
     @property
     def embedded(self) -> int:
         return sum(self.calls)
+
+
+class DiesOnceEncoder(BagOfWordsEncoder):
+    """A bag of words whose process dies (``os._exit``) the first time any copy of it encodes:
+    a Ray encoder actor lost mid-run. A marker file in ``marker_dir`` records that it died."""
+
+    def __init__(self, marker_dir: str) -> None:
+        super().__init__()
+        self.marker_dir = marker_dir
+
+    def encode(self, texts, *, progress=None) -> np.ndarray:
+        import os
+        from pathlib import Path
+
+        marker = Path(self.marker_dir) / "died"
+        if not marker.exists():
+            marker.touch()
+            os._exit(1)
+        return super().encode(texts, progress=progress)

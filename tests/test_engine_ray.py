@@ -14,7 +14,7 @@ from credaudit import audit
 from credaudit.config import merge
 from credaudit.features import CHUNK_TEXTS
 from tests.conftest import make_clusterable, write_table
-from tests.fakes import BagOfWordsEncoder
+from tests.fakes import BagOfWordsEncoder, DiesOnceEncoder
 from tests.helpers import invoke
 
 # CI installs the extra (.ci/run): there a missing Ray is a failure, not a skip.
@@ -105,6 +105,20 @@ def test_a_block_whose_worker_dies_is_retried(tmp_path):
     engine = RayEngine()
     assert list(engine.map(_dies_once, range(4), str(tmp_path))) == [0, 10, 20, 30]
     assert (tmp_path / "1.started").exists()  # the worker did die once
+
+
+def test_an_encoder_actor_that_dies_is_restarted_and_its_chunk_encoded(tmp_path):
+    from credaudit.engine_ray import RayEngine
+
+    texts = [f"card refund {i % 13} fee {i % 7}" for i in range(3000)]
+    chunks = [texts[i : i + 500] for i in range(0, len(texts), 500)]
+    engine = RayEngine(actors=2)
+    vectors = list(engine.encode(DiesOnceEncoder(str(tmp_path)), None, chunks))
+    assert (tmp_path / "died").exists()  # an actor did die mid-run
+    expected = BagOfWordsEncoder()
+    assert len(vectors) == len(chunks)
+    for got, chunk in zip(vectors, chunks, strict=True):
+        np.testing.assert_array_equal(got, expected.encode(chunk))
 
 
 def test_an_array_is_put_in_the_object_store_once_while_it_lives():
