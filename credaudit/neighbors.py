@@ -461,6 +461,41 @@ def _ivf_graph(
     indices : ndarray of shape (N, n), int64
         -1 where a row had fewer than ``n`` candidates.
     """
+
+    n_rows = base.shape[0]
+    home, probes = ivf_lists(base, probe_share=probe_share, max_probes=max_probes, seed=seed, engine=engine)
+    n_lists = len(probes)
+    shared = engine.share(base)
+    by_list = np.argsort(home, kind="stable")
+    list_start = np.r_[0, np.cumsum(np.bincount(home, minlength=n_lists))]
+
+    best_sims = np.full((n_rows, n), -np.inf, dtype=np.float32)
+    best_idx = np.full((n_rows, n), -1, dtype=np.int64)
+    blocks = [(first, min(first + _LISTS_PER_BLOCK, n_lists), n) for first in range(0, n_lists, _LISTS_PER_BLOCK)]
+    plan = engine.share((by_list, list_start, probes))
+    progress.start("neighbours", total=len(blocks))
+    for members, sims, idx in engine.map(_search_lists, blocks, shared, plan):
+        best_sims[members] = sims
+        best_idx[members] = idx
+        progress.advance()
+    progress.finish()
+    # Most similar first; equal similarities in index order, so the graph does not depend on list order.
+    order = np.lexsort((best_idx, -best_sims), axis=1)
+    return np.take_along_axis(best_sims, order, axis=1), np.take_along_axis(best_idx, order, axis=1)
+
+
+def ivf_lists(
+    base: np.ndarray, *, probe_share: float, max_probes: int | None, seed: int, engine: Engine = LOCAL
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k-means lists of the cluster-block search (:func:`_ivf_graph`) and each list's probes.
+
+    Returns
+    -------
+    home : ndarray of shape (N,), int64
+        Each row's list.
+    probes : ndarray of shape (L, n_probe), int64
+        Each list's probed lists, nearest centroid first (its own list among them).
+    """
     import faiss
 
     n_rows, dim = base.shape
@@ -502,22 +537,7 @@ def _ivf_graph(
     quantizer = faiss.IndexFlatIP(dim)
     quantizer.add(centroids)
     _, probes = quantizer.search(centroids, n_probe)  # each list's probed lists, nearest first
-    by_list = np.argsort(home, kind="stable")
-    list_start = np.r_[0, np.cumsum(np.bincount(home, minlength=n_lists))]
-
-    best_sims = np.full((n_rows, n), -np.inf, dtype=np.float32)
-    best_idx = np.full((n_rows, n), -1, dtype=np.int64)
-    blocks = [(first, min(first + _LISTS_PER_BLOCK, n_lists), n) for first in range(0, n_lists, _LISTS_PER_BLOCK)]
-    plan = engine.share((by_list, list_start, probes))
-    progress.start("neighbours", total=len(blocks))
-    for members, sims, idx in engine.map(_search_lists, blocks, shared, plan):
-        best_sims[members] = sims
-        best_idx[members] = idx
-        progress.advance()
-    progress.finish()
-    # Most similar first; equal similarities in index order, so the graph does not depend on list order.
-    order = np.lexsort((best_idx, -best_sims), axis=1)
-    return np.take_along_axis(best_sims, order, axis=1), np.take_along_axis(best_idx, order, axis=1)
+    return home, probes
 
 
 def _kmeans(rows: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
