@@ -392,14 +392,7 @@ def read_table(
         )
 
     if id_col is not None:
-        ids = frame.get_column(id_col)
-        duplicated = ids.is_duplicated()
-        if bool(duplicated.any()):
-            first = int(duplicated.arg_true()[0])
-            raise InputError(
-                f"column '{id_col}' (--id-col) in {name} is not unique: {ids[first]!r} appears more than once"
-            )
-        row_ids = ids.to_list()
+        row_ids = unique_ids(frame, id_col, name)
     else:
         row_ids = list(range(frame.height)) if not n_dropped else (~null_labels).arg_true().to_list()
 
@@ -428,6 +421,17 @@ def read_table(
         text_cols=present_text,
         parts=parts,
     )
+
+
+def unique_ids(frame: pl.DataFrame, id_col: str, name: str) -> list[Any]:
+    """The ``--id-col`` values, or an InputError naming the first value that repeats (every output
+    is keyed by them, so a repeated id would make two rows one)."""
+    ids = frame.get_column(id_col)
+    duplicated = ids.is_duplicated()
+    if bool(duplicated.any()):
+        first = int(duplicated.arg_true()[0])
+        raise InputError(f"column '{id_col}' (--id-col) in {name} is not unique: {ids[first]!r} appears more than once")
+    return ids.to_list()
 
 
 def _embedding_matrix(frame: pl.DataFrame, column: str, name: str, flag: str = "--embedding-col") -> np.ndarray:

@@ -37,6 +37,7 @@ from credaudit.io import (
     load_frame,
     parquet_parts,
     require_columns,
+    unique_ids,
 )
 from credaudit.labels import as_scalar
 from credaudit.neighbors import normalize_rows
@@ -148,7 +149,7 @@ def read_pairs(
     require_columns(frame, wanted, name)
     if frame.height < MIN_ROWS:
         raise EmptyDataError(f"{name} has {frame.height} pairs; an audit needs at least {MIN_ROWS}")
-    row_ids = frame.get_column(id_col).to_list() if id_col else list(range(frame.height))
+    row_ids = unique_ids(frame, id_col, name) if id_col else list(range(frame.height))
 
     def texts(column: str | None, flag: str) -> list[str] | None:
         if column is None or column not in frame.columns:

@@ -210,3 +210,13 @@ def test_order_invariance_holds_for_vectors_without_texts():
     perm = np.random.default_rng(1).permutation(300)
     second = audit_pairs(frame[perm], config, chosen_embeddings=chosen[perm], rejected_embeddings=rejected[perm])
     assert first.issues.sort("row_id").equals(second.issues.sort("row_id"))
+
+
+def test_a_repeated_pair_id_is_an_input_error_naming_it():
+    # Every pair output is keyed by the id: two pairs with one id would become one in a review.
+    ids = [f"p{i}" for i in range(40)]
+    ids[7] = "p3"
+    frame = pl.DataFrame({"id": ids, "chosen": [f"c{i}" for i in range(40)], "rejected": [f"r{i}" for i in range(40)]})
+    config = merge({"input": {"id_col": "id"}, "pairs": {"chosen_col": "chosen", "rejected_col": "rejected"}})
+    with pytest.raises(InputError, match="'id' \\(--id-col\\).*not unique: 'p3'"):
+        audit_pairs(frame, config)
