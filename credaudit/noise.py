@@ -186,10 +186,15 @@ def consensus_counts(
     if triple_share < 1.0:
         graph = engine.share((pairs, np.ascontiguousarray(similarities[:, :2])))
         tightness = np.concatenate(list(engine.map(_tightness_block, blocks, engine.share(embeddings), graph)))
-        tight = tightness >= np.quantile(tightness, 1.0 - triple_share)
+        tight = _tightest(tightness, triple_share)
         del graph, tightness
     parts = engine.map(_count_block, blocks, engine.share((labels, pairs, tight)), n_classes)
     return ConsensusCounts.merge(parts, n_classes)
+
+
+def _tightest(tightness: np.ndarray, share: float) -> np.ndarray:
+    """The rows whose triples count: the ``share`` of rows with the tightest triples (ties kept)."""
+    return tightness >= np.quantile(tightness, 1.0 - share)
 
 
 def _tightness_block(item: tuple[int, int], embeddings: np.ndarray, graph: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -666,8 +671,7 @@ def estimate_noise(
     """
     if counts is None:
         if triple_share < 1.0:
-            cutoff = np.quantile(tightness, 1.0 - triple_share)
-            neighbor_indices = np.where((tightness >= cutoff)[:, None], neighbor_indices[:, :2], -1)
+            neighbor_indices = np.where(_tightest(tightness, triple_share)[:, None], neighbor_indices[:, :2], -1)
         counts = count_consensus(labels, neighbor_indices, n_classes=n_classes)
     progress = progress or NullProgress()
     rng = np.random.default_rng(seed)
