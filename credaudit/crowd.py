@@ -263,7 +263,7 @@ def read_crowd(path: Path, config: ScanConfig) -> CrowdTable:
         row_items,
         n_empty,
         file_sha256(path),
-        parquet_parts(path) if fmt.kind == "parquet-dir" else None,
+        parquet_parts(path, fmt),
     )
 
 

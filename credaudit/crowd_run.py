@@ -30,6 +30,7 @@ from credaudit.errors import UsageError
 from credaudit.gates import CheckResult, Status, count_check, interval_check, verdict
 from credaudit.io import (
     detect_format,
+    kept_parts,
     write_frame,
     write_text,
 )
@@ -501,7 +502,7 @@ def write_crowd_outputs(result: CrowdResult, out_dir: Path) -> list[Path]:
 
     fmt = result.table.format
     cleaned, kept = result._cleaned()
-    parts = result.table.parts.subset(kept) if result.table.parts is not None else None
+    parts = kept_parts(result.table.parts, kept)
     writers = {
         fmt.parts_name("cleaned"): lambda p: write_frame(cleaned, p, fmt, parts),
         "items.parquet": lambda p: result.items.write_parquet(p),

@@ -80,11 +80,18 @@ class Parts:
         return Parts(self.names, self.index[np.asarray(keep, dtype=bool)])
 
 
-def parquet_parts(path: Path) -> Parts:
+def kept_parts(parts: Parts | None, keep: np.ndarray) -> Parts | None:
+    """``parts`` of the rows ``keep`` selects (an output's rows); None for an input that is not a directory."""
+    return None if parts is None else parts.subset(keep)
+
+
+def parquet_parts(path: Path, fmt: DataFormat) -> Parts | None:
     """Which file of the parquet directory ``path`` each row of :func:`read_frame`'s frame came from
-    (the row counts are read from the files' footers, not their data)."""
+    (the row counts are read from the files' footers, not their data); None for other formats."""
     import pyarrow.parquet as pq
 
+    if fmt.kind != "parquet-dir":
+        return None
     files = _parquet_files(path)
     counts = [pq.read_metadata(f).num_rows for f in files]
     return Parts(tuple(f.name for f in files), np.repeat(np.arange(len(files), dtype=np.int32), counts))
@@ -404,9 +411,9 @@ def read_table(
         n_empty = int((joined.str.strip_chars() == "").sum())
 
     embeddings = _embedding_matrix(frame, embedding_col, name) if embedding_col is not None else None
-    parts = parquet_parts(path) if fmt.kind == "parquet-dir" else None
-    if parts is not None and n_dropped:
-        parts = parts.subset(~null_labels.to_numpy())
+    parts = parquet_parts(path, fmt)
+    if n_dropped:
+        parts = kept_parts(parts, ~null_labels.to_numpy())
     return Table(
         path=path,
         format=fmt,

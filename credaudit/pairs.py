@@ -196,7 +196,7 @@ def read_pairs(
         row_ids=[as_scalar(r) for r in row_ids],
         prompt_source=prompt_source,
         sha256=sha,
-        parts=parquet_parts(path) if fmt.kind == "parquet-dir" else None,
+        parts=parquet_parts(path, fmt),
     )
 
 

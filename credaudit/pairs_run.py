@@ -19,7 +19,7 @@ import polars as pl
 from credaudit.config import ScanConfig
 from credaudit.errors import InputError, UsageError
 from credaudit.gates import evaluate_gates, verdict
-from credaudit.io import Table, detect_format, write_frame, write_text
+from credaudit.io import Table, detect_format, kept_parts, write_frame, write_text
 from credaudit.pairs import (
     DIRECTION_NAMES,
     PairTable,
@@ -387,7 +387,7 @@ def write_pairs_outputs(result: PairsResult, out_dir: Path) -> list[Path]:
 
     fmt = result.table.format
     cleaned, kept = result._cleaned()
-    parts = result.table.parts.subset(kept) if result.table.parts is not None else None
+    parts = kept_parts(result.table.parts, kept)
     writers = {
         fmt.parts_name("cleaned"): lambda p: write_frame(cleaned, p, fmt, parts),
         "issues.parquet": lambda p: result.issues.write_parquet(p),

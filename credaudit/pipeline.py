@@ -54,6 +54,7 @@ from credaudit.io import (
     check_out_file,
     default_out_dir,
     detect_format,
+    kept_parts,
     out_dir_for,
     read_frame,
     read_reference,
@@ -1101,7 +1102,7 @@ def write_scan_outputs(result: AuditResult, out_dir: Path) -> list[Path]:
     fmt = result.table.format
     cleaned, kept = result._cleaned()
     # A directory of parquet files gets a directory of cleaned parts, one per input file.
-    parts = result.table.parts.subset(kept) if result.table.parts is not None else None
+    parts = kept_parts(result.table.parts, kept)
     output = result.config.output
     writers: dict[str, Any] = {
         fmt.parts_name("cleaned"): lambda path: write_frame(cleaned, path, fmt, parts),

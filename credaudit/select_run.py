@@ -29,6 +29,7 @@ from credaudit.io import (
     Parts,
     check_out_dir,
     detect_format,
+    kept_parts,
     out_dir_for,
     write_frame,
     write_outputs,
@@ -90,7 +91,7 @@ class SelectionResult:
 
     def selected_parts(self) -> Parts | None:
         """For a directory input: which file each chosen row came from."""
-        return None if self.parts is None else self.parts.subset(self.selection.get_column("selected").to_numpy())
+        return kept_parts(self.parts, self.selection.get_column("selected").to_numpy())
 
 
 def select_out_dir(config: ScanConfig, data: Path) -> Path:
