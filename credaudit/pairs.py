@@ -89,6 +89,22 @@ class PairTable:
         return len(self.row_ids)
 
 
+def _shared_prefix_length(a: str, b: str) -> int:
+    """Length of the longest common prefix of ``a`` and ``b``.
+
+    Bisection over slice comparisons (each one in C): transcripts run to thousands of characters,
+    and a character-by-character loop in Python cost seconds per 100,000 pairs.
+    """
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
 def split_shared_prefix(chosen: list[str], rejected: list[str]) -> tuple[list[str], list[str], list[str]] | None:
     """Split whole transcripts into the shared conversation and the two final responses.
 
@@ -100,11 +116,7 @@ def split_shared_prefix(chosen: list[str], rejected: list[str]) -> tuple[list[st
     prompts, tails_c, tails_r = [], [], []
     n_split = 0
     for c, r in zip(chosen, rejected, strict=True):
-        n = 0
-        limit = min(len(c), len(r))
-        while n < limit and c[n] == r[n]:
-            n += 1
-        shared = c[:n]
+        shared = c[: _shared_prefix_length(c, r)]
         cut = max((shared.rfind(m) + len(m) if shared.rfind(m) >= 0 else -1) for m in TURN_MARKERS)
         if cut > 0:
             n_split += 1

@@ -42,6 +42,7 @@ from credaudit.pipeline import (
 from credaudit.progress import NullProgress, Progress
 from credaudit.report.format import excerpt
 from credaudit.report.model import AuditReport
+from credaudit.review import rank_flagged
 
 
 @dataclass(frozen=True)
@@ -81,30 +82,66 @@ class PairsResult:
 
     def _cleaned(self) -> tuple[pl.DataFrame, np.ndarray]:
         """(the cleaned frame, which input pairs it keeps)."""
-        out = self.config.output
         frame = self.table.frame
         action = self.issues.get_column("action")
-        every = np.ones(frame.height, dtype=bool)
-        if out.clean == "flag":
+        if self.config.output.clean == "flag":
             flagged = frame.with_columns(
                 self.issues.get_column("flip_score").alias("credaudit_flip_score"),
                 self.issues.get_column("is_reversed").alias("credaudit_is_reversed"),
                 action.alias("credaudit_action"),
             )
-            return flagged, every
-        if not self.report.noise["trustworthy"] and not out.force_clean:
-            return frame, every
-        cfg = self.config.pairs
-        if out.clean == "relabel":
-            swap = action == "swap"
-            swapped = frame.with_columns(
+            return flagged, np.ones(frame.height, dtype=bool)
+        plan = cleaning_plan(self.config, action.to_numpy(), bool(self.report.noise["trustworthy"]))
+        if plan.swap.any():
+            cfg = self.config.pairs
+            swap = pl.Series(plan.swap)
+            frame = frame.with_columns(
                 pl.when(swap).then(pl.col(cfg.rejected_col)).otherwise(pl.col(cfg.chosen_col)).alias(cfg.chosen_col),
                 pl.when(swap).then(pl.col(cfg.chosen_col)).otherwise(pl.col(cfg.rejected_col)).alias(cfg.rejected_col),
             )
-            return swapped.filter(action != "drop"), (action != "drop").to_numpy()
-        if out.clean == "drop":
-            return frame.filter(action == "keep"), (action == "keep").to_numpy()
-        raise UsageError(f"--clean {out.clean} does not apply to preference pairs; use drop, relabel or flag")
+        return frame.filter(pl.Series(plan.keep)), plan.keep
+
+
+@dataclass(frozen=True)
+class PairCleaning:
+    """What ``--clean`` does to the pairs: the cleaned file and the report's ``cleaning`` section
+    both follow it.
+
+    Attributes
+    ----------
+    keep : ndarray of shape (P,), dtype bool
+        Pairs the cleaned file holds.
+    swap : ndarray of shape (P,), dtype bool
+        Pairs it holds with chosen and rejected exchanged (a subset of ``keep``).
+    held_back : int
+        Pairs that would have been swapped or dropped had the estimate been trustworthy.
+    """
+
+    keep: np.ndarray
+    swap: np.ndarray
+    held_back: int
+
+
+def cleaning_plan(config: ScanConfig, actions: np.ndarray, trusted: bool) -> PairCleaning:
+    """Apply ``--clean`` (and ``--force-clean``) to the per-pair ``actions`` (keep / swap / drop).
+
+    - ``flag``: every pair kept as it is;
+    - ``relabel``: ``swap`` pairs exchanged, ``drop`` pairs dropped;
+    - ``drop``: every pair not ``keep`` dropped;
+    - with an untrustworthy estimate nothing is swapped or dropped unless ``--force-clean``.
+    """
+    mode = config.output.clean
+    every = np.ones(len(actions), dtype=bool)
+    none = np.zeros(len(actions), dtype=bool)
+    if mode not in ("flag", "relabel", "drop"):
+        raise UsageError(f"--clean {mode} does not apply to preference pairs; use drop, relabel or flag")
+    if mode == "flag":
+        return PairCleaning(every, none, 0)
+    if not trusted and not config.output.force_clean:
+        return PairCleaning(every, none, int((actions != "keep").sum()))
+    if mode == "relabel":
+        return PairCleaning(actions != "drop", actions == "swap", 0)
+    return PairCleaning(actions == "keep", none, 0)
 
 
 def _vectors(
@@ -295,8 +332,8 @@ def flagged_pairs(table: PairTable, issues: pl.DataFrame, limit: int, chars: int
     """The ``limit`` reversed pairs a reviewer should see first (highest flip score), in the report's row shape."""
     flip = issues.get_column("flip_score").to_numpy()
     agreement = issues.get_column("neighbour_agreement").to_numpy()
-    ranked = np.argsort(-flip, kind="stable")
-    top = ranked[issues.get_column("is_reversed").to_numpy()[ranked]][:limit]
+    # Pairs have no subsample-round flag rate: ties on the flip score go to the weaker agreement.
+    top = rank_flagged(issues.get_column("is_reversed").to_numpy(), flip, agreement, np.zeros(len(flip)))[:limit]
 
     def pair_text(i: int) -> str | None:
         if table.chosen is None:
@@ -319,18 +356,17 @@ def flagged_pairs(table: PairTable, issues: pl.DataFrame, limit: int, chars: int
 
 def _cleaning_summary(config: ScanConfig, actions: pl.Series, trusted: bool) -> dict[str, Any]:
     """The report's ``cleaning`` section, in the single-label shape (relabelled = swapped pairs)."""
-    n_swap, n_drop = int((actions == "swap").sum()), int((actions == "drop").sum())
-    mode = config.output.clean
-    summary = {"mode": mode, "dropped": 0, "relabelled": 0, "held_back": 0, "reasons": [], "per_class": []}
-    if mode == "flag":
-        return summary
-    if not trusted and not config.output.force_clean:
-        summary["held_back"] = n_swap + n_drop
+    plan = cleaning_plan(config, actions.to_numpy(), trusted)
+    summary = {
+        "mode": config.output.clean,
+        "dropped": int((~plan.keep).sum()),
+        "relabelled": int(plan.swap.sum()),
+        "held_back": plan.held_back,
+        "reasons": [],
+        "per_class": [],
+    }
+    if plan.held_back:
         summary["reasons"] = ["the noise estimate is untrustworthy, so no pair was swapped or dropped (--force-clean)"]
-    elif mode == "relabel":
-        summary.update(relabelled=n_swap, dropped=n_drop)
-    else:
-        summary["dropped"] = n_swap + n_drop
     return summary
 
 

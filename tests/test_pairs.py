@@ -10,8 +10,8 @@ import pytest
 
 from credaudit.config import merge
 from credaudit.errors import InputError
-from credaudit.pairs import explode, preference_directions, split_shared_prefix
-from credaudit.pairs_run import audit_pairs
+from credaudit.pairs import _shared_prefix_length, explode, preference_directions, split_shared_prefix
+from credaudit.pairs_run import _cleaning_summary, audit_pairs, cleaning_plan
 from tests.conftest import write_table
 from tests.helpers import invoke
 
@@ -220,3 +220,39 @@ def test_a_repeated_pair_id_is_an_input_error_naming_it():
     config = merge({"input": {"id_col": "id"}, "pairs": {"chosen_col": "chosen", "rejected_col": "rejected"}})
     with pytest.raises(InputError, match="'id' \\(--id-col\\).*not unique: 'p3'"):
         audit_pairs(frame, config)
+
+
+def test_shared_prefix_length_matches_a_character_walk():
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        a = "".join(rng.choice(list("ab"), size=rng.integers(0, 12)))
+        b = "".join(rng.choice(list("ab"), size=rng.integers(0, 12)))
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        assert _shared_prefix_length(a, b) == n
+
+
+@pytest.mark.parametrize(
+    ("mode", "trusted", "force", "keep", "swap", "held"),
+    [
+        ("flag", True, False, [1, 1, 1], [0, 0, 0], 0),
+        ("relabel", True, False, [1, 1, 0], [0, 1, 0], 0),
+        ("drop", True, False, [1, 0, 0], [0, 0, 0], 0),
+        ("relabel", False, False, [1, 1, 1], [0, 0, 0], 2),
+        ("drop", False, True, [1, 0, 0], [0, 0, 0], 0),
+    ],
+)
+def test_one_cleaning_plan_decides_the_file_and_the_report(mode, trusted, force, keep, swap, held):
+    config = merge({"output": {"clean": mode, "force_clean": force}})
+    actions = np.array(["keep", "swap", "drop"], dtype=object)
+    plan = cleaning_plan(config, actions, trusted)
+    assert plan.keep.tolist() == [bool(v) for v in keep]
+    assert plan.swap.tolist() == [bool(v) for v in swap]
+    assert plan.held_back == held
+    summary = _cleaning_summary(config, pl.Series(actions.tolist()), trusted)
+    assert (summary["dropped"], summary["relabelled"], summary["held_back"]) == (
+        len(keep) - sum(keep),
+        sum(swap),
+        held,
+    )
