@@ -36,7 +36,7 @@ from credaudit.io import (
     _embedding_matrix,
     _join_texts,
     detect_format,
-    file_sha256,
+    load_frame,
     parquet_parts,
     read_frame,
     require_columns,
@@ -187,8 +187,8 @@ def read_crowd(path: Path, config: ScanConfig) -> CrowdTable:
     shape = crowd_shape(cfg)
     if shape is None:
         raise UsageError("not a multi-annotator input")
-    fmt = replace(detect_format(path), encoding=config.input.encoding)
-    frame = read_frame(path, fmt)
+    # The readers' common start: the same formats, encodings and input hash as single labels.
+    path, fmt, frame, sha256 = load_frame(path, encoding=config.input.encoding)
     name = path.name or str(path)
     if frame.height == 0:
         raise EmptyDataError(f"{name} has no rows")
@@ -262,7 +262,7 @@ def read_crowd(path: Path, config: ScanConfig) -> CrowdTable:
         answer_rows,
         row_items,
         n_empty,
-        file_sha256(path),
+        sha256,
         parquet_parts(path, fmt),
     )
 
