@@ -145,7 +145,9 @@ def score_label_errors(
     propagate = propagation_steps > 1
     parts = list(engine.map(_vote_block, blocks, shared, (n_classes, self_weight, floored, propagate)))
     belief = np.concatenate([part[0] for part in parts])
-    steps = [(labels[start:stop], part[4]) for (start, stop), part in zip(blocks, parts, strict=True)]
+    # Each block's vote weights are put in place once (an item that is an object-store reference
+    # reaches the Ray task as the value), not shipped again with every further step.
+    steps = [engine.share((labels[start:stop], part[4])) for (start, stop), part in zip(blocks, parts, strict=True)]
     for _ in range(propagation_steps - 1):
         belief = np.concatenate(list(engine.map(_propagate_block, steps, engine.share(belief), floored)))
     inside = graph.indices[:, 0] >= 0

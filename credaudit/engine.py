@@ -6,6 +6,7 @@ kinds of work are distributed:
 - ``map(fn, items, *shared)``: ``fn(item, *shared)`` for every item, results in item order. The
   neighbour search uses it (one item = a block of rows or of k-means lists); ``shared`` are the
   large read-only arrays every block reads (the embeddings), put in place once with ``share``.
+  An item may itself be a shared value (a block's own data read by several maps).
 - ``encode(encoder, factory, chunks)``: the encoder over chunks of texts, vectors in chunk order.
   Locally the ``encoder`` already built; on Ray a pool of actors that each build one with
   ``factory`` once (GPUs where the cluster has them).
