@@ -2,7 +2,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from credaudit.neighbors import build_knn_graph, estimate_recall, normalize_rows, restrict_graph
+from credaudit.neighbors import build_knn_graph, estimate_recall, ivf_lists, normalize_rows, restrict_graph
 from tests.conftest import make_clusterable
 
 
@@ -125,3 +125,20 @@ def test_two_level_lists_find_the_neighbours_and_are_deterministic(monkeypatch):
     assert not (two_a.indices == np.arange(6000)[:, None]).any()
     assert (two_a.indices >= 0).all()
     assert exact.method == "exact" and two_a.method == "ivf"
+
+
+def test_probes_counted_in_rows_stop_once_the_row_budget_is_reached():
+    rng = np.random.default_rng(2)
+    x = normalize_rows(rng.normal(size=(6000, 16)).astype(np.float32))
+    home, by_lists = ivf_lists(x, probe_share=0.25, max_probes=4, seed=0)
+    _, by_rows = ivf_lists(x, probe_share=0.25, max_probes=4, seed=0, probe_by="rows")
+    sizes = np.bincount(home, minlength=len(by_lists))
+    n_probe = by_lists.shape[1]
+    budget = n_probe * len(x) / len(by_lists)
+    for lists_probes, rows_probes in zip(by_lists, by_rows, strict=True):
+        taken = rows_probes[rows_probes >= 0]
+        # nearest lists first, the same order as the list count gives
+        shared = min(len(taken), n_probe)
+        np.testing.assert_array_equal(taken[:shared], lists_probes[:shared])
+        assert sizes[taken[:-1]].sum() < budget
+        assert sizes[taken].sum() >= budget or len(taken) == by_rows.shape[1]
