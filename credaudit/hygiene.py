@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from credaudit.neighbors import NeighborGraph
@@ -43,6 +43,8 @@ from credaudit.report.format import excerpt
 # Outlier score 0.5 sits this many interquartile ranges beyond the third quartile.
 OUTLIER_FENCE = 3.0
 _WORD = re.compile(r"\w+")
+# Candidate pairs per block of the word-overlap test (bounds its sparse temporaries).
+_PAIR_BLOCK = 1_000_000
 # Rows per block in the row-by-centroid products (bounds the temporary to block × K floats).
 _BLOCK = 65_536
 
@@ -139,10 +141,6 @@ def score_outliers(
     return Outliers(score, is_outlier, knn_distance, centroid_distance, rule)
 
 
-def _words(text: str) -> frozenset[str]:
-    return frozenset(_WORD.findall(text.lower()))
-
-
 def linked(
     rows: np.ndarray,
     cols: np.ndarray,
@@ -157,39 +155,57 @@ def linked(
     """Which candidate pairs (rows[i] of A, cols[i] of B) are near-duplicates.
 
     With texts, a pair is linked when its cosine similarity is at least ``threshold`` and its word
-    sets overlap (:func:`_overlapping`: Jaccard of lower-cased words at least ``min_overlap``, or
-    one text is the other plus a word). Without texts, when the similarity is at least
-    ``vector_threshold``. Returns a bool mask over the pairs.
+    sets overlap: Jaccard of the sets of lower-cased words (``\\w+``) at least ``min_overlap``, or
+    one set is the other plus one word (a dropped word in a short question leaves a Jaccard of
+    only 3/4). Without texts, when the similarity is at least ``vector_threshold``. Returns a bool
+    mask over the pairs.
     """
     if texts_a is None or texts_b is None:
         return similarities >= vector_threshold
     # With texts, the words always decide: in a dense region vectors alone chain whole clusters
-    # together. The candidate pairs are few; their words are compared one by one.
+    # together. Candidates can be every graph edge (a static encoder puts short texts of one
+    # vocabulary above any threshold), so the word sets are compared as sparse products, in
+    # blocks of pairs, not one pair at a time.
     keep = np.zeros(len(similarities), dtype=bool)
     maybe = np.flatnonzero(similarities >= threshold)
-    words_a: dict[int, frozenset[str]] = {}
-    words_b: dict[int, frozenset[str]] = {}
-    for p, i, j in zip(maybe.tolist(), rows[maybe].tolist(), cols[maybe].tolist(), strict=True):
-        a = words_a.get(i)
-        if a is None:
-            a = words_a[i] = _words(texts_a[i])
-        b = words_b.get(j)
-        if b is None:
-            b = words_b[j] = _words(texts_b[j])
-        keep[p] = _overlapping(a, b, min_overlap)
+    if maybe.size == 0:
+        return keep
+    used_a, at_a = np.unique(rows[maybe], return_inverse=True)
+    used_b, at_b = np.unique(cols[maybe], return_inverse=True)
+    series_a = pl.Series(texts_a, dtype=pl.String)
+    series_b = series_a if texts_b is texts_a else pl.Series(texts_b, dtype=pl.String)
+    words = _word_sets(pl.concat([series_a.gather(used_a), series_b.gather(used_b)]))
+    words_a, words_b = words[: len(used_a)], words[len(used_a) :]
+    size_a = np.diff(words_a.indptr)
+    size_b = np.diff(words_b.indptr)
+    for start in range(0, maybe.size, _PAIR_BLOCK):
+        a = at_a[start : start + _PAIR_BLOCK]
+        b = at_b[start : start + _PAIR_BLOCK]
+        shared = np.asarray(words_a[a].multiply(words_b[b]).sum(axis=1)).ravel()
+        union = size_a[a] + size_b[b] - shared
+        small = np.minimum(size_a[a], size_b[b])
+        large = np.maximum(size_a[a], size_b[b])
+        near = (shared >= min_overlap * union) | ((shared == small) & (large - small <= 1))
+        keep[maybe[start : start + _PAIR_BLOCK]] = near & (union > 0)
     return keep
 
 
-def _overlapping(a: frozenset[str], b: frozenset[str], min_overlap: float) -> bool:
-    """Word sets of near-copies: Jaccard at least ``min_overlap``, or one set is the other plus one word
-    (a dropped word in a short question leaves a Jaccard of only 3/4)."""
-    union = len(a | b)
-    if not union:
-        return False
-    if len(a & b) / union >= min_overlap:
-        return True
-    small, large = (a, b) if len(a) <= len(b) else (b, a)
-    return small <= large and len(large) - len(small) <= 1
+def _word_sets(texts: pl.Series) -> csr_matrix:
+    """(len(texts), V) 0/1 matrix: row i marks the distinct lower-cased words (``\\w+``) of text i."""
+    words = (
+        pl.DataFrame({"row": np.arange(len(texts)), "word": texts.str.to_lowercase().str.extract_all(_WORD.pattern)})
+        .explode("word")
+        .drop_nulls()
+        .unique()
+    )
+    _, word_id = np.unique(words.get_column("word").hash(seed=0).to_numpy(), return_inverse=True)
+    row = words.get_column("row").to_numpy()
+    matrix = csr_matrix(
+        (np.ones(len(row), dtype=np.int32), (row, word_id.ravel())),
+        shape=(len(texts), int(word_id.max(initial=-1)) + 1),
+    )
+    matrix.sum_duplicates()
+    return matrix
 
 
 def text_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

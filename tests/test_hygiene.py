@@ -1,13 +1,14 @@
 """Data hygiene: outliers, near-duplicate groups, leakage against reference files, their gates and reports."""
 
 import json
+import re
 
 import numpy as np
 import polars as pl
 import pytest
 
 from credaudit import ScanConfig, audit
-from credaudit.hygiene import dedupe_mask, near_duplicate_groups, score_outliers
+from credaudit.hygiene import dedupe_mask, linked, near_duplicate_groups, score_outliers
 from credaudit.neighbors import build_knn_graph, normalize_rows
 from tests.conftest import make_clusterable, symmetric_t, write_table
 from tests.helpers import invoke
@@ -205,3 +206,35 @@ def test_no_leak_keeps_the_leak_columns_typed(tmp_path):
     config = merge({"hygiene": {"reference": [str(reference)], "reference_embedding_col": "emb"}})
     result = audit(pl.DataFrame({"text": texts, "label": labels.tolist()}), config, embeddings=x)
     assert result.issues.schema["leaked_from"] == pl.String and result.issues["leaked_from"].null_count() == 200
+
+
+def _overlap_by_sets(a: str, b: str, min_overlap: float) -> bool:
+    """The word-overlap rule one pair at a time, on Python sets (the reference)."""
+    wa, wb = set(re.findall(r"\w+", a.lower())), set(re.findall(r"\w+", b.lower()))
+    union = len(wa | wb)
+    if not union:
+        return False
+    small, large = sorted((wa, wb), key=len)
+    return len(wa & wb) / union >= min_overlap or (small <= large and len(large) - len(small) <= 1)
+
+
+def test_word_overlap_of_candidate_pairs_matches_the_rule_on_word_sets():
+    rng = np.random.default_rng(3)
+    vocabulary = ["card", "PIN", "pin", "top-up", "café", "naïve", "Über", "how", "do", "I", "get", "my", "_x", "42"]
+
+    def text():
+        return " ".join(rng.choice(vocabulary, size=rng.integers(0, 7))) + rng.choice(["", "?", "!!"])
+
+    texts_a = [text() for _ in range(300)]
+    texts_b = texts_a[:150] + [text() for _ in range(150)]
+    rows = rng.integers(0, 300, 5000)
+    cols = rng.integers(0, 300, 5000)
+    similarities = rng.uniform(0.8, 1.0, 5000)
+    for b in (texts_a, texts_b):  # within one list (near-duplicates) and across two (leakage)
+        got = linked(rows, cols, similarities, texts_a, b, threshold=0.9, min_overlap=0.8, vector_threshold=0.99)
+        expected = [
+            s >= 0.9 and _overlap_by_sets(texts_a[i], b[j], 0.8)
+            for i, j, s in zip(rows.tolist(), cols.tolist(), similarities.tolist(), strict=True)
+        ]
+        np.testing.assert_array_equal(got, expected)
+        assert 0 < got.sum() < (similarities >= 0.9).sum()  # both outcomes occur
