@@ -7,6 +7,9 @@ kinds of work are distributed:
   neighbour search uses it (one item = a block of rows or of k-means lists); ``shared`` are the
   large read-only arrays every block reads (the embeddings), put in place once with ``share``.
   An item may itself be a shared value (a block's own data read by several maps).
+- ``hold(array)``: the array the rest of the run should read, held where the engine shares it
+  from: locally the array itself; on Ray a read-only view of its one object-store copy, so the
+  driver's node does not hold the vectors twice (its own copy and the object store's).
 - ``encode(encoder, factory, chunks)``: the encoder over chunks of texts, vectors in chunk order.
   Locally the ``encoder`` already built; on Ray a pool of actors that each build one with
   ``factory`` once (GPUs where the cluster has them).
@@ -44,6 +47,8 @@ class Engine(Protocol):
 
     def share(self, value: Any) -> Any: ...
 
+    def hold(self, array: np.ndarray) -> np.ndarray: ...
+
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]: ...
 
     def encode(
@@ -60,6 +65,9 @@ class LocalEngine:
 
     def share(self, value: Any) -> Any:
         return value
+
+    def hold(self, array: np.ndarray) -> np.ndarray:
+        return array
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]:
         for item in items:

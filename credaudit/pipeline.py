@@ -293,6 +293,9 @@ def audit(
         vectors, encoder_summary, used_encoder = _features(
             table, labels, config, embeddings, encoder, device, progress, engine
         )
+        # On Ray, from here on the one object-store copy is read, and the driver's own copy of the
+        # vectors it embedded goes (vectors passed in stay the caller's).
+        vectors = engine.hold(vectors)
         references = _references(config, vectors, used_encoder, progress) if config.hygiene.reference else []
 
     with times.stage("graph"):

@@ -132,3 +132,18 @@ def test_an_array_is_put_in_the_object_store_once_while_it_lives():
     np.testing.assert_array_equal(ray.get(first), vectors)
     del vectors
     assert not engine._shared  # the array is gone, so is its object-store reference
+
+
+def test_held_vectors_are_the_object_store_copy_and_are_not_put_again():
+    from credaudit.engine_ray import RayEngine
+
+    engine = RayEngine()
+    vectors = np.arange(800, dtype=np.float32).reshape(100, 8)
+    held = engine.hold(vectors)
+    ref = engine.share(vectors)
+    del vectors  # the caller drops its own copy; the run reads the held one from here on
+    np.testing.assert_array_equal(held, np.arange(800, dtype=np.float32).reshape(100, 8))
+    assert not held.flags.writeable  # a view of the object store's buffer, not a private copy
+    assert engine.share(held) is ref  # the stages share it without a second put
+    del held
+    assert not engine._shared
