@@ -157,7 +157,9 @@ def test_cli_pairs_with_precomputed_vectors_writes_one_row_per_pair(tmp_path):
     first = int(np.flatnonzero(swapped)[0])
     row = cleaned.filter(pl.col("rejected") == f"c{first}")
     assert row.height == 1 and row.get_column("chosen")[0] == f"r{first}"
-    assert "report.md" in {p.name for p in out.iterdir()}
+    # The headers count pairs, not the engine's two direction "classes".
+    markdown = (out / "report.md").read_text()
+    assert "300 pairs" in markdown and "2 classes" not in markdown
 
 
 def test_cli_pairs_from_transcripts_with_a_text_encoder(tmp_path):

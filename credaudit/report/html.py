@@ -24,6 +24,7 @@ from credaudit.report.format import (
     pct,
     ratings_table,
     score_interval,
+    size_line,
     untrusted_line,
 )
 from credaudit.report.model import AuditReport
@@ -53,6 +54,7 @@ def render_html(report: AuditReport, rows: list[dict[str, Any]]) -> str:
     noise, det = report.noise, report.detection
     return template.render(
         report=report,
+        size=size_line(report),
         noise_rate=interval(noise["noise_rate"]),
         credibility=score_interval(noise["credibility"]),
         flagged=f"{det['flagged']:,} ({pct(det['flagged_rate'])})",

@@ -16,6 +16,7 @@ from credaudit.report.format import (
     pct,
     ratings_table,
     score_interval,
+    size_line,
     untrusted_line,
 )
 from credaudit.report.model import AuditReport
@@ -38,8 +39,7 @@ def render_markdown(report: AuditReport) -> str:
         f"# credaudit: {mark}",
         "",
         *([f"> ⚠️ **{untrusted}**", ""] if untrusted else []),
-        f"**{run['input']['path']}** — {run['input']['rows']:,} rows, {len(report.classes)} classes, "
-        f"encoder `{run['encoder']['name']}`",
+        f"**{run['input']['path']}** — {size_line(report)}, encoder `{run['encoder']['name']}`",
         "",
         "| | |",
         "|---|---|",

@@ -23,6 +23,7 @@ from credaudit.report.format import (
     largest_confusions,
     pct,
     score_interval,
+    size_line,
     untrusted_line,
 )
 from credaudit.report.model import AuditReport
@@ -66,7 +67,7 @@ def _body(report: AuditReport, outputs: list[str]) -> Group:
     }
     headline = Text()
     headline.append(f" {report.verdict.upper()} ", style=styles[report.verdict])
-    headline.append(f"  {run['input']['path']}: {run['input']['rows']:,} rows, {len(report.classes)} classes")
+    headline.append(f"  {run['input']['path']}: {size_line(report)}")
     parts.append(headline)
     untrusted = untrusted_line(noise)
     if untrusted:
