@@ -43,8 +43,10 @@ from credaudit.report.format import excerpt
 # Outlier score 0.5 sits this many interquartile ranges beyond the third quartile.
 OUTLIER_FENCE = 3.0
 _WORD = re.compile(r"\w+")
-# Candidate pairs per block of the word-overlap test (bounds its sparse temporaries).
-_PAIR_BLOCK = 1_000_000
+# Candidate pairs per block of the word-overlap test, and texts per tokenising chunk (both bound
+# the temporaries).
+_PAIR_BLOCK = 250_000
+_TOKENISE_ROWS = 100_000
 # Rows per block in the row-by-centroid products (bounds the temporary to block × K floats).
 _BLOCK = 65_536
 
@@ -170,12 +172,17 @@ def linked(
     maybe = np.flatnonzero(similarities >= threshold)
     if maybe.size == 0:
         return keep
-    used_a, at_a = np.unique(rows[maybe], return_inverse=True)
-    used_b, at_b = np.unique(cols[maybe], return_inverse=True)
     series_a = pl.Series(texts_a, dtype=pl.String)
-    series_b = series_a if texts_b is texts_a else pl.Series(texts_b, dtype=pl.String)
-    words = _word_sets(pl.concat([series_a.gather(used_a), series_b.gather(used_b)]))
-    words_a, words_b = words[: len(used_a)], words[len(used_a) :]
+    if texts_b is texts_a:
+        # Near-duplicates within one file: one word matrix over the rows on either side of a pair.
+        used = np.union1d(rows[maybe], cols[maybe])
+        words_a = words_b = _word_sets(series_a.gather(used))
+        at_a, at_b = np.searchsorted(used, rows[maybe]), np.searchsorted(used, cols[maybe])
+    else:
+        used_a, at_a = np.unique(rows[maybe], return_inverse=True)
+        used_b, at_b = np.unique(cols[maybe], return_inverse=True)
+        words = _word_sets(pl.concat([series_a.gather(used_a), pl.Series(texts_b, dtype=pl.String).gather(used_b)]))
+        words_a, words_b = words[: len(used_a)], words[len(used_a) :]
     size_a = np.diff(words_a.indptr)
     size_b = np.diff(words_b.indptr)
     for start in range(0, maybe.size, _PAIR_BLOCK):
@@ -191,21 +198,31 @@ def linked(
 
 
 def _word_sets(texts: pl.Series) -> csr_matrix:
-    """(len(texts), V) 0/1 matrix: row i marks the distinct lower-cased words (``\\w+``) of text i."""
-    words = (
-        pl.DataFrame({"row": np.arange(len(texts)), "word": texts.str.to_lowercase().str.extract_all(_WORD.pattern)})
-        .explode("word")
-        .drop_nulls()
-        .unique()
-    )
-    _, word_id = np.unique(words.get_column("word").hash(seed=0).to_numpy(), return_inverse=True)
-    row = words.get_column("row").to_numpy()
-    matrix = csr_matrix(
-        (np.ones(len(row), dtype=np.int32), (row, word_id.ravel())),
-        shape=(len(texts), int(word_id.max(initial=-1)) + 1),
-    )
-    matrix.sum_duplicates()
-    return matrix
+    """(len(texts), V) 0/1 matrix: row i marks the distinct lower-cased words (``\\w+``) of text i.
+
+    Tokenised in chunks of texts, each word kept only as its 64-bit hash, so the temporaries stay
+    small (at 1,000,000 texts the words as strings held 3.6 GB at once).
+    """
+    rows, hashes = [], []
+    for start in range(0, len(texts), _TOKENISE_ROWS):
+        chunk = texts.slice(start, _TOKENISE_ROWS)
+        words = (
+            pl.DataFrame(
+                {
+                    "row": np.arange(start, start + len(chunk), dtype=np.int32),
+                    "word": chunk.str.to_lowercase().str.extract_all(_WORD.pattern),
+                }
+            )
+            .explode("word")
+            .drop_nulls()
+            .select("row", pl.col("word").hash(seed=0))
+            .unique()
+        )
+        rows.append(words.get_column("row").to_numpy())
+        hashes.append(words.get_column("word").to_numpy())
+    row = np.concatenate(rows)  # callers pass at least one text
+    vocabulary, word_id = np.unique(np.concatenate(hashes), return_inverse=True)
+    return csr_matrix((np.ones(len(row), dtype=np.int32), (row, word_id.ravel())), shape=(len(texts), len(vocabulary)))
 
 
 def text_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
