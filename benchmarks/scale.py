@@ -6,12 +6,19 @@
     python -m benchmarks.scale --engine both --exact-check  # 100k rows, and one exact-search run (F1 delta)
     python -m benchmarks.scale --rows 100000 --classes 200 --runs 1
     python -m benchmarks.scale --embed 1000000  # embedding throughput of the static encoder on CPU
+    python -m benchmarks.scale --texts 1000000 --engine both  # the whole scan of a text file (below)
 
 The data are synthetic embeddings (seeded): 20 classes (or --classes), each a mixture of 5 Gaussian
 sub-topics in 384 dimensions, L2-normalised, with 20 % symmetric label noise. Each run is a fresh
 process, so its peak RSS (libraries included) is its own; a Ray run (a local 2-worker cluster,
 ``ray.init(num_cpus=2)``) reports the peak PSS of its whole process tree. Results go to
 benchmarks/SCALE.md.
+
+``--texts N``: what ``credaudit scan texts.parquet --encoder static`` does with N short texts (5-15
+words from a 5,000-word vocabulary, 20 random labels, a fresh embedding cache): read, embed
+(cache written), every stage, and every output written. The labels carry no signal, so only the
+times and memory mean anything; it is the check that reading, the cache, hygiene on texts and
+the outputs hold at that size, where the runs above start from vectors.
 """
 
 from __future__ import annotations
@@ -159,6 +166,61 @@ def one_run(
     }
 
 
+def synthetic_texts(n_texts: int, seed: int = 0) -> list[str]:
+    """``n_texts`` texts of 5-15 words drawn from a 5,000-word vocabulary."""
+    rng = np.random.default_rng(seed)
+    vocabulary = np.array([f"w{i}" for i in range(5_000)])
+    lengths = rng.integers(5, 16, n_texts)
+    words = vocabulary[rng.integers(0, len(vocabulary), int(lengths.sum()))]
+    return [" ".join(chunk) for chunk in np.split(words, np.cumsum(lengths)[:-1])]
+
+
+def text_scan(n_texts: int, engine: str = "local") -> dict:
+    """One ``credaudit scan`` of a parquet file of synthetic texts, static encoder, fresh cache."""
+    import resource
+    import shutil
+    import tempfile
+
+    import polars as pl
+
+    from credaudit.config import merge
+    from credaudit.pipeline import scan
+
+    work = Path(tempfile.mkdtemp(prefix="credaudit-texts-"))
+    data = work / "texts.parquet"
+    labels = np.random.default_rng(1).integers(0, 20, n_texts)
+    pl.DataFrame({"text": synthetic_texts(n_texts), "label": labels}).write_parquet(data)
+    sampler = None
+    if engine == "ray":
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        sampler = _PeakSampler()
+    config = merge(
+        {
+            "encoder": {"name": "static", "cache_dir": str(work / "cache")},
+            "engine": {"name": engine},
+            "output": {"out": str(work / "out")},
+        }
+    )
+    start = time.perf_counter()
+    try:
+        result, written = scan(data, config)
+    finally:
+        seconds = time.perf_counter() - start
+        shutil.rmtree(work, ignore_errors=True)  # the file, its cache and the outputs: ~1 GB at 1M
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "texts": n_texts,
+        "engine": engine,
+        "seconds": seconds,
+        "peak_rss_mb": max(own, sampler.stop()) if sampler else own,
+        "stage_seconds": result.report.run["stage_seconds"],
+        "recall_at_10": result.report.run["graph"]["recall_at_k"],
+        "outputs": sorted(p.name for p in written),
+    }
+
+
 def embed_throughput(n_texts: int, encoder: str = "static", seed: int = 0) -> dict:
     """Encode ``n_texts`` short synthetic texts (5-15 words from a 5,000-word vocabulary) without the cache."""
     import resource
@@ -166,12 +228,7 @@ def embed_throughput(n_texts: int, encoder: str = "static", seed: int = 0) -> di
     from credaudit.features import embed_texts
     from credaudit.pipeline import build_encoder
 
-    rng = np.random.default_rng(seed)
-    vocabulary = np.array([f"w{i}" for i in range(5_000)])
-    lengths = rng.integers(5, 16, n_texts)
-    words = vocabulary[rng.integers(0, len(vocabulary), int(lengths.sum()))]
-    cuts = np.cumsum(lengths)[:-1]
-    texts = [" ".join(chunk) for chunk in np.split(words, cuts)]
+    texts = synthetic_texts(n_texts, seed)
     enc = build_encoder(encoder, "cpu", None, "auto")
     enc.encode(texts[:1000])  # load and warm up outside the clock
     start = time.perf_counter()
@@ -185,6 +242,48 @@ def embed_throughput(n_texts: int, encoder: str = "static", seed: int = 0) -> di
         "texts_per_second": n_texts / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def _text_scans(args) -> None:
+    """``--texts N``: one run (or --one-texts, in this process) per engine, then the SCALE.md section."""
+    if args.one == "texts":
+        print(json.dumps(text_scan(args.texts, args.engine)))
+        return
+    from benchmarks.encoders import write_section
+    from benchmarks.run import _machine
+
+    engines = ["local", "ray"] if args.engine == "both" else [args.engine]
+    lines = [
+        f"## The whole scan of {args.texts:,} short texts, `static` encoder",
+        "",
+        f"`python -m benchmarks.scale --texts {args.texts} --runs {args.runs} --engine {args.engine}` on "
+        f"{_machine()}: `credaudit scan` of a parquet file of synthetic texts (5-15 words from a 5,000-word "
+        "vocabulary, random labels), a fresh embedding cache, every output written. Labels carry no "
+        "signal: times and memory only. Wall seconds include writing the outputs. Peak memory: the process's "
+        "peak RSS; with Ray, the peak PSS of "
+        "the whole process tree.",
+        "",
+        "| engine | wall seconds | peak memory (MB) | stage medians (s) |",
+        "|---|---|---|---|",
+    ]
+    for engine in engines:
+        command = [sys.executable, "-m", "benchmarks.scale", "--texts", str(args.texts), "--one", "texts"]
+        runs = []
+        for _ in range(args.runs):
+            done = subprocess.run(
+                [*command, "--engine", engine], cwd=HERE.parent, capture_output=True, text=True, check=True
+            )
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"texts {engine}: {runs[-1]['seconds']:.1f}s, peak {runs[-1]['peak_rss_mb']:.0f} MB", flush=True)
+        stages = {k: statistics.median(r["stage_seconds"][k] for r in runs) for k in runs[0]["stage_seconds"]}
+        all_runs = ", ".join(f"{r['seconds']:.1f}" for r in runs)
+        lines.append(
+            f"| {engine} (median of {len(runs)}) | {statistics.median(r['seconds'] for r in runs):.1f} ({all_runs}) "
+            f"| {statistics.median(r['peak_rss_mb'] for r in runs):.0f} | "
+            + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+            + " |"
+        )
+    write_section(HERE / "SCALE.md", f"texts-{args.texts}", "\n".join(lines) + "\n")
 
 
 def _run_one(method: str, args, engine: str = "local", index: str = "auto") -> dict:
@@ -207,6 +306,7 @@ def main() -> None:
     )
     parser.add_argument("--exact-check", action="store_true", help="also one run with the exact search (F1 delta)")
     parser.add_argument("--embed", type=int, help="instead: embedding throughput of the static encoder on N texts")
+    parser.add_argument("--texts", type=int, help="instead: the whole scan of a file of N short texts (static)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--index", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -225,6 +325,9 @@ def main() -> None:
             f"**{record['seconds']:.1f} s, {record['texts_per_second']:,.0f} texts/s**, peak RSS "
             f"{record['peak_rss_mb']:.0f} MB.\n",
         )
+        return
+    if args.texts:
+        _text_scans(args)
         return
     if args.one:
         print(json.dumps(one_run(args.one, args.rows, n_classes=args.classes, engine=args.engine, index=args.index)))
