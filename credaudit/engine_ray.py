@@ -21,8 +21,8 @@ end, as one set.
 What still runs on the driver: the embeddings are gathered there once, to be put in the object
 store (an array is put once, however many stages share it; the driver then reads that copy,
 ``hold``, instead of keeping its own), and the finished graph (N x k) and the per-row scores come
-back to it. That bounds this engine to data whose vectors fit in one
-node's memory (see benchmarks/SCALE.md).
+back to it. That bounds this engine to data whose vectors fit in one node's object store (see
+benchmarks/SCALE.md).
 """
 
 from __future__ import annotations

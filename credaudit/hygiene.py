@@ -192,7 +192,8 @@ def linked(
         union = size_a[a] + size_b[b] - shared
         small = np.minimum(size_a[a], size_b[b])
         large = np.maximum(size_a[a], size_b[b])
-        near = (shared >= min_overlap * union) | ((shared == small) & (large - small <= 1))
+        # The ratio itself, as the rule states it: min_overlap * union can round past a tie (0.28 * 25).
+        near = (shared / np.maximum(union, 1) >= min_overlap) | ((shared == small) & (large - small <= 1))
         keep[maybe[start : start + _PAIR_BLOCK]] = near & (union > 0)
     return keep
 

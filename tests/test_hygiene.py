@@ -230,11 +230,19 @@ def test_word_overlap_of_candidate_pairs_matches_the_rule_on_word_sets():
     rows = rng.integers(0, 300, 5000)
     cols = rng.integers(0, 300, 5000)
     similarities = rng.uniform(0.8, 1.0, 5000)
-    for b in (texts_a, texts_b):  # within one list (near-duplicates) and across two (leakage)
-        got = linked(rows, cols, similarities, texts_a, b, threshold=0.9, min_overlap=0.8, vector_threshold=0.99)
+    for b, overlap in ((texts_a, 0.8), (texts_b, 0.8)):  # within one list (near-duplicates), across two (leakage)
+        got = linked(rows, cols, similarities, texts_a, b, threshold=0.9, min_overlap=overlap, vector_threshold=0.99)
         expected = [
-            s >= 0.9 and _overlap_by_sets(texts_a[i], b[j], 0.8)
+            s >= 0.9 and _overlap_by_sets(texts_a[i], b[j], overlap)
             for i, j, s in zip(rows.tolist(), cols.tolist(), similarities.tolist(), strict=True)
         ]
         np.testing.assert_array_equal(got, expected)
         assert 0 < got.sum() < (similarities >= 0.9).sum()  # both outcomes occur
+
+
+def test_a_jaccard_exactly_at_the_threshold_links():
+    # 7 shared words of 25: Jaccard 0.28 exactly, where 0.28 * 25 rounds above 7 in floating point.
+    a, b = " ".join(f"w{i}" for i in range(16)), " ".join(f"w{i}" for i in range(9, 25))
+    pair = np.array([0]), np.array([0]), np.array([0.95])
+    assert linked(*pair, [a], [b], threshold=0.9, min_overlap=0.28, vector_threshold=0.99).tolist() == [True]
+    assert _overlap_by_sets(a, b, 0.28)
