@@ -30,8 +30,7 @@ from credaudit.errors import UsageError
 from credaudit.gates import CheckResult, Status, count_check, interval_check, verdict
 from credaudit.io import (
     detect_format,
-    kept_parts,
-    write_frame,
+    frame_output,
     write_text,
 )
 from credaudit.pipeline import StageTimes, knn_graph, prepare_outputs, row_vectors, write_output_set
@@ -501,10 +500,9 @@ def write_crowd_outputs(result: CrowdResult, out_dir: Path) -> list[Path]:
     from credaudit.report.json import render_json
 
     fmt = result.table.format
-    cleaned, kept = result._cleaned()
-    parts = kept_parts(result.table.parts, kept)
+    cleaned_name, write_cleaned = frame_output("cleaned", *result._cleaned(), fmt, result.table.parts)
     writers = {
-        fmt.parts_name("cleaned"): lambda p: write_frame(cleaned, p, fmt, parts),
+        cleaned_name: write_cleaned,
         "items.parquet": lambda p: result.items.write_parquet(p),
         "annotators.parquet": lambda p: result.annotators.write_parquet(p),
         "report.json": write_text(render_json(result.report)),

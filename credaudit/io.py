@@ -748,6 +748,16 @@ def _join_texts(frame: pl.DataFrame, text_cols: tuple[str, ...]) -> pl.Series:
     return frame.select(pl.concat_str(columns, separator="\n").alias("text")).to_series()
 
 
+def frame_output(
+    stem: str, frame: pl.DataFrame, kept: np.ndarray, fmt: DataFormat, parts: Parts | None
+) -> tuple[str, Callable[[Path], None]]:
+    """(output name, writer) of ``frame``, which holds the input rows ``kept`` selects (a boolean
+    mask over the input's rows): ``cleaned.csv`` in the input's format, or for a directory of
+    parquet files (``parts``) a directory ``cleaned/`` of parts, one per input file."""
+    kept_in = kept_parts(parts, kept)
+    return fmt.parts_name(stem), lambda path: write_frame(frame, path, fmt, kept_in)
+
+
 def write_frame(frame: pl.DataFrame, path: Path, fmt: DataFormat, parts: Parts | None = None) -> None:
     """Write ``frame`` to ``path`` in ``fmt`` (the cleaned copy keeps the input's format).
 

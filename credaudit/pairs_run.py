@@ -19,7 +19,7 @@ import polars as pl
 from credaudit.config import ScanConfig
 from credaudit.errors import InputError, UsageError
 from credaudit.gates import evaluate_gates, verdict
-from credaudit.io import Table, detect_format, kept_parts, write_frame, write_text
+from credaudit.io import Table, detect_format, frame_output, write_text
 from credaudit.pairs import (
     DIRECTION_NAMES,
     PairTable,
@@ -422,10 +422,9 @@ def write_pairs_outputs(result: PairsResult, out_dir: Path) -> list[Path]:
     from credaudit.report.markdown import render_markdown
 
     fmt = result.table.format
-    cleaned, kept = result._cleaned()
-    parts = kept_parts(result.table.parts, kept)
+    cleaned_name, write_cleaned = frame_output("cleaned", *result._cleaned(), fmt, result.table.parts)
     writers = {
-        fmt.parts_name("cleaned"): lambda p: write_frame(cleaned, p, fmt, parts),
+        cleaned_name: write_cleaned,
         "issues.parquet": lambda p: result.issues.write_parquet(p),
         "report.json": write_text(render_json(result.report)),
         "report.md": write_text(render_markdown(result.report)),

@@ -54,7 +54,7 @@ from credaudit.io import (
     check_out_file,
     default_out_dir,
     detect_format,
-    kept_parts,
+    frame_output,
     out_dir_for,
     read_frame,
     read_reference,
@@ -1103,12 +1103,10 @@ def write_scan_outputs(result: AuditResult, out_dir: Path) -> list[Path]:
     lives wherever ``--junit`` says, is written atomically on its own.
     """
     fmt = result.table.format
-    cleaned, kept = result._cleaned()
-    # A directory of parquet files gets a directory of cleaned parts, one per input file.
-    parts = kept_parts(result.table.parts, kept)
+    cleaned_name, write_cleaned = frame_output("cleaned", *result._cleaned(), fmt, result.table.parts)
     output = result.config.output
     writers: dict[str, Any] = {
-        fmt.parts_name("cleaned"): lambda path: write_frame(cleaned, path, fmt, parts),
+        cleaned_name: write_cleaned,
         "issues.parquet": lambda path: result.issues.write_parquet(path),
         "report.json": write_text(render_json(result.report)),
         "report.md": write_text(render_markdown(result.report)),

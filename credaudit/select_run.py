@@ -29,9 +29,8 @@ from credaudit.io import (
     Parts,
     check_out_dir,
     detect_format,
-    kept_parts,
+    frame_output,
     out_dir_for,
-    write_frame,
     write_outputs,
     write_text,
 )
@@ -88,10 +87,6 @@ class SelectionResult:
     def selected(self) -> pl.DataFrame:
         """The chosen rows of the input, in input order."""
         return self.frame.filter(self.selection.get_column("selected"))
-
-    def selected_parts(self) -> Parts | None:
-        """For a directory input: which file each chosen row came from."""
-        return kept_parts(self.parts, self.selection.get_column("selected").to_numpy())
 
 
 def select_out_dir(config: ScanConfig, data: Path) -> Path:
@@ -345,11 +340,10 @@ def write_selection_outputs(result: SelectionResult, out_dir: Path) -> list[Path
     from credaudit.report.selection import render_selection_markdown
 
     fmt = result.format
-    selected = result.selected()
-    # A directory of parquet files gets a directory of selected parts, one per input file.
-    parts = result.selected_parts()
+    chosen = result.selection.get_column("selected").to_numpy()
+    selected_name, write_selected = frame_output("selected", result.selected(), chosen, fmt, result.parts)
     writers = {
-        fmt.parts_name("selected"): lambda p: write_frame(selected, p, fmt, parts),
+        selected_name: write_selected,
         "selection.parquet": lambda p: result.selection.write_parquet(p),
         "report.json": write_text(render_json_data(result.report)),
         "report.md": write_text(render_selection_markdown(result.report)),
