@@ -29,6 +29,7 @@ from credaudit.crowd import CrowdTable, read_crowd
 from credaudit.errors import UsageError
 from credaudit.gates import CheckResult, Status, count_check, interval_check, verdict
 from credaudit.io import (
+    DataFormat,
     detect_format,
     frame_output,
     write_text,
@@ -478,8 +479,8 @@ def _checks(est: CrowdEstimate, annotators: pl.DataFrame, config: ScanConfig) ->
     return checks
 
 
-def output_names(cleaned_name: str, *, html: bool = True) -> list[str]:
-    names = [cleaned_name, "items.parquet", "annotators.parquet", "report.json", "report.md"]
+def output_names(fmt: DataFormat, *, html: bool = True) -> list[str]:
+    names = [fmt.parts_name("cleaned"), "items.parquet", "annotators.parquet", "report.json", "report.md"]
     return names + (["report.html"] if html else [])
 
 
@@ -488,8 +489,7 @@ def scan_crowd(
 ) -> tuple[CrowdResult, list[Path]]:
     """Audit a multi-annotator file and write every output (checked before any work, written after)."""
     path = Path(data)
-    cleaned_name = detect_format(path).parts_name("cleaned")  # a directory of parts for a directory input
-    out = prepare_outputs(config, path, output_names(cleaned_name, html=config.output.html))
+    out = prepare_outputs(config, path, output_names(detect_format(path), html=config.output.html))
     result = audit_crowd(path, config, progress=progress)
     return result, write_crowd_outputs(result, out)
 

@@ -410,8 +410,7 @@ def scan_pairs(
 ) -> tuple[PairsResult, list[Path]]:
     """Audit a pair file and write every output (locations checked before any work, written after)."""
     path = Path(data)
-    cleaned_name = detect_format(path).parts_name("cleaned")  # a directory of parts for a directory input
-    out = prepare_outputs(config, path, output_names(cleaned_name, html=config.output.html))
+    out = prepare_outputs(config, path, output_names(detect_format(path), html=config.output.html))
     result = audit_pairs(path, config, progress=progress)
     return result, write_pairs_outputs(result, out)
 

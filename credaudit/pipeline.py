@@ -47,6 +47,7 @@ from credaudit.hygiene import (
     score_outliers,
 )
 from credaudit.io import (
+    DataFormat,
     Reference,
     Table,
     atomic_write_file,
@@ -999,9 +1000,10 @@ def output_dir(config: ScanConfig, data_path: Path) -> Path:
     return out_dir_for(config.output.out, data_path)
 
 
-def output_names(cleaned_name: str, *, html: bool = True) -> list[str]:
-    """Names of the files written into the output directory."""
-    return [cleaned_name, "issues.parquet", "report.json", "report.md"] + (["report.html"] if html else [])
+def output_names(fmt: DataFormat, *, html: bool = True) -> list[str]:
+    """Names of the files written into the output directory (the cleaned copy in the input's
+    format; a directory of parts for a directory input)."""
+    return [fmt.parts_name("cleaned"), "issues.parquet", "report.json", "report.md"] + (["report.html"] if html else [])
 
 
 def _ranked_flags(detection: Detection) -> np.ndarray:
@@ -1126,8 +1128,7 @@ def scan(data: str | Path, config: ScanConfig, *, progress: Progress | None = No
     after the embedding), and written only after the audit succeeded.
     """
     path = Path(data)
-    cleaned_name = detect_format(path).parts_name("cleaned")  # a directory of parts for a directory input
-    out = prepare_outputs(config, path, output_names(cleaned_name, html=config.output.html))
+    out = prepare_outputs(config, path, output_names(detect_format(path), html=config.output.html))
     for name in config.hygiene.reference:
         if not Path(name).exists():
             raise DataReadError(f"--reference {name} does not exist")
