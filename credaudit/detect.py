@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from credaudit.engine import LOCAL, Engine, row_blocks
+from credaudit.engine import LOCAL, Engine, Rows, row_blocks
 from credaudit.neighbors import NeighborGraph, restrict_graph
 from credaudit.progress import NullProgress, Progress
 
@@ -375,7 +375,7 @@ class Detection:
 def detect_label_errors(
     labels: np.ndarray,
     graph: NeighborGraph,
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | Rows,
     *,
     n_classes: int,
     transition_matrix: np.ndarray,
@@ -403,8 +403,9 @@ def detect_label_errors(
         Observed label codes 0..K-1.
     graph : NeighborGraph
         Built with more than ``k`` neighbours (so subsample rounds can keep k); nearest first.
-    embeddings : ndarray of shape (N, d), dtype float32
-        L2-normalised; only read for the rare rows whose stored neighbours run short in a round.
+    embeddings : ndarray of shape (N, d), dtype float32, or Rows
+        L2-normalised; only read (on ``engine``) for the rare rows whose stored neighbours run
+        short in a round.
     n_classes : int
         K.
     transition_matrix : ndarray of shape (K, K)
@@ -519,7 +520,7 @@ def detect_label_errors(
     rng = np.random.default_rng(seed)
     progress.start("detection rounds", total=n_rounds)
     for keep in _subsamples(n_rows, n_rounds, subsample_rate, rng):
-        scores = full_scores if keep.all() else score(restrict_graph(graph, embeddings, keep, k=k))
+        scores = full_scores if keep.all() else score(restrict_graph(graph, embeddings, keep, k=k, engine=engine))
         flagged_count += flag(scores)
         contained_count += keep
         progress.advance()

@@ -7,9 +7,12 @@ kinds of work are distributed:
   neighbour search uses it (one item = a block of rows or of k-means lists); ``shared`` are the
   large read-only arrays every block reads (the embeddings), put in place once with ``share``.
   An item may itself be a shared value (a block's own data read by several maps).
-- ``hold(array)``: the array the rest of the run should read, held where the engine shares it
-  from: locally the array itself; on Ray a read-only view of its one object-store copy, so the
-  driver's node does not hold the vectors twice (its own copy and the object store's).
+- ``place(array)`` / ``place_blocks(blocks, n_rows, dim)``: the embeddings as :class:`Rows`, consecutive
+  row blocks held where the engine keeps them: locally one block, the array itself; on Ray one
+  object-store object per :data:`BLOCK_ROWS` rows, so the driver holds references, never the
+  vectors (``place_blocks`` puts each block as it is made). A block function reads them with
+  :func:`read_rows` from the ``*rows.shared()`` arguments of its map; ``gather(rows)`` is the
+  whole array on the driver, for the few callers that need it (the CUDA search, ``select``).
 - ``encode(encoder, factory, chunks)``: the encoder over chunks of texts, vectors in chunk order.
   Locally the ``encoder`` already built; on Ray a pool of actors that each build one with
   ``factory`` once (GPUs where the cluster has them).
@@ -26,6 +29,7 @@ therefore the same flags) for the same input, seed and config.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,12 +46,110 @@ def row_blocks(n_rows: int, block_rows: int | None = None) -> list[tuple[int, in
     return [(start, min(start + size, n_rows)) for start in range(0, n_rows, size)]
 
 
+@dataclass(frozen=True, eq=False)
+class Rows:
+    """An (N, d) array held as consecutive row blocks where an engine keeps them.
+
+    Attributes
+    ----------
+    parts : tuple
+        The blocks, first rows first: arrays (local engine) or object-store references (Ray).
+    offsets : ndarray of shape (P + 1,), int64
+        Block p holds rows offsets[p]:offsets[p + 1].
+    dim : int
+        d.
+    """
+
+    parts: tuple[Any, ...]
+    offsets: np.ndarray
+    dim: int
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_rows, self.dim)
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def shared(self) -> tuple[Any, ...]:
+        """The trailing arguments of an engine map whose block function reads these rows
+        (``fn(item, ..., offsets, *parts)``, read with :func:`read_rows`)."""
+        return (self.offsets, *self.parts)
+
+
+class RowReader:
+    """Read access to the rows of :class:`Rows` inside a block function: ``reader[start:stop]``
+    and ``reader[index_array]`` as on the (N, d) array (a view where one block holds the rows)."""
+
+    def __init__(self, offsets: np.ndarray, parts: tuple[np.ndarray, ...]) -> None:
+        self.offsets = offsets
+        self.parts = parts
+        self.dim = parts[0].shape[1] if parts else 0
+        self.dtype = parts[0].dtype if parts else np.float32
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.offsets[-1]), self.dim)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if len(self.parts) == 1:
+            return self.parts[0][index]
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return self[np.arange(start, stop, step)]
+            first = int(np.searchsorted(self.offsets, start, side="right")) - 1
+            if stop <= self.offsets[first + 1]:
+                return self.parts[first][start - self.offsets[first] : stop - self.offsets[first]]
+            return self[np.arange(start, stop)]
+        index = np.asarray(index)
+        flat = index.ravel()
+        part = np.searchsorted(self.offsets, flat, side="right") - 1
+        out = np.empty((flat.size, self.dim), dtype=self.dtype)
+        # One fancy index per block the rows fall in (a few dozen blocks per million rows).
+        for p in np.unique(part):
+            mine = part == p
+            out[mine] = self.parts[p][flat[mine] - self.offsets[p]]
+        return out.reshape(*index.shape, self.dim)
+
+
+def read_rows(offsets: np.ndarray, *parts: np.ndarray) -> RowReader:
+    """The rows of a :class:`Rows` inside a block function, from its ``shared()`` arguments."""
+    return RowReader(offsets, parts)
+
+
+def block_bounds(n_rows: int, block_rows: int | None = None) -> np.ndarray:
+    """Offsets (P + 1,) of the consecutive blocks of :func:`row_blocks`."""
+    return np.array([0] + [stop for _, stop in row_blocks(n_rows, block_rows)], dtype=np.int64)
+
+
+def take_rows(engine: Engine, rows: Rows, index: np.ndarray) -> np.ndarray:
+    """Rows ``index`` of ``rows`` on the driver, as one engine block: for samples and a few rows,
+    never for all of them."""
+    return next(iter(engine.map(_take, [np.asarray(index, dtype=np.int64)], *rows.shared())))
+
+
+def _take(index: np.ndarray, offsets: np.ndarray, *parts: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(read_rows(offsets, *parts)[index])
+
+
 class Engine(Protocol):
     name: str
 
     def share(self, value: Any) -> Any: ...
 
-    def hold(self, array: np.ndarray) -> np.ndarray: ...
+    def place(self, array: np.ndarray | Rows) -> Rows: ...
+
+    def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int, dim: int) -> Rows: ...
+
+    def gather(self, rows: np.ndarray | Rows) -> np.ndarray: ...
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]: ...
 
@@ -66,8 +168,24 @@ class LocalEngine:
     def share(self, value: Any) -> Any:
         return value
 
-    def hold(self, array: np.ndarray) -> np.ndarray:
-        return array
+    def place(self, array: np.ndarray | Rows) -> Rows:
+        if isinstance(array, Rows):
+            return array
+        return Rows((array,), np.array([0, len(array)], dtype=np.int64), array.shape[1])
+
+    def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int, dim: int) -> Rows:
+        # One array, filled block by block: never the blocks and the whole at once.
+        out = np.empty((n_rows, dim), dtype=np.float32)
+        start = 0
+        for block in blocks:
+            out[start : start + len(block)] = block
+            start += len(block)
+        return self.place(out)
+
+    def gather(self, rows: np.ndarray | Rows) -> np.ndarray:
+        if isinstance(rows, Rows):
+            return rows.parts[0] if len(rows.parts) == 1 else np.concatenate(rows.parts)
+        return rows
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]:
         for item in items:

@@ -6,8 +6,16 @@ local engine (credaudit/engine.py), spread over a Ray cluster:
 - embedding: Ray Data batch inference over an actor pool; each actor builds the encoder once and
   encodes whole chunks of texts (the chunks the local engine uses, so the vectors are the same);
   one actor per GPU where the cluster has GPUs;
+- the vectors: kept in the object store as blocks of rows (``place_blocks``): the embedding puts
+  each block of row vectors as it is made, so the driver holds references, not the vectors;
+  every stage's tasks read the blocks (zero-copy on each node, fetched once per node);
 - neighbour search: one Ray task per block of k-means lists (or of rows, for the exact search),
-  reading the embeddings from the object store (shared memory on each node, no copy per task);
+  reading the rows it compares from the blocks; the k-means sample and the rows' list
+  assignment are tasks too (only the sample and the list numbers come back);
+- recall check, the rows the search left short and a detection round's short rows: exact
+  searches of those few rows, one task per block of rows, merged on the driver;
+- hygiene: class centroids are sums per block (map, then reduce), each block's distance to them
+  and a reference's nearest rows (leakage) are tasks;
 - consensus counts: one Ray task per block of rows counts its label triples, and the driver
   adds the counts (map, then reduce; noise.consensus_counts). Only the K x K fit runs on the driver;
 - detection: one Ray task per block of rows scores its rows from their neighbours, once per
@@ -18,11 +26,11 @@ Ray retries a task whose worker died (``max_retries``) and restarts an encoder a
 (Ray Data), so a lost worker costs a block, not the run; outputs are still written only at the
 end, as one set.
 
-What still runs on the driver: the embeddings are gathered there once, to be put in the object
-store (an array is put once, however many stages share it; the driver then reads that copy,
-``hold``, instead of keeping its own), and the finished graph (N x k) and the per-row scores come
-back to it. That bounds this engine to data whose vectors fit in one node's object store (see
-benchmarks/SCALE.md).
+What still runs on the driver: while embedding, the distinct texts' vectors in float16 (the
+embedding cache's rows, 0.8 GB per million 384-d texts) pass through it, and the reading of the
+input and the cache are its own; the finished graph (N x k), the per-row scores and every row's
+flags come back to it. ``select`` and the crowd and pair adapters gather the vectors whole
+(``gather``). See benchmarks/SCALE.md for what this means for sizing a cluster.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from credaudit.engine import Rows, row_blocks
 from credaudit.errors import UsageError
 
 
@@ -91,6 +100,7 @@ class RayEngine:
         self._quiet()
         self._remote: dict[Callable[..., Any], Any] = {}
         self._shared: dict[int, tuple[weakref.ref, Any]] = {}
+        self._placed: dict[int, tuple[weakref.ref, Rows]] = {}
 
     @staticmethod
     def _quiet() -> None:
@@ -112,14 +122,36 @@ class RayEngine:
         self._remember(value, ref)
         return ref
 
-    def hold(self, array: np.ndarray) -> np.ndarray:
-        """A read-only view of ``array``'s object-store copy (zero-copy on this node), to be read
-        instead of ``array``: once the caller drops ``array``, the driver's node holds the vectors
-        once (1.5 GB per million 384-d rows), not twice. Sharing the view puts nothing again."""
-        ref = self.share(array)
-        view = self._ray.get(ref)
-        self._remember(view, ref)
-        return view
+    def place(self, array: np.ndarray | Rows) -> Rows:
+        """``array`` as object-store blocks of :data:`~credaudit.engine.BLOCK_ROWS` rows (once per
+        array while it lives: every stage reads the same blocks)."""
+        if isinstance(array, Rows):
+            return array
+        key = id(array)
+        held = self._placed.get(key)
+        if held is not None and held[0]() is array:
+            return held[1]
+        blocks = (array[start:stop] for start, stop in row_blocks(len(array)))
+        rows = self.place_blocks(blocks, len(array), array.shape[1])
+        self._placed[key] = (weakref.ref(array), rows)
+        weakref.finalize(array, self._placed.pop, key, None)
+        return rows
+
+    def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int, dim: int) -> Rows:
+        """Each block put in the object store as it comes: the driver holds one block at a time."""
+        parts, offsets = [], [0]
+        for block in blocks:
+            parts.append(self._ray.put(np.ascontiguousarray(block, dtype=np.float32)))
+            offsets.append(offsets[-1] + len(block))
+        if offsets[-1] != n_rows:
+            raise ValueError(f"blocks hold {offsets[-1]} rows; expected {n_rows}")
+        return Rows(tuple(parts), np.asarray(offsets, dtype=np.int64), dim)
+
+    def gather(self, rows: np.ndarray | Rows) -> np.ndarray:
+        """The whole array on the driver (N x d): only for callers that need it in one piece."""
+        if not isinstance(rows, Rows):
+            return rows
+        return np.concatenate(self._ray.get(list(rows.parts))) if rows.parts else np.zeros((0, rows.dim), np.float32)
 
     def _remember(self, array: np.ndarray, ref: Any) -> None:
         key = id(array)

@@ -13,7 +13,7 @@ import numpy as np
 
 from credaudit.encoders.base import Encoder
 from credaudit.encoders.cache import EmbeddingCache, text_keys
-from credaudit.engine import LOCAL, Engine
+from credaudit.engine import LOCAL, Engine, Rows, row_blocks
 from credaudit.neighbors import normalize_rows
 from credaudit.progress import NullProgress, Progress
 
@@ -27,8 +27,9 @@ class Embeddings:
 
     Attributes
     ----------
-    vectors : ndarray of shape (N, d), dtype float32
-        Unit L2 rows (zero rows stay zero), float16-rounded.
+    vectors : ndarray of shape (N, d), dtype float32, or Rows
+        Unit L2 rows (zero rows stay zero), float16-rounded. Embedded on an engine other than the
+        local one, :class:`~credaudit.engine.Rows` held where that engine keeps them.
     n_unique : int
         Distinct texts among the N.
     n_cached : int
@@ -37,7 +38,7 @@ class Embeddings:
         Distinct texts the encoder ran on.
     """
 
-    vectors: np.ndarray
+    vectors: np.ndarray | Rows
     n_unique: int
     n_cached: int
     n_embedded: int
@@ -63,7 +64,10 @@ def embed_texts(
     progress : Progress, optional
         Advanced once per text embedded (cached texts count at once).
     engine : Engine, optional
-        Where the chunks are encoded (credaudit/engine.py); default: ``encoder`` in this process.
+        Where the chunks are encoded and the row vectors are kept (credaudit/engine.py); default:
+        ``encoder`` in this process. This process holds the distinct texts' float16 vectors (the
+        cache's rows) while it embeds; the row-aligned float32 vectors are made block by block
+        and placed on the engine as each block is made (on Ray: the object store).
     factory : callable, optional
         Builds the encoder where the engine encodes (e.g. in each Ray actor); default there: a copy
         of ``encoder``. ``encoder`` still gives the dimension and the cache key.
@@ -103,9 +107,19 @@ def embed_texts(
             cache.add(keys[rows], fresh)
         progress.advance(int(multiplicity[rows].sum()))
     progress.finish()
+    engine = engine or LOCAL
+    rows = engine.place_blocks(_row_vectors(vectors, inverse), len(inverse), vectors.shape[1])
+    del vectors
     return Embeddings(
-        vectors=normalize_rows(vectors[inverse].astype(np.float32), in_place=True),
+        vectors=rows.parts[0] if engine is LOCAL else rows,
         n_unique=len(unique_texts),
         n_cached=int(found.sum()),
         n_embedded=len(missing),
     )
+
+
+def _row_vectors(unique: np.ndarray, inverse: np.ndarray):
+    """Row-aligned unit float32 vectors, one engine block of rows at a time (the same blocks on
+    every engine, so the vectors do not depend on where they are kept)."""
+    for start, stop in row_blocks(len(inverse)):
+        yield normalize_rows(unique[inverse[start:stop]].astype(np.float32), in_place=True)

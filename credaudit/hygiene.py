@@ -37,6 +37,7 @@ import polars as pl
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 
+from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks
 from credaudit.neighbors import NeighborGraph
 from credaudit.report.format import excerpt
 
@@ -47,8 +48,6 @@ _WORD = re.compile(r"\w+")
 # the temporaries).
 _PAIR_BLOCK = 250_000
 _TOKENISE_ROWS = 100_000
-# Rows per block in the row-by-centroid products (bounds the temporary to block × K floats).
-_BLOCK = 65_536
 
 
 @dataclass(frozen=True)
@@ -81,8 +80,29 @@ def _fence_ratio(distance: np.ndarray) -> np.ndarray:
     return (distance - q3) / max(q3 - q1, 1e-6)
 
 
+def _class_sums(
+    item: tuple[int, int], labels: np.ndarray, n_classes: int, offsets: np.ndarray, *parts: np.ndarray
+) -> np.ndarray:
+    """Rows [start, stop)'s vector sums per class, (K, d) float64 (an engine block of
+    :func:`score_outliers`): one sparse (K x rows) by dense product (np.add.at is an order slower)."""
+    start, stop = item
+    block = labels[start:stop]
+    membership = coo_matrix(
+        (np.ones(len(block), dtype=np.float32), (block, np.arange(len(block)))), shape=(n_classes, len(block))
+    ).tocsr()
+    return np.asarray(membership @ read_rows(offsets, *parts)[start:stop], dtype=np.float64)
+
+
+def _nearest_centroid(
+    item: tuple[int, int], centroids: np.ndarray, offsets: np.ndarray, *parts: np.ndarray
+) -> np.ndarray:
+    """Rows [start, stop)'s similarity to their most similar class centroid (an engine block)."""
+    start, stop = item
+    return (read_rows(offsets, *parts)[start:stop] @ centroids.T).max(axis=1)
+
+
 def score_outliers(
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | Rows,
     labels: np.ndarray,
     graph: NeighborGraph,
     *,
@@ -90,12 +110,13 @@ def score_outliers(
     k: int,
     threshold: float = 0.5,
     rate: float | None = None,
+    engine: Engine = LOCAL,
 ) -> Outliers:
     """Outlier scores from the neighbour graph and the class centroids.
 
     Parameters
     ----------
-    embeddings : ndarray of shape (N, d), float32
+    embeddings : ndarray of shape (N, d), float32, or Rows
         Unit-normalised rows.
     labels : ndarray of shape (N,), int64
         Observed label codes; they define the class centroids.
@@ -109,6 +130,9 @@ def score_outliers(
         Flag rows whose score is at least this.
     rate : float, optional
         Instead of the threshold, flag this share of rows with the highest scores.
+    engine : Engine
+        Where the blocks of rows run: each block sums its rows per class (map, then the sums are
+        added), then each block finds its rows' most similar centroid.
 
     Returns
     -------
@@ -116,16 +140,13 @@ def score_outliers(
     """
     k = min(k, graph.k)
     knn_distance = 1.0 - graph.similarities[:, :k].astype(np.float64).mean(axis=1)
-    # Class sums as one sparse (K x N) by dense (N x d) product (np.add.at is an order slower).
-    membership = coo_matrix(
-        (np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))), shape=(n_classes, len(labels))
-    ).tocsr()
-    centroids32 = np.asarray(membership @ embeddings, dtype=np.float32)
+    rows = engine.place(embeddings)
+    blocks = row_blocks(rows.n_rows)
+    sums = sum(engine.map(_class_sums, blocks, engine.share(labels), n_classes, *rows.shared()), np.zeros(1))
+    centroids32 = np.asarray(sums, dtype=np.float32)
     centroids32 /= np.maximum(np.linalg.norm(centroids32, axis=1, keepdims=True), 1e-12)
-    best = np.empty(len(embeddings), dtype=np.float64)
-    for start in range(0, len(embeddings), _BLOCK):
-        best[start : start + _BLOCK] = (embeddings[start : start + _BLOCK] @ centroids32.T).max(axis=1)
-    centroid_distance = 1.0 - best
+    best = np.concatenate(list(engine.map(_nearest_centroid, blocks, centroids32, *rows.shared())))
+    centroid_distance = 1.0 - best.astype(np.float64)
     ratio = np.maximum(_fence_ratio(knn_distance), _fence_ratio(centroid_distance))
     positive = np.maximum(ratio, 0.0)
     score = positive / (positive + OUTLIER_FENCE)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks
 from credaudit.hygiene import linked, text_hashes
 from credaudit.io import Reference
 from credaudit.neighbors import search_neighbors
@@ -55,20 +56,22 @@ class Leakage:
 
 
 def find_leakage(
-    vectors: np.ndarray,
+    vectors: np.ndarray | Rows,
     texts: list[str] | None,
     references: list[Reference],
     *,
     threshold: float,
     min_overlap: float,
     vector_threshold: float,
+    engine: Engine = LOCAL,
 ) -> Leakage:
     """Match every input row against every reference.
 
     Parameters
     ----------
-    vectors : ndarray of shape (N, d), float32
-        The input's unit vectors.
+    vectors : ndarray of shape (N, d), float32, or Rows
+        The input's unit vectors (searched block by block on ``engine``, each block of input rows
+        against the whole reference; the reference's vectors are held here).
     texts : list of str, or None
         The input's texts.
     references : list of io.Reference
@@ -81,7 +84,8 @@ def find_leakage(
     Leakage
         An exact text match wins over a near one; among near ones, the most similar.
     """
-    n = len(vectors)
+    rows = engine.place(vectors)
+    n = rows.n_rows
     source = np.full(n, -1, dtype=np.int64)
     row = np.full(n, -1, dtype=np.int64)
     similarity = np.full(n, np.nan)
@@ -98,7 +102,9 @@ def find_leakage(
             hit = non_empty & (sorted_hashes[position] == hashed) & ref_non_empty[order[position]] & ~exact
             source[hit], row[hit], similarity[hit], exact[hit] = r, order[position[hit]], 1.0, True
         k = min(N_CANDIDATES, len(ref_vectors))
-        sims, idx = search_neighbors(ref_vectors, vectors, k)
+        found = list(engine.map(_reference_block, row_blocks(n), engine.share(ref_vectors), k, *rows.shared()))
+        sims = np.concatenate([f[0] for f in found])
+        idx = np.concatenate([f[1] for f in found])
         pair_rows = np.repeat(np.arange(n), k)
         keep = linked(
             pair_rows,
@@ -118,6 +124,14 @@ def find_leakage(
         source[better], row[better], similarity[better] = r, idx[better, best[better]], best_sim[better]
     row_id = [references[s].row_ids[i] if s >= 0 else None for s, i in zip(source.tolist(), row.tolist(), strict=True)]
     return Leakage([ref.path.name for ref in references], source, row, row_id, similarity, exact)
+
+
+def _reference_block(
+    item: tuple[int, int], ref_vectors: np.ndarray, k: int, offsets: np.ndarray, *parts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Input rows [start, stop)'s ``k`` nearest reference rows (an engine block of :func:`find_leakage`)."""
+    start, stop = item
+    return search_neighbors(ref_vectors, read_rows(offsets, *parts)[start:stop], k)
 
 
 def leakage_summary(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from credaudit.engine import LOCAL, Engine
+from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks, take_rows
 from credaudit.progress import NullProgress, Progress
 
 # Rows per k-means list of the approximate search: large enough for efficient matrix products,
@@ -36,6 +36,9 @@ _FLAT_LISTS = 256
 _ASSIGN_ROWS = 65_536
 # Extra candidates of the exact search whose similarities are recomputed exactly (_exact_block).
 _RESCORE_MARGIN = 8
+# Proposed rows this close to the cut count as tied with it (float32 rounding of a unit-vector
+# product is about 1e-7; a product's last bit depends on the core count).
+_TIE_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def normalize_rows(embeddings: np.ndarray, *, in_place: bool = False) -> np.ndar
 
 
 def build_knn_graph(
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | Rows,
     *,
     k: int,
     index: str = "auto",
@@ -112,8 +115,10 @@ def build_knn_graph(
 
     Parameters
     ----------
-    embeddings : ndarray of shape (N, d), dtype float32
-        L2-normalised rows (see :func:`normalize_rows`); inner product = cosine similarity.
+    embeddings : ndarray of shape (N, d), dtype float32, or Rows
+        L2-normalised rows (see :func:`normalize_rows`); inner product = cosine similarity. As
+        :class:`~credaudit.engine.Rows`, the blocks where ``engine`` keeps them (read only by its
+        block functions).
     k : int
         Neighbours per row; capped at N - 1.
     index : {"auto", "exact", "ivf"}
@@ -151,7 +156,8 @@ def build_knn_graph(
     """
     progress = progress or NullProgress()
     engine = engine or LOCAL
-    n_rows = embeddings.shape[0]
+    rows = engine.place(embeddings)
+    n_rows = rows.n_rows
     k = min(k, n_rows - 1)
     if k < 1:
         raise ValueError(f"need at least 2 rows to build a neighbour graph; got {n_rows}")
@@ -160,6 +166,7 @@ def build_knn_graph(
     similarities = np.empty((n_rows, k), dtype=np.float32)
     if device.startswith("cuda"):
         use_ivf = False  # an exact search on the GPU is faster than IVF on the CPU
+        embeddings = engine.gather(rows)  # the GPU search holds them whole
         search = _torch_searcher(embeddings, device)
         blocks = range(0, n_rows, block_rows)
         progress.start("neighbours", total=len(blocks))
@@ -171,7 +178,7 @@ def build_knn_graph(
         progress.finish()
     elif use_ivf:
         sims, idx = _ivf_graph(
-            embeddings,
+            rows,
             k + 1,
             probe_share=ivf_probe_share,
             max_probes=ivf_max_probes,
@@ -183,8 +190,7 @@ def build_knn_graph(
     else:
         blocks = [(start, min(start + block_rows, n_rows), k + 1) for start in range(0, n_rows, block_rows)]
         progress.start("neighbours", total=len(blocks))
-        shared = engine.share(embeddings)
-        for (start, stop, _), (sims, idx) in zip(blocks, engine.map(_exact_block, blocks, shared), strict=True):
+        for (start, stop, _), (sims, idx) in zip(blocks, engine.map(_exact_block, blocks, *rows.shared()), strict=True):
             _drop_self(idx, sims, np.arange(start, stop), k, indices[start:stop], similarities[start:stop])
             progress.advance()
         progress.finish()
@@ -193,7 +199,7 @@ def build_knn_graph(
     # small (-1 padding); those few rows get an exact search so every row has k real neighbours.
     missing = np.flatnonzero((indices < 0).any(axis=1))
     if missing.size:
-        sims, idx = _search_within(embeddings, embeddings[missing], np.ones(n_rows, dtype=bool), k + 1)
+        sims, idx = search_rows(rows, missing, None, k + 1, engine=engine)
         fixed_idx = np.empty((missing.size, k), dtype=np.int64)
         fixed_sim = np.empty((missing.size, k), dtype=np.float32)
         _drop_self(idx, sims, missing, k, fixed_idx, fixed_sim)
@@ -202,44 +208,188 @@ def build_knn_graph(
     return NeighborGraph(indices=indices, similarities=similarities, method="ivf" if use_ivf else "exact")
 
 
-def _exact_block(item: tuple[int, int, int], base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _exact_block(item: tuple[int, int, int], offsets: np.ndarray, *parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact top ``n`` (itself included) of rows [start, stop) among all rows: one engine block.
 
     The float32 matrix product's last bit depends on how many threads computed it (the BLAS
     splits the product into tiles by thread), so a Ray worker with one core and this process with
     several could order near-tied rows differently. The product therefore only proposes the top
-    ``n + _RESCORE_MARGIN`` rows; their similarities are recomputed one pair at a time in float64
-    and rounded to float32, and the top ``n`` are taken most similar first, ties by row number.
-    The result then depends on neither the engine nor the core count (unless more than the
-    margin of rows tie at the cut).
+    ``n + _RESCORE_MARGIN`` rows (of each engine block of rows, :func:`~credaudit.engine.row_blocks`,
+    then of them all); their similarities are recomputed one pair at a time in float64 and rounded
+    to float32, and the top ``n`` are taken most similar first, ties by row number. The result then
+    depends on neither the engine nor the core count (unless more than the margin of rows tie at
+    the cut). The candidates are proposed per engine block, not per stored part, so that the two
+    engines propose from the same products even where exact duplicates tie beyond the margin.
     """
     import warnings
 
     import torch
 
     start, stop, n = item
-    n_candidates = min(n + _RESCORE_MARGIN, base.shape[0])
+    base = read_rows(offsets, *parts)
+    n_candidates = min(n + _RESCORE_MARGIN, len(base))
     with warnings.catch_warnings():
         # The object store hands Ray tasks read-only arrays; nothing here writes to them.
         warnings.simplefilter("ignore", UserWarning)
-        base_t = torch.from_numpy(base)
+        blocks_t = [(first, torch.from_numpy(base[first:last])) for first, last in row_blocks(len(base))]
     out_sims = np.empty((stop - start, n), dtype=np.float32)
     out_idx = np.empty((stop - start, n), dtype=np.int64)
     # 1,024 queries at a time bound the (queries, N) product to 4 KB per row of the data. A
     # matrix product and torch's top-k: measured 3x faster than faiss' flat search on 2 cores.
     for first in range(start, stop, 1024):
         last = min(first + 1024, stop)
-        queries = base[first:last]
-        candidates = torch.topk(base_t[first:last] @ base_t.T, n_candidates, dim=1).indices.numpy()
-        sims = np.einsum("qd,qcd->qc", queries, base[candidates], dtype=np.float64).astype(np.float32)
-        order = np.lexsort((candidates, -sims), axis=1)[:, :n]
-        out_sims[first - start : last - start] = np.take_along_axis(sims, order, axis=1)
-        out_idx[first - start : last - start] = np.take_along_axis(candidates, order, axis=1)
+        queries = np.ascontiguousarray(base[first:last])
+        queries_t = torch.from_numpy(queries)
+        values, found = [], []
+        for offset, block_t in blocks_t:
+            top = torch.topk(queries_t @ block_t.T, min(n_candidates, len(block_t)), dim=1)
+            values.append(top.values)
+            found.append(top.indices + offset)
+        if len(blocks_t) == 1:
+            candidates = found[0].numpy()
+        else:
+            pick = torch.topk(torch.cat(values, dim=1), n_candidates, dim=1).indices
+            candidates = torch.gather(torch.cat(found, dim=1), 1, pick).numpy()
+        sims, idx = _rescore_top(queries, base, None, candidates, n)
+        out_sims[first - start : last - start] = sims
+        out_idx[first - start : last - start] = idx
+    return out_sims, out_idx
+
+
+def search_rows(
+    rows: Rows,
+    queries: np.ndarray,
+    allowed: np.ndarray | None,
+    n: int,
+    *,
+    engine: Engine = LOCAL,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top ``n`` of the rows ``queries`` (row numbers) among the rows where ``allowed`` is true.
+
+    One engine block per block of rows (:func:`~credaudit.engine.row_blocks`, the same on every
+    engine): each searches its own rows (:func:`_search_within`)
+    for ``n`` + a margin candidates, whose similarities are recomputed in float64 (as in
+    :func:`_exact_block`, so the result does not depend on the engine or the core count); the
+    blocks' candidates are merged here. For the few rows that need an exact search after the graph:
+    the recall sample, rows the approximate search left short, and a subsample's short rows.
+
+    Parameters
+    ----------
+    rows : Rows
+        The unit vectors, where the engine keeps them.
+    queries : ndarray of shape (Q,), int64
+        Row numbers of the queries.
+    allowed : ndarray of shape (N,), bool, or None
+        Rows that may be returned (None: all).
+    n : int
+        Results per query.
+
+    Returns
+    -------
+    (similarities, indices) : ndarrays of shape (Q, n)
+        Most similar first, ties by row number; -inf / -1 where fewer than ``n`` rows are allowed.
+    """
+    queries = np.asarray(queries, dtype=np.int64)
+    items = row_blocks(rows.n_rows)
+    shared = (engine.share(queries), engine.share(allowed) if allowed is not None else None)
+    found = list(engine.map(_search_part, items, *shared, n, *rows.shared()))
+    sims = np.concatenate([f[0] for f in found], axis=1)
+    idx = np.concatenate([f[1] for f in found], axis=1)
+    order = np.lexsort((idx, -sims), axis=1)[:, :n]
+    sims, idx = np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
+    if sims.shape[1] < n:  # fewer rows than n in all
+        pad = n - sims.shape[1]
+        sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
+        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=-1)
+    return sims, idx
+
+
+def _search_part(
+    item: tuple[int, int],
+    queries: np.ndarray,
+    allowed: np.ndarray | None,
+    n: int,
+    offsets: np.ndarray,
+    *parts: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The queries' top ``n`` among rows [start, stop) that are allowed, rescored in float64 (an
+    engine block of :func:`search_rows`); row numbers of the whole data, -inf / -1 where short."""
+    base = read_rows(offsets, *parts)
+    start, stop = item
+    block = base[start:stop]
+    mask = None if allowed is None else allowed[start:stop]
+    q = np.ascontiguousarray(base[queries])
+    everywhere = np.ones(stop - start, dtype=bool) if mask is None else mask
+    _, candidates = _search_within(block, q, everywhere, min(n + _RESCORE_MARGIN, stop - start))
+    sims, idx = _rescore_top(q, block, mask, candidates, min(n, stop - start))
+    return sims, np.where(idx >= 0, idx + start, -1)
+
+
+def _rescore_top(
+    queries: np.ndarray, base, allowed: np.ndarray | None, candidates: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``n`` of each query's proposed ``candidates`` (Q, C), by float64 similarity, then row.
+
+    The proposals come from a float32 product whose last bit depends on the core count, so rows
+    that tie at the proposals' cut (exact duplicates) may be proposed differently by two engines.
+    Where the last proposal ties with the ``n``-th (within :data:`_TIE_TOLERANCE`), every row of
+    ``base`` that ties with it is rescored too, so the lowest row numbers win the tie whatever was
+    proposed. Those are the rows of data with more than ``_RESCORE_MARGIN`` copies of a vector; the
+    others cost nothing extra.
+
+    Returns float32 similarities and row numbers of ``base`` (Q, n), most similar first; -inf / -1
+    where a candidate is -1.
+    """
+    real = candidates >= 0
+    picked = np.where(real, candidates, 0)
+    sims = np.einsum("qd,qcd->qc", queries, base[picked], dtype=np.float64).astype(np.float32)
+    sims = np.where(real, sims, -np.inf).astype(np.float32)
+    order = np.lexsort((candidates, -sims), axis=1)
+    sims, candidates = np.take_along_axis(sims, order, axis=1), np.take_along_axis(candidates, order, axis=1)
+    n_allowed = len(base) if allowed is None else int(allowed.sum())
+    if candidates.shape[1] > n and candidates.shape[1] < n_allowed:
+        cut = sims[:, n - 1]
+        tied = np.flatnonzero(np.isfinite(cut) & (sims[:, -1] >= cut - _TIE_TOLERANCE))
+        for first in range(0, tied.size, 64):
+            rows = tied[first : first + 64]
+            sims[rows, :n], candidates[rows, :n] = _settle(queries[rows], base, allowed, cut[rows], n)
+    return sims[:, :n], candidates[:, :n]
+
+
+def _settle(
+    queries: np.ndarray, base, allowed: np.ndarray | None, cut: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top ``n`` of a few queries among every allowed row of ``base`` at or above ``cut``
+    (less the tolerance), rescored in float64, ties by row number (see :func:`_rescore_top`)."""
+    pair_query, pair_row = [], []
+    for start, stop in row_blocks(len(base)):
+        near = (queries @ np.asarray(base[start:stop]).T) >= (cut - _TIE_TOLERANCE)[:, None]
+        if allowed is not None:
+            near &= allowed[start:stop]
+        q, r = np.nonzero(near)
+        pair_query.append(q)
+        pair_row.append(r + start)
+    q, r = np.concatenate(pair_query), np.concatenate(pair_row)
+    sims = np.einsum("pd,pd->p", queries[q], base[r], dtype=np.float64).astype(np.float32)
+    order = np.lexsort((r, -sims, q))
+    q, r, sims = q[order], r[order], sims[order]
+    rank = np.arange(q.size) - np.searchsorted(q, q)
+    keep = rank < n
+    out_sims = np.full((len(queries), n), -np.inf, dtype=np.float32)
+    out_idx = np.full((len(queries), n), -1, dtype=np.int64)
+    out_sims[q[keep], rank[keep]] = sims[keep]
+    out_idx[q[keep], rank[keep]] = r[keep]
     return out_sims, out_idx
 
 
 def estimate_recall(
-    graph: NeighborGraph, embeddings: np.ndarray, *, k: int, n_sample: int = 1000, seed: int = 0
+    graph: NeighborGraph,
+    embeddings: np.ndarray | Rows,
+    *,
+    k: int,
+    n_sample: int = 1000,
+    seed: int = 0,
+    engine: Engine = LOCAL,
 ) -> tuple[float, int]:
     """recall@k of an approximate graph, measured against an exact search for a random sample of rows.
 
@@ -247,7 +397,7 @@ def estimate_recall(
     ----------
     graph : NeighborGraph
         The graph to check (its first ``k`` neighbours per row).
-    embeddings : ndarray of shape (N, d), float32
+    embeddings : ndarray of shape (N, d), float32, or Rows
         The unit vectors the graph was built on.
     k : int
         Neighbours compared per row.
@@ -255,6 +405,8 @@ def estimate_recall(
         Rows sampled (fewer if the data has fewer).
     seed : int
         Seeds the sample.
+    engine : Engine
+        Where the exact search of the sample runs (:func:`search_rows`).
 
     Returns
     -------
@@ -268,7 +420,7 @@ def estimate_recall(
     rows = np.sort(np.random.default_rng(seed).choice(n_rows, size=min(n_sample, n_rows), replace=False))
     # Blocked products over the embeddings in place: a faiss flat index would copy them (1.5 GB
     # at 1,000,000 × 384).
-    sims, idx = _search_within(embeddings, embeddings[rows], np.ones(n_rows, dtype=bool), k + 1)
+    sims, idx = search_rows(engine.place(embeddings), rows, None, k + 1, engine=engine)
     exact_idx = np.empty((rows.size, k), dtype=np.int64)
     exact_sim = np.empty((rows.size, k), dtype=np.float32)
     _drop_self(idx, sims, rows, k, exact_idx, exact_sim)
@@ -277,15 +429,18 @@ def estimate_recall(
     return float(found.mean()), int(rows.size)
 
 
-def restrict_graph(graph: NeighborGraph, embeddings: np.ndarray, keep: np.ndarray, *, k: int) -> NeighborGraph:
+def restrict_graph(
+    graph: NeighborGraph, embeddings: np.ndarray | Rows, keep: np.ndarray, *, k: int, engine: Engine = LOCAL
+) -> NeighborGraph:
     """The k-NN graph of the subsample ``keep``, derived from the full graph.
 
     Parameters
     ----------
     graph : NeighborGraph
         The full graph, built with more neighbours than ``k`` (so that enough of them survive).
-    embeddings : ndarray of shape (N, d), dtype float32
-        Used only for the rare rows whose stored neighbours fall short inside the subsample.
+    embeddings : ndarray of shape (N, d), dtype float32, or Rows
+        Used only for the rare rows whose stored neighbours fall short inside the subsample
+        (searched on ``engine``, :func:`search_rows`).
     keep : ndarray of shape (N,), dtype bool
         The subsample.
     k : int
@@ -306,7 +461,7 @@ def restrict_graph(graph: NeighborGraph, embeddings: np.ndarray, keep: np.ndarra
     similarities = np.take_along_axis(graph.similarities, order, axis=1)
     short = np.flatnonzero(keep & (inside.sum(axis=1) < k))
     if short.size:
-        sims, idx = _search_within(embeddings, embeddings[short], keep, k + 1)
+        sims, idx = search_rows(engine.place(embeddings), short, keep, k + 1, engine=engine)
         fixed_idx = np.empty((short.size, k), dtype=np.int64)
         fixed_sim = np.empty((short.size, k), dtype=np.float32)
         _drop_self(idx, sims, short, k, fixed_idx, fixed_sim)
@@ -430,7 +585,7 @@ def _flat_searcher(base: np.ndarray):
 
 
 def _ivf_graph(
-    base: np.ndarray,
+    base: Rows,
     n: int,
     *,
     probe_share: float,
@@ -462,10 +617,9 @@ def _ivf_graph(
         -1 where a row had fewer than ``n`` candidates.
     """
 
-    n_rows = base.shape[0]
+    n_rows = base.n_rows
     home, probes = ivf_lists(base, probe_share=probe_share, max_probes=max_probes, seed=seed, engine=engine)
     n_lists = len(probes)
-    shared = engine.share(base)
     by_list = np.argsort(home, kind="stable")
     list_start = np.r_[0, np.cumsum(np.bincount(home, minlength=n_lists))]
 
@@ -474,7 +628,7 @@ def _ivf_graph(
     blocks = [(first, min(first + _LISTS_PER_BLOCK, n_lists), n) for first in range(0, n_lists, _LISTS_PER_BLOCK)]
     plan = engine.share((by_list, list_start, probes))
     progress.start("neighbours", total=len(blocks))
-    for members, sims, idx in engine.map(_search_lists, blocks, shared, plan):
+    for members, sims, idx in engine.map(_search_lists, blocks, plan, *base.shared()):
         best_sims[members] = sims
         best_idx[members] = idx
         progress.advance()
@@ -485,7 +639,7 @@ def _ivf_graph(
 
 
 def ivf_lists(
-    base: np.ndarray,
+    base: np.ndarray | Rows,
     *,
     probe_share: float,
     max_probes: int | None,
@@ -497,6 +651,8 @@ def ivf_lists(
 
     Parameters
     ----------
+    base : ndarray of shape (N, d), float32, or Rows
+        The unit vectors (placed on ``engine``: read by its blocks).
     probe_by : {"lists", "rows"}
         ``lists`` (what the search uses): each list probes its ``n_probe`` nearest lists.
         ``rows``: each list probes its nearest lists until they hold ``n_probe`` mean-sized lists'
@@ -514,13 +670,13 @@ def ivf_lists(
     """
     import faiss
 
+    base = engine.place(base)
     n_rows, dim = base.shape
     n_lists = max(1, round(n_rows / _LIST_ROWS))
     rng = np.random.default_rng(seed)
     # 40 training rows per list and 10 k-means iterations: measured the same recall as faiss'
     # defaults (256 rows, 25 iterations) at a third of the build time.
-    train = base[np.sort(rng.choice(n_rows, size=min(n_rows, 40 * n_lists), replace=False))]
-    shared = engine.share(base)
+    train = take_rows(engine, base, np.sort(rng.choice(n_rows, size=min(n_rows, 40 * n_lists), replace=False)))
     starts = range(0, n_rows, _ASSIGN_ROWS)
     if n_lists <= _FLAT_LISTS:
         centroids = _kmeans(train, n_lists, seed)
@@ -545,7 +701,7 @@ def ivf_lists(
         n_lists = len(centroids)
         row_blocks = [(start, min(start + _ASSIGN_ROWS, n_rows), centroids, coarse, first_list) for start in starts]
     del train
-    home = np.concatenate(list(engine.map(_nearest_list, row_blocks, shared)))
+    home = np.concatenate(list(engine.map(_nearest_list, row_blocks, *base.shared())))
     n_probe = max(1, math.ceil(probe_share * n_lists))
     if max_probes is not None:
         n_probe = min(n_probe, max_probes)
@@ -583,14 +739,14 @@ def _nearest(centroids: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return index.search(np.ascontiguousarray(rows, dtype=np.float32), 1)[1][:, 0]
 
 
-def _nearest_list(item: tuple, base: np.ndarray) -> np.ndarray:
+def _nearest_list(item: tuple, offsets: np.ndarray, *parts: np.ndarray) -> np.ndarray:
     """Rows [start, stop)'s list (an engine block of the approximate search).
 
     ``item`` = (start, stop, list centroids, coarse centroids or None, first list of each cell):
     one level, the nearest list; two levels, the nearest list within the nearest cell.
     """
     start, stop, centroids, coarse, first_list = item
-    rows = base[start:stop]
+    rows = read_rows(offsets, *parts)[start:stop]
     if coarse is None:
         return _nearest(centroids, rows)
     cell = _nearest(coarse, rows)
@@ -602,23 +758,21 @@ def _nearest_list(item: tuple, base: np.ndarray) -> np.ndarray:
 
 
 def _search_lists(
-    item: tuple[int, int, int], base: np.ndarray, plan: tuple[np.ndarray, np.ndarray, np.ndarray]
+    item: tuple[int, int, int],
+    plan: tuple[np.ndarray, np.ndarray, np.ndarray],
+    offsets: np.ndarray,
+    *parts: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lists [first, last) against their probed lists: (their rows, top-``n`` similarities, row numbers).
 
     One engine block of :func:`_ivf_graph`. ``plan`` = (rows sorted by list, list starts, each
     list's probed lists nearest first).
     """
-    import warnings
-
     import torch
 
     first, last, n = item
     by_list, list_start, probes = plan
-    with warnings.catch_warnings():
-        # The object store hands Ray tasks read-only arrays; nothing here writes to them.
-        warnings.simplefilter("ignore", UserWarning)
-        base_t = torch.from_numpy(base)
+    base = read_rows(offsets, *parts)
     rows, out_sims, out_idx = [], [], []
     for c in range(first, last):
         members = by_list[list_start[c] : list_start[c + 1]]
@@ -628,7 +782,7 @@ def _search_lists(
         lists = [c] + [int(j) for j in probes[c] if j != c][: probes.shape[1] - 1]
         candidates = np.concatenate([by_list[list_start[j] : list_start[j + 1]] for j in lists])
         m = min(n, candidates.size)
-        sims = base_t[torch.from_numpy(members)] @ base_t[torch.from_numpy(candidates)].T
+        sims = torch.from_numpy(base[members]) @ torch.from_numpy(base[candidates]).T
         top_sims, top = torch.topk(sims, m, dim=1)
         block_sims = np.full((members.size, n), -np.inf, dtype=np.float32)
         block_idx = np.full((members.size, n), -1, dtype=np.int64)

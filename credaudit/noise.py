@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from credaudit.engine import LOCAL, Engine, row_blocks
+from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks
 from credaudit.progress import NullProgress, Progress
 
 
@@ -145,7 +145,7 @@ def consensus_counts(
     n_classes: int,
     triple_share: float = 1.0,
     similarities: np.ndarray | None = None,
-    embeddings: np.ndarray | None = None,
+    embeddings: np.ndarray | Rows | None = None,
     engine: Engine = LOCAL,
     block_rows: int | None = None,
 ) -> ConsensusCounts:
@@ -169,7 +169,7 @@ def consensus_counts(
         Share of rows, tightest triples first, whose triples count (see :func:`estimate_noise`).
     similarities : ndarray of shape (N, k), optional
         The graph's similarities; required when ``triple_share < 1``.
-    embeddings : ndarray of shape (N, d), optional
+    embeddings : ndarray of shape (N, d), or Rows, optional
         L2-normalised rows; required when ``triple_share < 1``.
     engine : Engine
         Where the blocks run.
@@ -185,7 +185,8 @@ def consensus_counts(
     tight = None
     if triple_share < 1.0:
         graph = engine.share((pairs, np.ascontiguousarray(similarities[:, :2])))
-        tightness = np.concatenate(list(engine.map(_tightness_block, blocks, engine.share(embeddings), graph)))
+        rows = engine.place(embeddings)
+        tightness = np.concatenate(list(engine.map(_tightness_block, blocks, graph, *rows.shared())))
         tight = _tightest(tightness, triple_share)
         del graph, tightness
     parts = engine.map(_count_block, blocks, engine.share((labels, pairs, tight)), n_classes)
@@ -197,11 +198,13 @@ def _tightest(tightness: np.ndarray, share: float) -> np.ndarray:
     return tightness >= np.quantile(tightness, 1.0 - share)
 
 
-def _tightness_block(item: tuple[int, int], embeddings: np.ndarray, graph: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _tightness_block(
+    item: tuple[int, int], graph: tuple[np.ndarray, np.ndarray], offsets: np.ndarray, *parts: np.ndarray
+) -> np.ndarray:
     """Rows [start, stop)'s triple tightness (an engine block of :func:`consensus_counts`)."""
     start, stop = item
     indices, similarities = graph
-    return triple_tightness(embeddings, indices[start:stop], similarities[start:stop])
+    return triple_tightness(read_rows(offsets, *parts), indices[start:stop], similarities[start:stop])
 
 
 def _count_block(

@@ -29,7 +29,7 @@ from credaudit.cleaning import CleaningPlan, plan_cleaning
 from credaudit.config import InputConfig, ScanConfig
 from credaudit.detect import Detection, detect_label_errors
 from credaudit.encoders.base import Encoder, resolve_device
-from credaudit.engine import LOCAL, Engine, engine_for
+from credaudit.engine import LOCAL, Engine, Rows, engine_for
 from credaudit.errors import DataReadError, InputError, UsageError
 from credaudit.findings import (
     Finding,
@@ -138,7 +138,8 @@ class AuditResult:
         Label values <-> codes.
     labels : ndarray of shape (N,), dtype int64
         Each row's label code (``codec.encode`` of the table's labels).
-    embeddings : ndarray of shape (N, d), dtype float32
+    vectors : Rows
+        The unit vectors, where the run's engine keeps them (:attr:`embeddings` gathers them).
     graph : NeighborGraph
     noise : NoiseEstimate
     detection : Detection
@@ -155,7 +156,7 @@ class AuditResult:
     table: Table
     codec: LabelCodec
     labels: np.ndarray
-    embeddings: np.ndarray
+    vectors: Rows
     graph: NeighborGraph
     noise: NoiseEstimate
     detection: Detection
@@ -168,6 +169,12 @@ class AuditResult:
     @property
     def verdict(self) -> str:
         return self.report.verdict
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The unit vectors, shape (N, d) float32, in one array here (on Ray: fetched from the
+        object store into this process)."""
+        return config_engine(self.config).gather(self.vectors)
 
     def cleaning_plan(self, mode: str | None = None, min_confidence: float | None = None) -> CleaningPlan:
         """Which flagged rows the cleaned data drops or relabels, after the guards (cleaning.py)."""
@@ -294,9 +301,10 @@ def audit(
         vectors, encoder_summary, used_encoder = _features(
             table, labels, config, embeddings, encoder, device, progress, engine
         )
-        # On Ray, from here on the one object-store copy is read, and the driver's own copy of the
-        # vectors it embedded goes (vectors passed in stay the caller's).
-        vectors = engine.hold(vectors)
+        # Every later stage reads the vectors as blocks where the engine keeps them: on Ray the
+        # object store, which the embedding filled block by block (vectors passed in are put there
+        # once), so this process holds only references to them.
+        vectors = engine.place(vectors)
         references = _references(config, vectors, used_encoder, progress) if config.hygiene.reference else []
 
     with times.stage("graph"):
@@ -311,11 +319,13 @@ def audit(
         recall = (1.0, 0)
         if graph.method != "exact":
             recall = estimate_recall(
-                graph, vectors, k=detect_cfg.k, n_sample=config.graph.recall_sample, seed=config.seed
+                graph, vectors, k=detect_cfg.k, n_sample=config.graph.recall_sample, seed=config.seed, engine=engine
             )
 
     with times.stage("hygiene"):
-        hygiene = _hygiene(vectors, labels, graph, table.texts, references, n_classes=n_classes, config=config)
+        hygiene = _hygiene(
+            vectors, labels, graph, table.texts, references, n_classes=n_classes, config=config, engine=engine
+        )
 
     with times.stage("noise"):
         noise_cfg = config.noise
@@ -457,7 +467,7 @@ def audit(
         table=table,
         codec=codec,
         labels=labels,
-        embeddings=vectors,
+        vectors=vectors,
         graph=graph,
         noise=estimate,
         detection=detection,
@@ -487,7 +497,7 @@ class Hygiene:
 
 
 def _hygiene(
-    vectors: np.ndarray,
+    vectors: Rows,
     labels: np.ndarray,
     graph: NeighborGraph,
     texts: list[str] | None,
@@ -495,6 +505,7 @@ def _hygiene(
     *,
     n_classes: int,
     config: ScanConfig,
+    engine: Engine,
 ) -> Hygiene:
     cfg = config.hygiene
     link = dict(
@@ -510,17 +521,18 @@ def _hygiene(
         k=config.detect.k,
         threshold=cfg.outlier_threshold,
         rate=cfg.outlier_rate,
+        engine=engine,
     )
     groups = near_duplicate_groups(graph, texts, **link)
     leakage = (
-        find_leakage(vectors, texts, references, **{**link, "threshold": cfg.leakage_threshold}) if references else None
+        find_leakage(vectors, texts, references, **{**link, "threshold": cfg.leakage_threshold}, engine=engine)
+        if references
+        else None
     )
     return Hygiene(outliers, groups, leakage)
 
 
-def _references(
-    config: ScanConfig, vectors: np.ndarray, encoder: Encoder | None, progress: Progress
-) -> list[Reference]:
+def _references(config: ScanConfig, vectors: Rows, encoder: Encoder | None, progress: Progress) -> list[Reference]:
     """Read every ``--reference`` file; ``embeddings`` become unit vectors (embedded, if need be, with the
     input's encoder and cache)."""
     cfg, hyg = config.input, config.hygiene
@@ -559,7 +571,7 @@ def _references(
 
 
 def knn_graph(
-    vectors: np.ndarray,
+    vectors: np.ndarray | Rows,
     config: ScanConfig,
     *,
     k: int,
@@ -601,11 +613,14 @@ def row_vectors(table: Table, labels: np.ndarray, config: ScanConfig, progress: 
     """Unit vectors of ``table``'s rows and a summary of what made them: the feature stage, for other adapters.
 
     ``labels`` (N,) are only read by ``--encoder auto``, which picks the encoder that separates them best.
+    The vectors come back whole, in this process, on any engine (the crowd and pair adapters read them
+    as one array).
     """
     device = resolve_device(config.encoder.device)
     _check_device(device)
-    vectors, summary, _ = _features(table, labels, config, None, None, device, progress, config_engine(config))
-    return vectors, dataclasses.asdict(summary)
+    engine = config_engine(config)
+    vectors, summary, _ = _features(table, labels, config, None, None, device, progress, engine)
+    return engine.gather(vectors), dataclasses.asdict(summary)
 
 
 def config_engine(config: ScanConfig) -> Engine:
@@ -645,8 +660,11 @@ def _features(
     device: str,
     progress: Progress,
     engine: Engine = LOCAL,
-) -> tuple[np.ndarray, EncoderSummary, Encoder | None]:
+) -> tuple[np.ndarray | Rows, EncoderSummary, Encoder | None]:
     """The unit vectors, what made them, and the encoder (None for precomputed vectors).
+
+    Embedded texts come as :class:`Rows` where ``engine`` keeps them when it is not the local one
+    (features.embed_texts); precomputed vectors as the array read.
 
     On an engine other than the local one, the chunks are encoded where the engine runs them, by
     encoders built there from the same settings (or copies of ``encoder``).

@@ -62,9 +62,14 @@ def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
     assert distributed.report.run["engine"]["name"] == "ray"
     assert local.report.run["engine"] == {"name": "local"}
     assert local.detection.is_label_error.sum() > 100  # a real audit, not an empty one
+    # The driver held references to the vectors' blocks, not the vectors.
+    assert len(distributed.vectors.parts) == 3
+    assert all(isinstance(part, ray.ObjectRef) for part in distributed.vectors.parts)
 
 
-def test_ray_actor_pool_embeds_the_same_vectors_as_the_local_encoder():
+def test_ray_actor_pool_embeds_the_same_vectors_as_the_local_encoder(monkeypatch):
+    # Blocks of 1,000 rows: the row vectors go to the object store in several blocks as they are made.
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 1000)
     rng = np.random.default_rng(3)
     words = np.array(["card", "refund", "late", "fee", "top", "up", "pin", "lost", "rate", "cash"])
     # More texts than one chunk, so several actors' batches come back and must be put in order.
@@ -76,6 +81,8 @@ def test_ray_actor_pool_embeds_the_same_vectors_as_the_local_encoder():
     distributed = audit(frame, config, encoder=BagOfWordsEncoder())
     np.testing.assert_array_equal(distributed.embeddings, local.embeddings)
     assert distributed.issues.equals(local.issues)
+    assert len(distributed.vectors.parts) == 5
+    assert all(isinstance(part, ray.ObjectRef) for part in distributed.vectors.parts)
 
 
 def test_cli_scan_with_engine_ray(tmp_path):
@@ -134,16 +141,22 @@ def test_an_array_is_put_in_the_object_store_once_while_it_lives():
     assert not engine._shared  # the array is gone, so is its object-store reference
 
 
-def test_held_vectors_are_the_object_store_copy_and_are_not_put_again():
+def test_placed_vectors_are_object_store_blocks_put_once_while_they_live(monkeypatch):
+    from credaudit.engine import read_rows
     from credaudit.engine_ray import RayEngine
 
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 1000)
     engine = RayEngine()
-    vectors = np.arange(800, dtype=np.float32).reshape(100, 8)
-    held = engine.hold(vectors)
-    ref = engine.share(vectors)
-    del vectors  # the caller drops its own copy; the run reads the held one from here on
-    np.testing.assert_array_equal(held, np.arange(800, dtype=np.float32).reshape(100, 8))
-    assert not held.flags.writeable  # a view of the object store's buffer, not a private copy
-    assert engine.share(held) is ref  # the stages share it without a second put
-    del held
-    assert not engine._shared
+    vectors = np.arange(2500 * 8, dtype=np.float32).reshape(2500, 8)
+    rows = engine.place(vectors)
+    assert rows.offsets.tolist() == [0, 1000, 2000, 2500]
+    assert all(isinstance(part, ray.ObjectRef) for part in rows.parts)
+    assert engine.place(vectors) is rows  # every stage reads the same blocks
+    assert engine.place(rows) is rows
+    np.testing.assert_array_equal(engine.gather(rows), vectors)
+    reader = read_rows(rows.offsets, *ray.get(list(rows.parts)))
+    index = np.array([[5, 999], [1000, 2499], [1500, 0]])
+    np.testing.assert_array_equal(reader[index], vectors[index])
+    np.testing.assert_array_equal(reader[990:1010], vectors[990:1010])
+    del vectors
+    assert not engine._placed  # the array is gone, so are its blocks' references

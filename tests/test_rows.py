@@ -1,0 +1,103 @@
+"""Vectors held as several row blocks (engine.Rows, as the Ray engine keeps them) give every stage
+the same result as the one array: checked here on the local engine, with hand-made blocks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from credaudit.engine import LOCAL, Rows, read_rows
+from credaudit.hygiene import score_outliers
+from credaudit.neighbors import build_knn_graph, estimate_recall, normalize_rows, restrict_graph, search_rows
+from credaudit.noise import consensus_counts
+from tests.conftest import make_clusterable
+
+
+def _blocks(x: np.ndarray, cuts: list[int]) -> Rows:
+    bounds = [0, *cuts, len(x)]
+    parts = tuple(x[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+    return Rows(parts, np.asarray(bounds, dtype=np.int64), x.shape[1])
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, true, _ = make_clusterable(1500, 5, None, 4, dim=16, spread=0.7)
+    return normalize_rows(x), true
+
+
+def test_the_reader_reads_rows_across_blocks_as_the_array(data):
+    x, _ = data
+    rows = _blocks(x, [400, 401, 1000])
+    reader = read_rows(rows.offsets, *rows.parts)
+    index = np.array([[0, 399, 400], [401, 1499, 700]])
+    np.testing.assert_array_equal(reader[index], x[index])
+    np.testing.assert_array_equal(reader[390:1100], x[390:1100])
+    np.testing.assert_array_equal(reader[402:990], x[402:990])
+    assert np.shares_memory(reader[402:990], x)  # inside one block: a view, not a copy
+    assert reader.shape == x.shape
+
+
+@pytest.mark.parametrize("index", ["exact", "ivf"])
+def test_the_graph_over_blocks_is_the_graph_over_the_array(data, index):
+    x, _ = data
+    whole = build_knn_graph(x, k=8, index=index, seed=2)
+    split = build_knn_graph(_blocks(x, [500, 1024]), k=8, index=index, seed=2)
+    np.testing.assert_array_equal(split.indices, whole.indices)
+    np.testing.assert_array_equal(split.similarities, whole.similarities)
+
+
+def test_the_exact_stages_after_the_graph_read_blocks_like_the_array(data):
+    x, labels = data
+    rows = _blocks(x, [300, 1200])
+    graph = build_knn_graph(x, k=12, index="ivf", seed=0)
+    assert estimate_recall(graph, rows, k=8, n_sample=200) == estimate_recall(graph, x, k=8, n_sample=200)
+    keep = np.random.default_rng(0).random(len(x)) < 0.3  # a small subsample: many rows run short
+    np.testing.assert_array_equal(
+        restrict_graph(graph, rows, keep, k=8).indices, restrict_graph(graph, x, keep, k=8).indices
+    )
+    queries = np.array([0, 299, 300, 1499])
+    sims, idx = search_rows(rows, queries, None, 5)
+    exact = x[queries] @ x.T
+    np.testing.assert_array_equal(idx, np.argsort(-exact, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(sims, np.sort(exact, axis=1)[:, ::-1][:, :5], atol=1e-6)
+    allowed = np.zeros(len(x), dtype=bool)
+    allowed[[3, 700]] = True
+    sims, idx = search_rows(rows, queries, allowed, 4)  # fewer rows allowed than asked for
+    assert (np.sort(idx[:, :2], axis=1) == [3, 700]).all() and (idx[:, 2:] == -1).all()
+    assert np.isneginf(sims[:, 2:]).all()
+
+
+def test_outliers_and_triple_tightness_over_blocks(data, monkeypatch):
+    x, labels = data
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 400)  # several engine blocks of rows too
+    rows = _blocks(x, [400, 800, 1200])
+    graph = build_knn_graph(x, k=8, seed=0)
+    a = score_outliers(x, labels, graph, n_classes=5, k=8, rate=0.02)
+    b = score_outliers(rows, labels, graph, n_classes=5, k=8, rate=0.02, engine=LOCAL)
+    np.testing.assert_allclose(a.score, b.score, atol=1e-6)
+    np.testing.assert_array_equal(a.is_outlier, b.is_outlier)
+    kwargs = dict(n_classes=5, triple_share=0.5, similarities=graph.similarities)
+    whole = consensus_counts(labels, graph.indices, embeddings=x, **kwargs)
+    split = consensus_counts(labels, graph.indices, embeddings=rows, **kwargs)
+    np.testing.assert_array_equal(split.triples, whole.triples)
+    np.testing.assert_array_equal(split.counts, whole.counts)
+
+
+@pytest.mark.parametrize("block_rows", [None, 100])
+def test_exact_duplicates_beyond_the_rescore_margin_tie_by_row_number(block_rows, monkeypatch):
+    # 30 copies of each vector: more rows tie at the cut than the search proposes, so the proposals
+    # alone would pick tied copies by the float32 product's whim (which differs between engines).
+    if block_rows:
+        monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", block_rows)
+    rng = np.random.default_rng(5)
+    x = np.repeat(normalize_rows(rng.normal(size=(40, 8)).astype(np.float32)), 30, axis=0)
+    order = rng.permutation(len(x))
+    x = x[order]
+    source = np.repeat(np.arange(40), 30)[order]
+    graph = build_knn_graph(x, k=10, index="exact")
+    for i in (0, 17, 599, 1199):
+        copies = np.flatnonzero(source == source[i])
+        np.testing.assert_array_equal(graph.indices[i], copies[copies != i][:10])
+    sims, idx = search_rows(_blocks(x, [333, 800]), np.array([3, 900]), None, 12)
+    for row, i in enumerate((3, 900)):
+        np.testing.assert_array_equal(idx[row], np.flatnonzero(source == source[i])[:12])
