@@ -1184,7 +1184,7 @@ def apply_review(reviewed: str | Path, data: str | Path, config: ScanConfig, *, 
     """
     data_path = Path(data)
     fmt = replace(detect_format(data_path), encoding=config.input.encoding)
-    target = Path(out) if out else default_out_dir(data_path) / fmt.cleaned_name().replace("cleaned", "reviewed", 1)
+    target = Path(out) if out else default_out_dir(data_path) / fmt.file_name("reviewed")
     check_out_file(target, data_path, flag="--out")
     decisions = read_review(Path(reviewed))
     cfg = config.input
