@@ -111,7 +111,8 @@ def embed_texts(
     rows = engine.place_blocks(_row_vectors(vectors, inverse), len(inverse), vectors.shape[1])
     del vectors
     return Embeddings(
-        vectors=rows.parts[0] if engine is LOCAL else rows,
+        # Locally the one array (callers without an engine get what they always got).
+        vectors=rows.parts[0] if engine.name == "local" else rows,
         n_unique=len(unique_texts),
         n_cached=int(found.sum()),
         n_embedded=len(missing),

@@ -160,3 +160,33 @@ def test_placed_vectors_are_object_store_blocks_put_once_while_they_live(monkeyp
     np.testing.assert_array_equal(reader[990:1010], vectors[990:1010])
     del vectors
     assert not engine._placed  # the array is gone, so are its blocks' references
+
+
+def test_hygiene_on_ray_reads_the_blocks_like_the_local_engine(tmp_path, monkeypatch):
+    # 400 rows in blocks of 100: outliers (class sums per block) and leakage (each block of input rows
+    # against the reference) run as several Ray tasks.
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 100)
+    words = ["card", "pin", "refund", "fee", "rate", "transfer", "limit", "cash"]
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(words, 5)) + f" w{i}" for i in range(400)]
+    frame = pl.DataFrame({"text": texts, "label": [i % 3 for i in range(400)]})
+    reference = write_table(
+        pl.DataFrame({"text": ["unrelated words entirely", texts[7], texts[250] + "!"]}), tmp_path / "r.csv"
+    )
+    results = {}
+    for engine in ("local", "ray"):
+        config = merge(
+            {
+                "engine": {"name": engine},
+                "encoder": {"cache": False},
+                "hygiene": {"reference": [str(reference)], "outlier_rate": 0.02},
+            }
+        )
+        results[engine] = audit(frame, config, encoder=BagOfWordsEncoder())
+    local, distributed = results["local"], results["ray"]
+    assert len(distributed.vectors.parts) == 4
+    assert distributed.issues.equals(local.issues)
+    np.testing.assert_array_equal(distributed.hygiene.outliers.score, local.hygiene.outliers.score)
+    leaked = distributed.issues.filter(pl.col("leaked_from").is_not_null())
+    assert set(leaked["row_id"]) == {7, 250}
+    assert distributed.hygiene.outliers.is_outlier.sum() == 8
