@@ -1,12 +1,13 @@
 """Where the audit's block work runs: in this process (``local``) or on a Ray cluster (``ray``).
 
-The stages are plain functions over arrays; an engine only decides where their blocks run. Two
-kinds of work are distributed:
+The stages are plain functions over arrays; an engine only decides where their blocks run and
+where the embeddings are kept:
 
 - ``map(fn, items, *shared)``: ``fn(item, *shared)`` for every item, results in item order. The
   neighbour search uses it (one item = a block of rows or of k-means lists); ``shared`` are the
-  large read-only arrays every block reads (the embeddings), put in place once with ``share``.
-  An item may itself be a shared value (a block's own data read by several maps).
+  read-only values every block reads (the search plan, the labels), put in place once with
+  ``share``, and the embeddings' blocks (``*rows.shared()``, below). An item may itself be a
+  shared value (a block's own data read by several maps).
 - ``place(array)`` / ``place_blocks(blocks, n_rows, dim)``: the embeddings as :class:`Rows`, consecutive
   row blocks held where the engine keeps them: locally one block, the array itself; on Ray one
   object-store object per :data:`BLOCK_ROWS` rows, so the driver holds references, never the
