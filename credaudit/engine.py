@@ -104,7 +104,7 @@ class RowReader:
             return self.parts[0][index]
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
-            if step != 1:
+            if step != 1 or stop <= start:
                 return self[np.arange(start, stop, step)]
             first = int(np.searchsorted(self.offsets, start, side="right")) - 1
             if stop <= self.offsets[first + 1]:

@@ -35,6 +35,8 @@ def test_the_reader_reads_rows_across_blocks_as_the_array(data):
     np.testing.assert_array_equal(reader[402:990], x[402:990])
     assert np.shares_memory(reader[402:990], x)  # inside one block: a view, not a copy
     assert reader.shape == x.shape
+    assert reader[1500:1500].shape == (0, x.shape[1]) and reader[700:650].shape == (0, x.shape[1])
+    np.testing.assert_array_equal(reader[::-7], x[::-7])
 
 
 @pytest.mark.parametrize("index", ["exact", "ivf"])
