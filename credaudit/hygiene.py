@@ -204,9 +204,19 @@ def linked(
         used_b, at_b = np.unique(cols[maybe], return_inverse=True)
         words = _word_sets(pl.concat([series_a.gather(used_a), pl.Series(texts_b, dtype=pl.String).gather(used_b)]))
         words_a, words_b = words[: len(used_a)], words[len(used_a) :]
+    keep[maybe] = _words_overlap(words_a, words_b, at_a, at_b, min_overlap)
+    return keep
+
+
+def _words_overlap(
+    words_a: csr_matrix, words_b: csr_matrix, at_a: np.ndarray, at_b: np.ndarray, min_overlap: float
+) -> np.ndarray:
+    """Whether the word sets of rows ``at_a`` of ``words_a`` and ``at_b`` of ``words_b`` overlap,
+    pair by pair (the rule of :func:`linked`), as sparse products in blocks of pairs."""
+    keep = np.zeros(len(at_a), dtype=bool)
     size_a = np.diff(words_a.indptr)
     size_b = np.diff(words_b.indptr)
-    for start in range(0, maybe.size, _PAIR_BLOCK):
+    for start in range(0, len(at_a), _PAIR_BLOCK):
         a = at_a[start : start + _PAIR_BLOCK]
         b = at_b[start : start + _PAIR_BLOCK]
         shared = np.asarray(words_a[a].multiply(words_b[b]).sum(axis=1)).ravel()
@@ -215,7 +225,7 @@ def linked(
         large = np.maximum(size_a[a], size_b[b])
         # The ratio itself, as the rule states it: min_overlap * union can round past a tie (0.28 * 25).
         near = (shared / np.maximum(union, 1) >= min_overlap) | ((shared == small) & (large - small <= 1))
-        keep[maybe[start : start + _PAIR_BLOCK]] = near & (union > 0)
+        keep[start : start + _PAIR_BLOCK] = near & (union > 0)
     return keep
 
 
@@ -292,22 +302,43 @@ def near_duplicate_groups(
         Group id per row (0, 1, ... in order of each group's first row), -1 for a row in no group.
     """
     n = graph.indices.shape[0]
-    valid = graph.indices >= 0
-    candidate = valid & (graph.similarities >= min(threshold, vector_threshold))
-    pair_rows = np.repeat(np.arange(n), candidate.sum(axis=1))
-    pair_cols = graph.indices[candidate]
-    keep = linked(
-        pair_rows,
-        pair_cols,
-        graph.similarities[candidate],
-        texts,
-        texts,
-        threshold=threshold,
-        min_overlap=min_overlap,
-        vector_threshold=vector_threshold,
-    )
-    rows = [pair_rows[keep]]
-    cols = [pair_cols[keep]]
+    low = min(threshold, vector_threshold)
+    blocks = row_blocks(n, max(1, _PAIR_BLOCK // max(graph.k, 1)))
+    words, position = None, None
+    if texts is not None:
+        # Tokenise once, only the rows on either side of a pair that reaches ``threshold``; then
+        # the candidate pairs are made and tested per block of rows, so that at most one block's
+        # pairs exist at a time (every graph edge can be a candidate: 17M at 1,000,000 rows).
+        used = np.zeros(n, dtype=bool)
+        for start, stop in blocks:
+            idx, sims = graph.indices[start:stop], graph.similarities[start:stop]
+            above = (idx >= 0) & (sims >= threshold)
+            used[start:stop] |= above.any(axis=1)
+            used[idx[above]] = True
+        used_rows = np.flatnonzero(used)
+        position = np.full(n, -1, dtype=np.int64)
+        position[used_rows] = np.arange(used_rows.size)
+        if used_rows.size:
+            words = _word_sets(pl.Series(texts, dtype=pl.String).gather(used_rows))
+    rows, cols = [], []
+    for start, stop in blocks:
+        idx, sims = graph.indices[start:stop], graph.similarities[start:stop]
+        candidate = (idx >= 0) & (sims >= low)
+        pair_rows = np.repeat(np.arange(start, stop), candidate.sum(axis=1))
+        pair_cols = idx[candidate]
+        pair_sims = sims[candidate]
+        if texts is None:
+            keep = pair_sims >= vector_threshold
+        else:
+            # With texts, the words always decide (see :func:`linked`).
+            keep = pair_sims >= threshold
+            if keep.any():
+                maybe = np.flatnonzero(keep)
+                keep[maybe] = _words_overlap(
+                    words, words, position[pair_rows[maybe]], position[pair_cols[maybe]], min_overlap
+                )
+        rows.append(pair_rows[keep])
+        cols.append(pair_cols[keep])
     if texts is not None:
         anchor = _first_with_same_text(texts)
         same = anchor >= 0

@@ -54,7 +54,10 @@ def test_scattered_and_clustered_off_task_rows_are_outliers():
     assert top.is_outlier.sum() == round(0.01 * len(everything)) and "top 1.0%" in top.rule
 
 
-def test_near_duplicates_need_close_vectors_and_shared_words():
+@pytest.mark.parametrize("pair_block", [None, 30])
+def test_near_duplicates_need_close_vectors_and_shared_words(pair_block, monkeypatch):
+    if pair_block:  # candidate pairs made and tested 3 rows at a time: groups span many blocks
+        monkeypatch.setattr("credaudit.hygiene._PAIR_BLOCK", pair_block)
     rng = np.random.default_rng(0)
     texts = sentences(300, 0)
     x = normalize_rows(rng.normal(size=(300, 32)))
