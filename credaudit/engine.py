@@ -126,11 +126,6 @@ def read_rows(offsets: np.ndarray, *parts: np.ndarray) -> RowReader:
     return RowReader(offsets, parts)
 
 
-def block_bounds(n_rows: int, block_rows: int | None = None) -> np.ndarray:
-    """Offsets (P + 1,) of the consecutive blocks of :func:`row_blocks`."""
-    return np.array([0] + [stop for _, stop in row_blocks(n_rows, block_rows)], dtype=np.int64)
-
-
 def take_rows(engine: Engine, rows: Rows, index: np.ndarray) -> np.ndarray:
     """Rows ``index`` of ``rows`` on the driver, as one engine block: for samples and a few rows,
     never for all of them."""

@@ -100,7 +100,7 @@ class RayEngine:
         self._quiet()
         self._remote: dict[Callable[..., Any], Any] = {}
         self._shared: dict[int, tuple[weakref.ref, Any]] = {}
-        self._placed: dict[int, tuple[weakref.ref, Rows]] = {}
+        self._placed: dict[int, tuple[weakref.ref, Any]] = {}
 
     @staticmethod
     def _quiet() -> None:
@@ -110,32 +110,23 @@ class RayEngine:
 
     def share(self, value: Any) -> Any:
         """An object-store reference to ``value``. An array already shared (and still alive) is not
-        put again: the embeddings are read by the search, the consensus counts and detection, and
-        each extra copy would cost the object store N × d floats."""
+        put again: the search plan and the labels are read by several maps, and each extra copy
+        would cost the object store its size again."""
         if not isinstance(value, np.ndarray):
             return self._ray.put(value)
-        key = id(value)
-        held = self._shared.get(key)
-        if held is not None and held[0]() is value:
-            return held[1]
-        ref = self._ray.put(value)
-        self._remember(value, ref)
-        return ref
+        return self._once(self._shared, value, self._ray.put)
 
     def place(self, array: np.ndarray | Rows) -> Rows:
         """``array`` as object-store blocks of :data:`~credaudit.engine.BLOCK_ROWS` rows (once per
         array while it lives: every stage reads the same blocks)."""
         if isinstance(array, Rows):
             return array
-        key = id(array)
-        held = self._placed.get(key)
-        if held is not None and held[0]() is array:
-            return held[1]
-        blocks = (array[start:stop] for start, stop in row_blocks(len(array)))
-        rows = self.place_blocks(blocks, len(array), array.shape[1])
-        self._placed[key] = (weakref.ref(array), rows)
-        weakref.finalize(array, self._placed.pop, key, None)
-        return rows
+
+        def put_blocks(array: np.ndarray) -> Rows:
+            blocks = (array[start:stop] for start, stop in row_blocks(len(array)))
+            return self.place_blocks(blocks, len(array), array.shape[1])
+
+        return self._once(self._placed, array, put_blocks)
 
     def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int, dim: int) -> Rows:
         """Each block put in the object store as it comes: the driver holds one block at a time."""
@@ -153,11 +144,18 @@ class RayEngine:
             return rows
         return np.concatenate(self._ray.get(list(rows.parts))) if rows.parts else np.zeros((0, rows.dim), np.float32)
 
-    def _remember(self, array: np.ndarray, ref: Any) -> None:
+    @staticmethod
+    def _once(table: dict[int, tuple[weakref.ref, Any]], array: np.ndarray, put: Callable[[np.ndarray], Any]) -> Any:
+        """``put(array)``, made once while ``array`` lives: the result is kept in ``table`` by the
+        array's identity and dropped (and with it the object-store copy) when the array goes."""
         key = id(array)
-        self._shared[key] = (weakref.ref(array), ref)
-        # Drop the reference (and so the object-store copy) when the array goes.
-        weakref.finalize(array, self._shared.pop, key, None)
+        held = table.get(key)
+        if held is not None and held[0]() is array:
+            return held[1]
+        value = put(array)
+        table[key] = (weakref.ref(array), value)
+        weakref.finalize(array, table.pop, key, None)
+        return value
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]:
         remote = self._remote.get(fn)

@@ -109,7 +109,6 @@ def embed_texts(
     progress.finish()
     engine = engine or LOCAL
     rows = engine.place_blocks(_row_vectors(vectors, inverse), len(inverse), vectors.shape[1])
-    del vectors
     return Embeddings(
         # Locally the one array (callers without an engine get what they always got).
         vectors=rows.parts[0] if engine.name == "local" else rows,
