@@ -216,22 +216,16 @@ def _exact_block(item: tuple[int, int, int], offsets: np.ndarray, *parts: np.nda
     several could order near-tied rows differently. The product therefore only proposes the top
     ``n + _RESCORE_MARGIN`` rows (of each engine block of rows, :func:`~credaudit.engine.row_blocks`,
     then of them all); their similarities are recomputed one pair at a time in float64 and rounded
-    to float32, and the top ``n`` are taken most similar first, ties by row number. The result then
-    depends on neither the engine nor the core count (unless more than the margin of rows tie at
-    the cut). The candidates are proposed per engine block, not per stored part, so that the two
-    engines propose from the same products even where exact duplicates tie beyond the margin.
+    to float32, and the top ``n`` are taken most similar first, ties by row number (rows tied at
+    the cut beyond the margin are settled by :func:`_rescore_top`). The result then depends on
+    neither the engine nor the core count.
     """
-    import warnings
-
     import torch
 
     start, stop, n = item
     base = read_rows(offsets, *parts)
     n_candidates = min(n + _RESCORE_MARGIN, len(base))
-    with warnings.catch_warnings():
-        # The object store hands Ray tasks read-only arrays; nothing here writes to them.
-        warnings.simplefilter("ignore", UserWarning)
-        blocks_t = [(first, torch.from_numpy(base[first:last])) for first, last in row_blocks(len(base))]
+    blocks_t = [(first, _tensor(base[first:last])) for first, last in row_blocks(len(base))]
     out_sims = np.empty((stop - start, n), dtype=np.float32)
     out_idx = np.empty((stop - start, n), dtype=np.int64)
     # 1,024 queries at a time bound the (queries, N) product to 4 KB per row of the data. A
@@ -239,21 +233,30 @@ def _exact_block(item: tuple[int, int, int], offsets: np.ndarray, *parts: np.nda
     for first in range(start, stop, 1024):
         last = min(first + 1024, stop)
         queries = np.ascontiguousarray(base[first:last])
-        queries_t = torch.from_numpy(queries)
+        queries_t = _tensor(queries)
         values, found = [], []
         for offset, block_t in blocks_t:
             top = torch.topk(queries_t @ block_t.T, min(n_candidates, len(block_t)), dim=1)
             values.append(top.values)
             found.append(top.indices + offset)
-        if len(blocks_t) == 1:
-            candidates = found[0].numpy()
-        else:
-            pick = torch.topk(torch.cat(values, dim=1), n_candidates, dim=1).indices
-            candidates = torch.gather(torch.cat(found, dim=1), 1, pick).numpy()
+        pick = torch.topk(torch.cat(values, dim=1), n_candidates, dim=1).indices
+        candidates = torch.gather(torch.cat(found, dim=1), 1, pick).numpy()
         sims, idx = _rescore_top(queries, base, None, candidates, n)
         out_sims[first - start : last - start] = sims
         out_idx[first - start : last - start] = idx
     return out_sims, out_idx
+
+
+def _tensor(array: np.ndarray):
+    """A torch view of ``array``. The object store hands Ray tasks read-only arrays, which torch
+    warns about; nothing here writes to them."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
 
 
 def search_rows(
@@ -319,8 +322,7 @@ def _search_part(
     block = base[start:stop]
     mask = None if allowed is None else allowed[start:stop]
     q = np.ascontiguousarray(base[queries])
-    everywhere = np.ones(stop - start, dtype=bool) if mask is None else mask
-    _, candidates = _search_within(block, q, everywhere, min(n + _RESCORE_MARGIN, stop - start))
+    _, candidates = _search_within(block, q, mask, min(n + _RESCORE_MARGIN, stop - start))
     sims, idx = _rescore_top(q, block, mask, candidates, min(n, stop - start))
     return sims, np.where(idx >= 0, idx + start, -1)
 
@@ -493,13 +495,13 @@ def _merge_top(
 def _search_within(
     base: np.ndarray,
     queries: np.ndarray,
-    allowed: np.ndarray,
+    allowed: np.ndarray | None,
     n: int,
     *,
     block_rows: int = 16_384,
     query_rows: int = 1_024,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top ``n`` of ``queries`` among the rows of ``base`` where ``allowed`` is true.
+    """Exact top ``n`` of ``queries`` among the rows of ``base`` where ``allowed`` is true (None: all).
 
     Blocked matrix products over contiguous slices of ``base``, the disallowed rows masked out, so
     no copy of the allowed rows is made (a flat index over a 90 % subsample copied 1.4 GB per
@@ -515,7 +517,8 @@ def _search_within(
         for start in range(0, base.shape[0], block_rows):
             stop = min(start + block_rows, base.shape[0])
             sims = queries[q0:q1] @ base[start:stop].T
-            sims[:, ~allowed[start:stop]] = -np.inf
+            if allowed is not None:
+                sims[:, ~allowed[start:stop]] = -np.inf
             best_sims, best_idx = _merge_top(best_sims, best_idx, sims, np.arange(start, stop), n)
         best_idx = np.where(np.isfinite(best_sims), best_idx, -1)
         order = np.lexsort((best_idx, -best_sims), axis=1)
