@@ -193,17 +193,13 @@ def linked(
     maybe = np.flatnonzero(similarities >= threshold)
     if maybe.size == 0:
         return keep
-    series_a = pl.Series(texts_a, dtype=pl.String)
-    if texts_b is texts_a:
-        # Near-duplicates within one file: one word matrix over the rows on either side of a pair.
-        used = np.union1d(rows[maybe], cols[maybe])
-        words_a = words_b = _word_sets(series_a.gather(used))
-        at_a, at_b = np.searchsorted(used, rows[maybe]), np.searchsorted(used, cols[maybe])
-    else:
-        used_a, at_a = np.unique(rows[maybe], return_inverse=True)
-        used_b, at_b = np.unique(cols[maybe], return_inverse=True)
-        words = _word_sets(pl.concat([series_a.gather(used_a), pl.Series(texts_b, dtype=pl.String).gather(used_b)]))
-        words_a, words_b = words[: len(used_a)], words[len(used_a) :]
+    # One word matrix over the rows of A then of B that are in a pair (near-duplicates within one
+    # file are found per block of rows by near_duplicate_groups, which tokenises each row once).
+    used_a, at_a = np.unique(rows[maybe], return_inverse=True)
+    used_b, at_b = np.unique(cols[maybe], return_inverse=True)
+    side_a = pl.Series(texts_a, dtype=pl.String).gather(used_a)
+    words = _word_sets(pl.concat([side_a, pl.Series(texts_b, dtype=pl.String).gather(used_b)]))
+    words_a, words_b = words[: len(used_a)], words[len(used_a) :]
     keep[maybe] = _words_overlap(words_a, words_b, at_a, at_b, min_overlap)
     return keep
 
