@@ -110,11 +110,21 @@ def test_two_writers_at_once(tmp_path):
 def test_many_shards_are_compacted_and_size_limit_evicts(tmp_path):
     encoder = BagOfWordsEncoder()
     cache = EmbeddingCache(tmp_path, encoder.fingerprint, encoder.dimension)
+    cache.add(text_keys(texts(300, start=1000)), encoder.encode(texts(300, start=1000)))
+    (large,) = cache.dir.glob("*.keys.npy")
     for i in range(40):
-        cache.add(text_keys(texts(5, start=5 * i)), encoder.encode(texts(5, start=5 * i)))
+        # Each shard also repeats a text of the one before: the merge keeps one copy of each key.
+        batch = texts(6, start=5 * i)
+        cache.add(text_keys(batch), encoder.encode(batch))
     assert len(list(cache.dir.glob("*.keys.npy"))) <= 33
-    found, _ = cache.lookup(text_keys(texts(200)))
+    assert large.exists(), "merging the small shards leaves the large one as it was"
+    wanted = texts(201) + texts(300, start=1000)
+    found, vectors = cache.lookup(text_keys(wanted))
     assert found.all()
+    np.testing.assert_array_equal(vectors, encoder.encode(wanted).astype(np.float16))
+    for path in cache.dir.glob("*.keys.npy"):
+        keys = np.load(path)
+        assert len(np.unique(keys, axis=0)) == len(keys), "a merged shard keeps one copy of each key"
     size = cache.size_bytes()
     cache.evict(size // 2)
     assert cache.size_bytes() <= size // 2

@@ -11,8 +11,9 @@ file marks a complete shard). Hence:
 
 Stored vectors are float16 (cosine to float32 >= 0.9999). Freshly computed vectors are rounded
 the same way before use, so a scan gives identical results whether its vectors came from the
-cache or not. A size limit evicts the least recently used shards; many small shards are compacted
-into one.
+cache or not. A size limit evicts the least recently used shards. Beyond ``MAX_SHARDS`` shards the
+smaller ones are merged into one, copied block by block between memory maps, so neither a merge
+nor a lookup ever holds the cache's vectors in memory.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from credaudit.engine import read_rows, row_blocks
 
 MAX_SHARDS = 32
 
@@ -123,34 +126,51 @@ class EmbeddingCache:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         keys, unique = np.unique(keys, axis=0, return_index=True)
-        self._write_shard(keys, np.asarray(vectors, dtype=np.float16)[unique])
+        self._write_shard(keys, [np.asarray(vectors, dtype=np.float16)[unique]])
         self._maintain()
 
-    def _write_shard(self, keys: np.ndarray, vectors: np.ndarray) -> Path:
+    def _write_shard(self, keys: np.ndarray, blocks: Iterable[np.ndarray]) -> Path:
+        """Write a shard of ``keys`` (M, 2) whose vectors are ``blocks``, consecutive row blocks (M rows
+        in all), written one at a time through a memory map."""
         # Sortable name: creation time first, so eviction and listing see the oldest first.
         shard = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         final_vecs = self.dir / f"{shard}.vecs.npy"
         final_keys = self.dir / f"{shard}.keys.npy"
-        for final, array in ((final_vecs, vectors), (final_keys, keys)):
-            tmp = self.dir / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
-            with tmp.open("wb") as handle:
-                np.save(handle, array)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, final)
+        tmp = self.dir / f".{final_vecs.name}.{uuid.uuid4().hex[:8]}.tmp"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(keys), self.dimension))
+        start = 0
+        for block in blocks:
+            out[start : start + len(block)] = block
+            start += len(block)
+        out.flush()
+        del out
+        _sync_and_rename(tmp, final_vecs)
+        tmp = self.dir / f".{final_keys.name}.{uuid.uuid4().hex[:8]}.tmp"
+        with tmp.open("wb") as handle:
+            np.save(handle, keys)
+        _sync_and_rename(tmp, final_keys)
         return final_keys
 
     def _maintain(self) -> None:
         shards = self._shards()
         if len(shards) > MAX_SHARDS:
-            keys = np.concatenate([s.keys for s in shards])
-            vectors = np.concatenate([np.asarray(s.vectors) for s in shards])
-            keys, unique = np.unique(keys, axis=0, return_index=True)
-            self._write_shard(keys, vectors[unique])
-            for shard in shards:
-                _remove_shard(shard.keys_path)
+            # Merge the smaller shards into one, leaving MAX_SHARDS // 2: a large shard made by an
+            # earlier merge is rewritten only once the small ones outgrow it, so a long run writes
+            # each vector a few times, not once per merge.
+            shards.sort(key=lambda shard: len(shard.keys))
+            self._merge(shards[: len(shards) - MAX_SHARDS // 2 + 1])
         if self.max_bytes is not None:
             self.evict(self.max_bytes)
+
+    def _merge(self, shards: list[_Shard]) -> None:
+        """One shard with the distinct keys of ``shards``, then ``shards`` removed. The vectors are
+        copied block by block from the memory maps: never all of them in memory."""
+        keys, first = np.unique(np.concatenate([s.keys for s in shards]), axis=0, return_index=True)
+        sizes = [len(s.keys) for s in shards]
+        rows = read_rows(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), *(s.vectors for s in shards))
+        self._write_shard(keys, (rows[first[start:stop]] for start, stop in row_blocks(len(first))))
+        for shard in shards:
+            _remove_shard(shard.keys_path)
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.dir.glob("*.npy")) if self.dir.is_dir() else 0
@@ -193,6 +213,12 @@ def _search(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
         if same.size:
             result[i] = same[0]
     return result
+
+
+def _sync_and_rename(tmp: Path, final: Path) -> None:
+    with tmp.open("rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
 
 
 def _touch(path: Path) -> None:
