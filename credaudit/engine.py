@@ -8,12 +8,15 @@ where the embeddings are kept:
   read-only values every block reads (the search plan, the labels), put in place once with
   ``share``, and the embeddings' blocks (``*rows.shared()``, below). An item may itself be a
   shared value (a block's own data read by several maps).
-- ``place(array)`` / ``place_blocks(blocks, n_rows, dim)``: the embeddings as :class:`Rows`, consecutive
-  row blocks held where the engine keeps them: locally one block, the array itself; on Ray one
-  object-store object per :data:`BLOCK_ROWS` rows, so the driver holds references, never the
-  vectors (``place_blocks`` puts each block as it is made). A block function reads them with
+- ``place(array)``: an array on the driver as :class:`Rows`, consecutive row blocks held where the
+  engine keeps them: locally one block, the array itself; on Ray one object-store object per
+  :data:`BLOCK_ROWS` rows, put one block at a time. A block function reads them with
   :func:`read_rows` from the ``*rows.shared()`` arguments of its map; ``gather(rows)`` is the
   whole array on the driver, for the few callers that need it (the CUDA search, ``select``).
+- ``map_rows(fn, items, sizes, dim, *shared)``: like ``map``, but each result is a block of rows
+  and the blocks stay where they were made, as :class:`Rows` (locally one array; on Ray the
+  tasks' outputs, in the object store of the node that ran each task). The embedding makes the
+  row vectors this way, so they never pass through the driver.
 - ``encode(encoder, factory, chunks)``: the encoder over chunks of texts, vectors in chunk order.
   Locally the ``encoder`` already built; on Ray a pool of actors that each build one with
   ``factory`` once (GPUs where the cluster has them).
@@ -45,6 +48,12 @@ def row_blocks(n_rows: int, block_rows: int | None = None) -> list[tuple[int, in
     :data:`BLOCK_ROWS`) covering ``n_rows`` rows."""
     size = max(1, block_rows or BLOCK_ROWS)
     return [(start, min(start + size, n_rows)) for start in range(0, n_rows, size)]
+
+
+def block_offsets(sizes: Iterable[int]) -> np.ndarray:
+    """(P + 1,) int64 offsets of consecutive blocks of ``sizes`` rows: block p holds rows
+    offsets[p]:offsets[p + 1]."""
+    return np.concatenate([[0], np.cumsum(np.asarray(list(sizes), dtype=np.int64))]).astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,11 +152,13 @@ class Engine(Protocol):
 
     def place(self, array: np.ndarray | Rows) -> Rows: ...
 
-    def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int, dim: int) -> Rows: ...
-
     def gather(self, rows: np.ndarray | Rows) -> np.ndarray: ...
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]: ...
+
+    def map_rows(
+        self, fn: Callable[..., np.ndarray], items: Iterable[Any], sizes: list[int], dim: int, *shared: Any
+    ) -> Rows: ...
 
     def encode(
         self, encoder: Any, factory: Callable[[], Any] | None, chunks: Iterable[list[str]]
@@ -169,15 +180,6 @@ class LocalEngine:
             return array
         return Rows((array,), np.array([0, len(array)], dtype=np.int64), array.shape[1])
 
-    def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int, dim: int) -> Rows:
-        # One array, filled block by block: never the blocks and the whole at once.
-        out = np.empty((n_rows, dim), dtype=np.float32)
-        start = 0
-        for block in blocks:
-            out[start : start + len(block)] = block
-            start += len(block)
-        return self.place(out)
-
     def gather(self, rows: np.ndarray | Rows) -> np.ndarray:
         if isinstance(rows, Rows):
             return rows.parts[0] if len(rows.parts) == 1 else np.concatenate(rows.parts)
@@ -186,6 +188,16 @@ class LocalEngine:
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]:
         for item in items:
             yield fn(item, *shared)
+
+    def map_rows(
+        self, fn: Callable[..., np.ndarray], items: Iterable[Any], sizes: list[int], dim: int, *shared: Any
+    ) -> Rows:
+        # One array, filled block by block: never the blocks and the whole at once.
+        offsets = block_offsets(sizes)
+        out = np.empty((int(offsets[-1]), dim), dtype=np.float32)
+        for p, item in enumerate(items):
+            out[offsets[p] : offsets[p + 1]] = fn(item, *shared)
+        return self.place(out)
 
     def encode(
         self, encoder: Any, factory: Callable[[], Any] | None, chunks: Iterable[list[str]]

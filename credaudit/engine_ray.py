@@ -6,9 +6,12 @@ local engine (credaudit/engine.py), spread over a Ray cluster:
 - embedding: Ray Data batch inference over an actor pool; each actor builds the encoder once and
   encodes whole chunks of texts (the chunks the local engine uses, so the vectors are the same);
   one actor per GPU where the cluster has GPUs;
-- the vectors: kept in the object store as blocks of rows (``place_blocks``): the embedding puts
-  each block of row vectors as it is made, so the driver holds references, not the vectors;
-  every stage's tasks read the blocks (zero-copy on each node, fetched once per node);
+- the vectors: kept in the object store as blocks of rows. The distinct texts' vectors are held
+  there too, in float16 (the cached ones put block by block as they are read from the cache,
+  the fresh ones as the actors' chunks come back and are written to the cache), and one task
+  per block of rows makes that block's unit float32 vectors from them (``map_rows``): the block
+  stays on the node that made it, and the driver holds references, never the vectors. Every
+  stage's tasks read the blocks (zero-copy on each node, fetched once per node);
 - neighbour search: one Ray task per block of k-means lists (or of rows, for the exact search),
   reading the rows it compares from the blocks; the k-means sample and the rows' list
   assignment are tasks too (only the sample and the list numbers come back);
@@ -26,11 +29,10 @@ Ray retries a task whose worker died (``max_retries``) and restarts an encoder a
 (Ray Data), so a lost worker costs a block, not the run; outputs are still written only at the
 end, as one set.
 
-What still runs on the driver: while embedding, the distinct texts' vectors in float16 (the
-embedding cache's rows, 0.8 GB per million 384-d texts) pass through it, and the reading of the
-input and the cache are its own; the finished graph (N x k), the per-row scores and every row's
-flags come back to it. ``select`` and the crowd and pair adapters gather the vectors whole
-(``gather``). See benchmarks/SCALE.md for what this means for sizing a cluster.
+What still runs on the driver: the reading of the input and the embedding cache (each chunk of
+fresh vectors passes through it to be written there, one chunk at a time); the finished graph
+(N x k), the per-row scores and every row's flags come back to it. ``select`` and the crowd and
+pair adapters gather the vectors whole (``gather``). See benchmarks/SCALE.md for what this means for sizing a cluster.
 """
 
 from __future__ import annotations
@@ -43,12 +45,18 @@ from typing import Any
 
 import numpy as np
 
-from credaudit.engine import Rows, row_blocks
+from credaudit.engine import Rows, block_offsets, row_blocks
 from credaudit.errors import UsageError
 
 
 def _same(value: Any) -> Any:
     return value
+
+
+def _sized(fn: Callable[..., np.ndarray], item: Any, *shared: Any) -> tuple[np.ndarray, int]:
+    """``fn``'s block of rows and its row count (a second, small return the driver reads)."""
+    block = fn(item, *shared)
+    return block, len(block)
 
 
 class _EncodeActor:
@@ -123,20 +131,11 @@ class RayEngine:
             return array
 
         def put_blocks(array: np.ndarray) -> Rows:
-            blocks = (array[start:stop] for start, stop in row_blocks(len(array)))
-            return self.place_blocks(blocks, len(array), array.shape[1])
+            bounds = row_blocks(len(array))
+            parts = tuple(self._ray.put(np.ascontiguousarray(array[a:b], dtype=np.float32)) for a, b in bounds)
+            return Rows(parts, block_offsets(b - a for a, b in bounds), array.shape[1])
 
         return self._once(self._placed, array, put_blocks)
-
-    def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int, dim: int) -> Rows:
-        """Each block put in the object store as it comes: the driver holds one block at a time."""
-        parts, offsets = [], [0]
-        for block in blocks:
-            parts.append(self._ray.put(np.ascontiguousarray(block, dtype=np.float32)))
-            offsets.append(offsets[-1] + len(block))
-        if offsets[-1] != n_rows:
-            raise ValueError(f"blocks hold {offsets[-1]} rows; expected {n_rows}")
-        return Rows(tuple(parts), np.asarray(offsets, dtype=np.int64), dim)
 
     def gather(self, rows: np.ndarray | Rows) -> np.ndarray:
         """The whole array on the driver (N x d): only for callers that need it in one piece."""
@@ -157,13 +156,36 @@ class RayEngine:
         weakref.finalize(array, table.pop, key, None)
         return value
 
-    def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]:
+    def _task(self, fn: Callable[..., Any]) -> Any:
         remote = self._remote.get(fn)
         if remote is None:
             remote = self._remote[fn] = self._ray.remote(num_cpus=1, max_retries=3)(fn)
+        return remote
+
+    def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]:
+        remote = self._task(fn)
         refs = [remote.remote(item, *shared) for item in items]
         for ref in refs:
             yield self._ray.get(ref)
+
+    def map_rows(
+        self, fn: Callable[..., np.ndarray], items: Iterable[Any], sizes: list[int], dim: int, *shared: Any
+    ) -> Rows:
+        """One task per block of rows; each block stays in the object store where its task ran (the
+        driver holds the references). Returns once every block is made (a failed task raises here,
+        and the stage that made the blocks is the one timed for them)."""
+        remote = self._remote.get(_sized)
+        if remote is None:
+            remote = self._remote[_sized] = self._ray.remote(num_cpus=1, max_retries=3, num_returns=2)(_sized)
+        parts, counts = [], []
+        for item in items:
+            block, count = remote.remote(fn, item, *shared)
+            parts.append(block)
+            counts.append(count)
+        made = self._ray.get(counts)  # small values; raises a task's error
+        if made != list(sizes):
+            raise ValueError(f"{fn.__name__} made blocks of {made} rows; expected {list(sizes)}")
+        return Rows(tuple(parts), block_offsets(sizes), dim)
 
     def encode(
         self, encoder: Any, factory: Callable[[], Any] | None, chunks: Iterable[list[str]]

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from credaudit import engine as engines
 from credaudit.encoders.base import Encoder
 from credaudit.encoders.cache import EmbeddingCache, text_keys
-from credaudit.engine import LOCAL, Engine, Rows, row_blocks
+from credaudit.engine import LOCAL, Engine, Rows, block_offsets, read_rows, row_blocks
 from credaudit.neighbors import normalize_rows
 from credaudit.progress import NullProgress, Progress
 
@@ -64,10 +65,12 @@ def embed_texts(
     progress : Progress, optional
         Advanced once per text embedded (cached texts count at once).
     engine : Engine, optional
-        Where the chunks are encoded and the row vectors are kept (credaudit/engine.py); default:
-        ``encoder`` in this process. This process holds the distinct texts' float16 vectors (the
-        cache's rows) while it embeds; the row-aligned float32 vectors are made block by block
-        and placed on the engine as each block is made (on Ray: the object store).
+        Where the chunks are encoded and the vectors are kept (credaudit/engine.py); default:
+        ``encoder`` in this process. The distinct texts' float16 vectors (the cache's rows) are
+        held on the engine in blocks as they are read from the cache or come back encoded, and one
+        engine block per block of rows makes that block's unit float32 vectors from them
+        (``map_rows``). On Ray both live in the object store: this process holds one chunk of
+        fresh vectors at a time (to write it to the cache), never all of them.
     factory : callable, optional
         Builds the encoder where the engine encodes (e.g. in each Ray actor); default there: a copy
         of ``encoder``. ``encoder`` still gives the dimension and the cache key.
@@ -77,6 +80,7 @@ def embed_texts(
     Embeddings
     """
     progress = progress or NullProgress()
+    engine = engine or LOCAL
     unique_texts, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
     unique_texts = unique_texts.tolist()
     if getattr(encoder, "whole_corpus", False):
@@ -86,11 +90,13 @@ def embed_texts(
         progress.finish()
         return Embeddings(normalize_rows(vectors[inverse].astype(np.float32)), len(unique_texts), 0, len(unique_texts))
     keys = text_keys(unique_texts)
+    held = _Held(engine, len(unique_texts), encoder.dimension)
+    found = np.zeros(len(unique_texts), dtype=bool)
     if cache is not None:
-        found, vectors = cache.lookup(keys)
-    else:
-        found = np.zeros(len(unique_texts), dtype=bool)
-        vectors = np.zeros((len(unique_texts), encoder.dimension), dtype=np.float16)
+        for start, stop in row_blocks(len(unique_texts)):
+            hit, vectors = cache.lookup(keys[start:stop])
+            found[start:stop] = hit
+            held.add(np.flatnonzero(hit) + start, vectors[hit])
     missing = np.flatnonzero(~found)
     progress.start("embedding", total=len(texts))
     progress.advance(int(len(texts) - np.isin(inverse, missing).sum()))
@@ -99,16 +105,19 @@ def embed_texts(
     multiplicity = np.bincount(inverse, minlength=len(unique_texts))
     chunks = [missing[start : start + CHUNK_TEXTS] for start in range(0, len(missing), CHUNK_TEXTS)]
     chunk_texts = ([unique_texts[i] for i in rows] for rows in chunks)
-    encoded = (engine or LOCAL).encode(encoder, factory, chunk_texts)
-    for rows, fresh in zip(chunks, encoded, strict=True):
+    for rows, fresh in zip(chunks, engine.encode(encoder, factory, chunk_texts), strict=True):
         fresh = np.asarray(fresh).astype(np.float16)
-        vectors[rows] = fresh
         if cache is not None:
             cache.add(keys[rows], fresh)
+        held.add(rows, fresh)
         progress.advance(int(multiplicity[rows].sum()))
     progress.finish()
-    engine = engine or LOCAL
-    rows = engine.place_blocks(_row_vectors(vectors, inverse), len(inverse), vectors.shape[1])
+    unique = held.rows()
+    # Each block of rows reads its rows' vectors from the held blocks; the same blocks on every
+    # engine, so the vectors do not depend on where they are made.
+    bounds = row_blocks(len(inverse))
+    index = (held.position[inverse[start:stop]] for start, stop in bounds)
+    rows = engine.map_rows(_row_vectors, index, [b - a for a, b in bounds], unique.dim, *unique.shared())
     return Embeddings(
         # Locally the one array (callers without an engine get what they always got).
         vectors=rows.parts[0] if engine.name == "local" else rows,
@@ -118,8 +127,45 @@ def embed_texts(
     )
 
 
-def _row_vectors(unique: np.ndarray, inverse: np.ndarray):
-    """Row-aligned unit float32 vectors, one engine block of rows at a time (the same blocks on
-    every engine, so the vectors do not depend on where they are kept)."""
-    for start, stop in row_blocks(len(inverse)):
-        yield normalize_rows(unique[inverse[start:stop]].astype(np.float32), in_place=True)
+class _Held:
+    """The distinct texts' float16 vectors, held on the engine in blocks of at least
+    :data:`~credaudit.engine.BLOCK_ROWS` rows as they come (cache reads, encoded chunks).
+
+    ``position[u]`` is distinct text u's row in the held blocks, first block first.
+    """
+
+    def __init__(self, engine: Engine, n_unique: int, dim: int) -> None:
+        self.engine = engine
+        self.dim = dim
+        self.position = np.full(n_unique, -1, dtype=np.int64)
+        self.parts: list = []
+        self.sizes: list[int] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._n_pending = 0
+
+    def add(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        """Distinct texts ``rows`` (n,) have ``vectors`` (n, d) float16."""
+        if len(rows):
+            self._pending.append((rows, vectors))
+            self._n_pending += len(rows)
+        if self._n_pending >= engines.BLOCK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        rows = np.concatenate([r for r, _ in self._pending])
+        self.position[rows] = sum(self.sizes) + np.arange(len(rows))
+        self.parts.append(self.engine.share(np.concatenate([v for _, v in self._pending])))
+        self.sizes.append(len(rows))
+        self._pending, self._n_pending = [], 0
+
+    def rows(self) -> Rows:
+        self._flush()
+        return Rows(tuple(self.parts), block_offsets(self.sizes), self.dim)
+
+
+def _row_vectors(index: np.ndarray, offsets: np.ndarray, *parts: np.ndarray) -> np.ndarray:
+    """Unit float32 vectors of one block of rows; ``index`` (n,) = each row's distinct text's row in
+    the held float16 blocks (``offsets``, ``*parts``)."""
+    return normalize_rows(read_rows(offsets, *parts)[index].astype(np.float32), in_place=True)

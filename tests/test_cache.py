@@ -8,6 +8,7 @@ import pytest
 
 from credaudit.encoders.cache import EmbeddingCache, text_keys
 from credaudit.features import embed_texts
+from credaudit.neighbors import normalize_rows
 from tests.fakes import BagOfWordsEncoder
 
 
@@ -33,6 +34,22 @@ def test_duplicates_are_embedded_once(tmp_path):
     result = embed_texts(["a b", "c d", "a b", "a b"], encoder, cache=None)
     assert result.n_unique == 2 and encoder.embedded == 2
     np.testing.assert_array_equal(result.vectors[0], result.vectors[2])
+
+
+def test_vectors_held_in_many_small_blocks_are_each_rows_own(tmp_path, monkeypatch):
+    # The distinct texts' vectors are held in blocks (cache hits first, then encoded chunks) and each
+    # block of rows gathers its rows from them: with blocks of 7 rows and chunks of 11 texts, a row
+    # that got another text's vector would show here.
+    encoder = BagOfWordsEncoder()
+    cache = EmbeddingCache(tmp_path, encoder.fingerprint, encoder.dimension)
+    embed_texts(texts(120, start=50), encoder, cache=cache)
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 7)
+    monkeypatch.setattr("credaudit.features.CHUNK_TEXTS", 11)
+    wanted = texts(300) + texts(100)[::-1]
+    result = embed_texts(wanted, encoder, cache=cache)
+    assert (result.n_unique, result.n_cached, result.n_embedded) == (300, 120, 180)
+    expected = normalize_rows(encoder.encode(wanted).astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(result.vectors, expected)
 
 
 def test_vectors_are_float16_rounded_with_or_without_cache(tmp_path):

@@ -67,7 +67,7 @@ def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
     assert all(isinstance(part, ray.ObjectRef) for part in distributed.vectors.parts)
 
 
-def test_ray_actor_pool_embeds_the_same_vectors_as_the_local_encoder(monkeypatch):
+def test_ray_actor_pool_embeds_the_same_vectors_as_the_local_encoder(tmp_path, monkeypatch):
     # Blocks of 1,000 rows: the row vectors go to the object store in several blocks as they are made.
     monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 1000)
     rng = np.random.default_rng(3)
@@ -83,6 +83,14 @@ def test_ray_actor_pool_embeds_the_same_vectors_as_the_local_encoder(monkeypatch
     assert distributed.issues.equals(local.issues)
     assert len(distributed.vectors.parts) == 5
     assert all(isinstance(part, ray.ObjectRef) for part in distributed.vectors.parts)
+    # With a cache holding a third of the texts: cached and fresh vectors, held in blocks on the
+    # cluster, make the same row vectors.
+    cache = {"cache": True, "cache_dir": str(tmp_path / "cache")}
+    audit(frame[: n_rows // 3], merge({"encoder": cache}), encoder=BagOfWordsEncoder())
+    config = merge({"encoder": cache, "engine": {"name": "ray", "ray_actors": 2}})
+    mixed = audit(frame, config, encoder=BagOfWordsEncoder())
+    assert 0 < mixed.report.run["encoder"]["cached_texts"] < mixed.report.run["encoder"]["embedded_texts"]
+    np.testing.assert_array_equal(mixed.embeddings, local.embeddings)
 
 
 def test_cli_scan_with_engine_ray(tmp_path):
