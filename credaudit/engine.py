@@ -19,7 +19,8 @@ where the embeddings are kept:
   row vectors this way, so they never pass through the driver.
 - ``encode(encoder, factory, chunks)``: the encoder over chunks of texts, vectors in chunk order.
   Locally the ``encoder`` already built; on Ray a pool of actors that each build one with
-  ``factory`` once (GPUs where the cluster has them).
+  ``factory`` once (GPUs where the cluster has them), which round the vectors to float16 (what
+  the embedding keeps) before sending them back.
 
 The per-row stages after the graph run as blocks of rows too (:func:`row_blocks`): the consensus
 statistics are counted per block and summed (noise.py, map then reduce), and detection scores each

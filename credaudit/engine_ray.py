@@ -67,7 +67,10 @@ class _EncodeActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         texts = [str(t) for t in batch["texts"][0]]
-        vectors = np.asarray(self.encoder.encode(texts), dtype=np.float32)
+        # Rounded to float16 here, as features.embed_texts rounds every vector (the cache's type):
+        # half the bytes back to the driver, and one rounding from the encoder's own dtype, as on
+        # the local engine.
+        vectors = np.asarray(self.encoder.encode(texts)).astype(np.float16)
         return {"chunk": batch["chunk"], "vectors": vectors[None, ...]}
 
 

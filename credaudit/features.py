@@ -106,7 +106,7 @@ def embed_texts(
     chunks = [missing[start : start + CHUNK_TEXTS] for start in range(0, len(missing), CHUNK_TEXTS)]
     chunk_texts = ([unique_texts[i] for i in rows] for rows in chunks)
     for rows, fresh in zip(chunks, engine.encode(encoder, factory, chunk_texts), strict=True):
-        fresh = np.asarray(fresh).astype(np.float16)
+        fresh = np.asarray(fresh).astype(np.float16, copy=False)
         if cache is not None:
             cache.add(keys[rows], fresh)
         held.add(rows, fresh)

@@ -253,13 +253,13 @@ def _word_sets(texts: pl.Series) -> csr_matrix:
     return csr_matrix((np.ones(len(row), dtype=np.int32), (row, word_id.ravel())), shape=(len(texts), len(vocabulary)))
 
 
-def text_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def text_hashes(texts: list[str] | pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """(64-bit hash, is non-empty) per text: exact duplicates found without comparing vectors."""
-    series = pl.Series(texts, dtype=pl.String)
+    series = texts if isinstance(texts, pl.Series) else pl.Series(texts, dtype=pl.String)
     return series.hash(seed=0).to_numpy(), series.str.strip_chars().str.len_chars().to_numpy() > 0
 
 
-def _first_with_same_text(texts: list[str]) -> np.ndarray:
+def _first_with_same_text(texts: pl.Series) -> np.ndarray:
     """Per row, the first earlier row with the identical non-empty text, else -1."""
     hashed, non_empty = text_hashes(texts)
     _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
@@ -302,6 +302,7 @@ def near_duplicate_groups(
     blocks = row_blocks(n, max(1, _PAIR_BLOCK // max(graph.k, 1)))
     words, position = None, None
     if texts is not None:
+        texts = pl.Series(texts, dtype=pl.String)  # once, for the words and the exact copies
         # Tokenise once, only the rows on either side of a pair that reaches ``threshold``; then
         # the candidate pairs are made and tested per block of rows, so that at most one block's
         # pairs exist at a time (every graph edge can be a candidate: 17M at 1,000,000 rows).
@@ -315,7 +316,7 @@ def near_duplicate_groups(
         position = np.full(n, -1, dtype=np.int64)
         position[used_rows] = np.arange(used_rows.size)
         if used_rows.size:
-            words = _word_sets(pl.Series(texts, dtype=pl.String).gather(used_rows))
+            words = _word_sets(texts.gather(used_rows))
     rows, cols = [], []
     for start, stop in blocks:
         idx, sims = graph.indices[start:stop], graph.similarities[start:stop]

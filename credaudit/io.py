@@ -46,10 +46,6 @@ class DataFormat:
     gzip: bool = False
     encoding: str = "utf-8"
 
-    def cleaned_name(self) -> str:
-        """File name of the cleaned copy, in the input's own format."""
-        return self.file_name("cleaned")
-
     def parts_name(self, stem: str) -> str:
         """Like :meth:`file_name`, but a directory input's output is a directory of parts: ``stem`` itself."""
         return stem if self.kind == "parquet-dir" else self.file_name(stem)

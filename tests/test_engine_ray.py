@@ -133,7 +133,8 @@ def test_an_encoder_actor_that_dies_is_restarted_and_its_chunk_encoded(tmp_path)
     expected = BagOfWordsEncoder()
     assert len(vectors) == len(chunks)
     for got, chunk in zip(vectors, chunks, strict=True):
-        np.testing.assert_array_equal(got, expected.encode(chunk))
+        # Rounded to float16 by the actor, as embed_texts keeps every vector.
+        np.testing.assert_array_equal(got, expected.encode(chunk).astype(np.float16))
 
 
 def test_an_array_is_put_in_the_object_store_once_while_it_lives():

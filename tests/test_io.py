@@ -37,7 +37,7 @@ def test_cleaned_copy_round_trips_in_the_input_format(tmp_path, small_frame, nam
     frame = small_frame.drop("emb")
     path = write_table(frame, tmp_path / name)
     table = read_table(path)
-    out = tmp_path / table.format.cleaned_name()
+    out = tmp_path / table.format.file_name("cleaned")
     write_frame(table.frame, out, table.format)
     assert out.name.startswith("cleaned.")
     assert out.name.endswith(".gz") == name.endswith(".gz")
