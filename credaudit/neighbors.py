@@ -76,7 +76,7 @@ def normalize_rows(embeddings: np.ndarray, *, in_place: bool = False) -> np.ndar
     embeddings : ndarray of shape (N, d)
         Any float dtype. All-zero rows (an empty text under some encoders) stay zero.
     in_place : bool
-        Normalise a float32, C-contiguous input in place (for temporaries the caller owns).
+        Normalise a float32, C-contiguous, writeable input in place (for arrays the caller owns).
 
     Returns
     -------
@@ -86,11 +86,17 @@ def normalize_rows(embeddings: np.ndarray, *, in_place: bool = False) -> np.ndar
         result as read-only.
     """
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    # Per block of rows: np.linalg.norm squares its whole input first (a second N x d array), and
+    # each row's norm is the same whatever the block.
+    norms = np.empty((len(x), 1), dtype=np.float32)
+    for start, stop in row_blocks(len(x)):
+        norms[start:stop] = np.linalg.norm(x[start:stop], axis=1, keepdims=True)
     if np.all((np.abs(norms - 1.0) <= 1e-5) | (norms == 0)):
         return x
-    # A converted input is already a new array; otherwise copy unless the caller gave it away.
-    out = x if in_place or not np.shares_memory(x, embeddings) else np.empty_like(x)
+    # A converted input is already a new array; otherwise copy unless the caller gave it away (and
+    # it can be written: a zero-copy view of a polars or Arrow column cannot).
+    given_away = in_place and x.flags.writeable
+    out = x if given_away or not np.shares_memory(x, embeddings) else np.empty_like(x)
     np.divide(x, norms, out=out, where=norms > 0)
     if out is not x:
         out[(norms == 0)[:, 0]] = 0.0

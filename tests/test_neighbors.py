@@ -142,3 +142,18 @@ def test_probes_counted_in_rows_stop_once_the_row_budget_is_reached():
         np.testing.assert_array_equal(taken[:shared], lists_probes[:shared])
         assert sizes[taken[:-1]].sum() < budget
         assert sizes[taken].sum() >= budget or len(taken) == by_rows.shape[1]
+
+
+def test_normalize_rows_in_place_only_where_it_may_write():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(70_000, 8)).astype(np.float32)  # more than one block of norms
+    expected = x / np.linalg.norm(x, axis=1, keepdims=True)
+    owned = x.copy()
+    assert normalize_rows(owned, in_place=True) is owned
+    np.testing.assert_allclose(owned, expected, rtol=1e-6)
+    frozen = x.copy()
+    frozen.flags.writeable = False  # as a zero-copy view of a polars column
+    out = normalize_rows(frozen, in_place=True)
+    assert out is not frozen
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    np.testing.assert_array_equal(frozen, x)
