@@ -203,23 +203,40 @@ class AuditResult:
         min_confidence : float, optional
             Default: the config's ``output.min_confidence``.
         """
-        return self._cleaned(mode, min_confidence)[0]
+        return self._cleaned(mode, min_confidence)[0].collect()
 
-    def _cleaned(self, mode: str | None = None, min_confidence: float | None = None) -> tuple[pl.DataFrame, np.ndarray]:
-        """(the cleaned frame, which input rows it keeps)."""
+    def _cleaned(self, mode: str | None = None, min_confidence: float | None = None) -> tuple[pl.LazyFrame, np.ndarray]:
+        """(the cleaned frame, as a plan over the input frame; which input rows it keeps).
+
+        A plan, so that a parquet output streams it to disk (io.write_frame) instead of copying
+        the input's kept rows first: with a vector column that copy is the largest object of a scan.
+        """
         mode = mode or self.config.output.clean
         frame = self.table.frame
         flagged = pl.Series(self.detection.is_label_error)
         suggested = self.issues.get_column("suggested_label")
         if mode in ("drop", "relabel", "dedupe"):
             plan = self.cleaning_plan(mode, min_confidence)
+            # The masks ride along as columns (the input's columns are shared, not copied).
+            keep = pl.Series("__credaudit_keep", ~plan.drop)
             if mode in ("drop", "dedupe"):
-                return frame.filter(~pl.Series(plan.drop)), ~plan.drop
-            label_col = self.config.input.label_col
-            relabelled = frame.with_columns(
-                pl.when(pl.Series(plan.relabel)).then(suggested).otherwise(pl.col(label_col)).alias(label_col)
-            )
-            return relabelled.filter(~pl.Series(plan.drop)), ~plan.drop
+                cleaned = frame.with_columns(keep).lazy()
+            else:
+                label_col = self.config.input.label_col
+                cleaned = (
+                    frame.with_columns(
+                        keep, pl.Series("__credaudit_relabel", plan.relabel), suggested.alias("__credaudit_to")
+                    )
+                    .lazy()
+                    .with_columns(
+                        pl.when(pl.col("__credaudit_relabel"))
+                        .then(pl.col("__credaudit_to"))
+                        .otherwise(pl.col(label_col))
+                        .alias(label_col)
+                    )
+                    .drop("__credaudit_relabel", "__credaudit_to")
+                )
+            return cleaned.filter(pl.col(keep.name)).drop(keep.name), ~plan.drop
         if mode == "flag":
             flagged_frame = frame.with_columns(
                 flagged.alias("credaudit_is_label_error"),
@@ -227,7 +244,7 @@ class AuditResult:
                 self.issues.get_column("suggestion_confidence").alias("credaudit_suggestion_confidence"),
                 self.issues.get_column("error_score").alias("credaudit_error_score"),
             )
-            return flagged_frame, np.ones(frame.height, dtype=bool)
+            return flagged_frame.lazy(), np.ones(frame.height, dtype=bool)
         raise ValueError(f"mode must be drop, relabel, dedupe or flag; got {mode!r}")
 
 
@@ -679,7 +696,9 @@ def _features(
         summary = EncoderSummary("precomputed", "embeddings passed to audit()", vectors.shape[1], "n/a", None, 0, 0)
         return vectors, summary, None
     if table.embeddings is not None:
-        vectors = normalize_rows(table.embeddings)
+        # The table's own matrix (read from the file, nobody else's array): normalised in place, so
+        # that the vectors are not held twice (1.5 GB per million 384-d rows).
+        vectors = normalize_rows(table.embeddings, in_place=True)
         return (
             vectors,
             EncoderSummary(

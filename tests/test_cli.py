@@ -113,14 +113,27 @@ def test_clean_modes(noisy_file, mode):
         "duplicate_group",
     ]
     assert 40 < flagged.sum() < 140
+    original = pl.read_parquet(noisy_file)
+    if mode != "flag":
+        # Streamed to disk from a plan over the input frame: the input's columns and types, its rows
+        # in order, unflagged rows as they were, and every relabelled row given its suggestion.
+        assert cleaned.schema == original.schema
+        joined = issues.with_columns(original["text"]).join(
+            cleaned.select("text", pl.col("label").alias("new")), on="text", maintain_order="left"
+        )
+        assert joined["text"].to_list() == cleaned["text"].to_list()
+        assert (joined.filter(~pl.col("is_label_error"))["new"] == original.filter(~flagged)["label"]).all()
+        changed = joined.filter(pl.col("is_label_error"))
+        assert (changed["new"] == changed["suggested_label"]).all()
     if mode == "drop":
         assert cleaned.height == 600 - flagged.sum()
+        assert cleaned.equals(original.filter(~flagged))
     elif mode == "flag":
         assert cleaned.height == 600 and "credaudit_is_label_error" in cleaned.columns
     else:
         assert cleaned.height >= 600 - flagged.sum()
+        assert changed.height > 0
         # relabelled rows are mostly right, and better than before
-        original = pl.read_parquet(noisy_file)
         kept = original.join(cleaned.select("text", pl.col("label").alias("new")), on="text")
         assert (kept["new"] == kept["truth"]).mean() > (kept["label"] == kept["truth"]).mean()
     assert (out / "report.md").read_text().startswith("# credaudit: ✅ PASS")
