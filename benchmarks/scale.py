@@ -7,6 +7,7 @@
     python -m benchmarks.scale --rows 100000 --classes 200 --runs 1
     python -m benchmarks.scale --embed 1000000  # embedding throughput of the static encoder on CPU
     python -m benchmarks.scale --texts 1000000 --engine both  # the whole scan of a text file (below)
+    python -m benchmarks.scale --column 1000000 --engine both  # the whole scan of a file with a vector column
 
 The data are synthetic embeddings (seeded): 20 classes (or --classes), each a mixture of 5 Gaussian
 sub-topics in 384 dimensions, L2-normalised, with 20 % symmetric label noise. Each run is a fresh
@@ -19,6 +20,12 @@ words from a 5,000-word vocabulary, 20 random labels, a fresh embedding cache): 
 (cache written), every stage, and every output written. The labels carry no signal, so only the
 times and memory mean anything; it is the check that reading, the cache, hygiene on texts and
 the outputs hold at that size, where the runs above start from vectors.
+
+``--column N``: ``credaudit scan data.parquet --embedding-col emb --id-col id`` of the same synthetic
+data written to a parquet file (an id, the noisy label, the true label and the 384-d vector per
+row): reading the vectors from the file, every stage, and every output, the cleaned copy (which
+carries the vectors) included. The file is written once, before the runs; each run is a fresh
+process.
 """
 
 from __future__ import annotations
@@ -257,6 +264,126 @@ def embed_throughput(n_texts: int, encoder: str = "static", seed: int = 0) -> di
     }
 
 
+def column_scan(data: str, engine: str = "local") -> dict:
+    """One ``credaudit scan --embedding-col emb`` of ``data`` (written by :func:`_column_scans`)."""
+    import resource
+    import shutil
+    import tempfile
+
+    from credaudit.config import merge
+    from credaudit.pipeline import scan
+
+    sampler = None
+    if engine == "ray":
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        sampler = _PeakSampler()
+    out = Path(tempfile.mkdtemp(prefix="credaudit-column-out-"))
+    config = merge(
+        {
+            "input": {"embedding_col": "emb", "id_col": "id"},
+            "engine": {"name": engine},
+            "output": {"out": str(out)},
+        }
+    )
+    start = time.perf_counter()
+    try:
+        result, written = scan(Path(data), config)
+    finally:
+        seconds = time.perf_counter() - start
+        shutil.rmtree(out, ignore_errors=True)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    errors = result.table.frame.get_column("truth").to_numpy() != result.labels
+    flags = result.detection.is_label_error
+    tp = int((flags & errors).sum())
+    precision, recall = tp / max(flags.sum(), 1), tp / max(errors.sum(), 1)
+    return {
+        "rows": result.table.n_rows,
+        "engine": engine,
+        "seconds": seconds,
+        "peak_rss_mb": max(own, sampler.stop()) if sampler else own,
+        "driver_peak_mb": sampler.driver_peak if sampler else None,
+        "stage_seconds": result.report.run["stage_seconds"],
+        "recall_at_10": result.report.run["graph"]["recall_at_k"],
+        "f1": 2 * precision * recall / max(precision + recall, 1e-12),
+        "outputs": sorted(p.name for p in written),
+    }
+
+
+def _column_scans(args) -> None:
+    """``--column N``: write the file once, one run per engine in a fresh process, then the SCALE.md section."""
+    if args.one == "column":
+        print(json.dumps(column_scan(args.data, args.engine)))
+        return
+    import shutil
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks.encoders import write_section
+    from benchmarks.run import _machine
+
+    work = Path(tempfile.mkdtemp(prefix="credaudit-column-"))
+    data = work / "data.parquet"
+    x, true, observed = make_data(args.column)
+    dim = x.shape[1]
+    offsets = pa.array(np.arange(0, len(x) * dim + 1, dim, dtype=np.int32))
+    table = pa.table(
+        {
+            "id": np.arange(len(x)),
+            "label": observed,
+            "truth": true,  # read back only by the benchmark, for precision and recall
+            "emb": pa.ListArray.from_arrays(offsets, pa.array(x.astype(np.float32).ravel())),
+        }
+    )
+    pq.write_table(table, data, row_group_size=65_536)
+    del x, table
+    engines = ["local", "ray"] if args.engine == "both" else [args.engine]
+    lines = [
+        f"## The whole scan of {args.column:,} rows with 384-d vectors in a column",
+        "",
+        f"`python -m benchmarks.scale --column {args.column} --runs {args.runs} --engine {args.engine}` on "
+        f"{_machine()}: `credaudit scan data.parquet --embedding-col emb --id-col id` of the synthetic data "
+        f"above ({data.stat().st_size / 2**30:.1f} GB of parquet), every output written, the cleaned copy with "
+        "its vectors included. Wall seconds include reading and writing. Peak memory: the process's peak RSS; "
+        "with Ray, the peak PSS of the whole process tree, and the driver's own peak (RssAnon, sampled each "
+        "second).",
+        "",
+        "| engine | wall seconds | peak memory (MB) | Ray driver's own peak (MB) | recall@10 | F1 "
+        "| stage medians (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    try:
+        for engine in engines:
+            command = [sys.executable, "-m", "benchmarks.scale", "--column", str(args.column), "--one", "column"]
+            runs = []
+            for _ in range(args.runs):
+                done = subprocess.run(
+                    [*command, "--engine", engine, "--data", str(data)],
+                    cwd=HERE.parent,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(f"column {engine}: {runs[-1]['seconds']:.1f}s, peak {runs[-1]['peak_rss_mb']:.0f} MB", flush=True)
+            med = lambda key, runs=runs: statistics.median(r[key] for r in runs)  # noqa: E731
+            stages = {k: statistics.median(r["stage_seconds"][k] for r in runs) for k in runs[0]["stage_seconds"]}
+            all_runs = ", ".join(f"{r['seconds']:.1f}" for r in runs)
+            lines.append(
+                f"| {engine} (median of {len(runs)}) | {med('seconds'):.1f} ({all_runs}) | {med('peak_rss_mb'):.0f} | "
+                + (f"{med('driver_peak_mb'):.0f} | " if engine == "ray" else "- | ")
+                + f"{med('recall_at_10'):.3f} | {med('f1'):.4f} | "
+                + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+                + " |"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    write_section(HERE / "SCALE.md", f"column-{args.column}", "\n".join(lines) + "\n")
+
+
 def _text_scans(args) -> None:
     """``--texts N``: one run (or --one-texts, in this process) per engine, then the SCALE.md section."""
     if args.one == "texts":
@@ -322,7 +449,9 @@ def main() -> None:
     parser.add_argument("--exact-check", action="store_true", help="also one run with the exact search (F1 delta)")
     parser.add_argument("--embed", type=int, help="instead: embedding throughput of the static encoder on N texts")
     parser.add_argument("--texts", type=int, help="instead: the whole scan of a file of N short texts (static)")
+    parser.add_argument("--column", type=int, help="instead: the whole scan of N rows with vectors in a column")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--index", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.embed:
@@ -343,6 +472,9 @@ def main() -> None:
         return
     if args.texts:
         _text_scans(args)
+        return
+    if args.column:
+        _column_scans(args)
         return
     if args.one:
         print(json.dumps(one_run(args.one, args.rows, n_classes=args.classes, engine=args.engine, index=args.index)))
