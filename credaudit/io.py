@@ -116,7 +116,9 @@ class Table:
     row_ids : list
         Per row, the ``--id-col`` value or the 0-based input row number.
     embeddings : ndarray of shape (N, d), dtype float32, or None
-        From ``--embedding-col``. The audit normalises them in place (unit L2 rows).
+        From ``--embedding-col``. The audit normalises them in place (unit L2 rows); on an engine
+        other than the local one it keeps them where that engine keeps vectors, and the table it
+        returns has None here.
     n_empty_texts : int
         Rows whose text is null or empty.
     n_dropped_unlabelled : int

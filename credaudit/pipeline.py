@@ -322,6 +322,9 @@ def audit(
         # object store, which the embedding filled block by block (vectors passed in are put there
         # once), so this process holds only references to them.
         vectors = engine.place(vectors)
+        if engine.name != "local" and table.embeddings is not None:
+            # The file's vectors are in the object store now; this process keeps none of them.
+            table = dataclasses.replace(table, embeddings=None)
         references = _references(config, vectors, used_encoder, progress) if config.hygiene.reference else []
 
     with times.stage("graph"):

@@ -102,7 +102,15 @@ def test_cli_scan_with_engine_ray(tmp_path):
     report = json.loads(result.stdout)
     assert report["run"]["engine"]["name"] == "ray"
     assert report["run"]["engine"]["cpus"] == 2
-    assert (tmp_path / "out" / "issues.parquet").exists()
+    issues = pl.read_parquet(tmp_path / "out" / "issues.parquet")
+    # The file's vectors went to the object store; the driver's table keeps none of them.
+    distributed = audit(path, merge({"input": {"embedding_col": "emb"}, "engine": {"name": "ray"}}))
+    assert distributed.table.embeddings is None
+    assert all(isinstance(part, ray.ObjectRef) for part in distributed.vectors.parts)
+    local = audit(path, merge({"input": {"embedding_col": "emb"}}))
+    assert local.table.embeddings is not None
+    assert distributed.issues.equals(local.issues)
+    assert issues.equals(local.issues)
 
 
 def _dies_once(item: int, marker_dir: str) -> int:
