@@ -441,6 +441,10 @@ def unique_ids(frame: pl.DataFrame, id_col: str, name: str) -> list[Any]:
 
 def _embedding_matrix(frame: pl.DataFrame, column: str, name: str, flag: str = "--embedding-col") -> np.ndarray:
     """The (N, d) float32 matrix of a list/array column, or an InputError naming the bad row."""
+    import pyarrow as pa
+
+    from credaudit.engine import row_blocks
+
     series = frame.get_column(column)
     where = f"column '{column}' ({flag}) in {name}"
     if not isinstance(series.dtype, (pl.List, pl.Array)):
@@ -458,16 +462,24 @@ def _embedding_matrix(frame: pl.DataFrame, column: str, name: str, flag: str = "
         if bool(ragged.any()):
             row = int(ragged.arg_true()[0])
             raise InputError(f"{where} is ragged: row {row} has {int(lengths[row])} values, row 0 has {dim}")
-        flat = series.explode().cast(pl.Float32)
     else:
         dim = series.dtype.size
-        flat = series.arr.explode().cast(pl.Float32)
     if dim == 0:
         raise InputError(f"{where} holds empty vectors")
-    if bool(flat.is_null().any()) or bool(flat.is_nan().any()) or bool(flat.is_infinite().any()):
-        bad = flat.is_null() | flat.is_nan() | flat.is_infinite()
-        raise InputError(f"{where} has a missing or non-finite value at row {int(bad.arg_true()[0]) // dim}")
-    return flat.to_numpy().reshape(frame.height, dim).astype(np.float32, copy=False)
+    # The column's own buffer where it already is one float32 array (a zero-copy, read-only view:
+    # the vectors are not held twice); a copy for other value types.
+    values = series.rechunk().to_arrow().flatten()
+    if values.type != pa.float32():
+        values = values.cast(pa.float32())
+    if values.null_count:
+        first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+        raise InputError(f"{where} has a missing or non-finite value at row {first // dim}")
+    matrix = values.to_numpy().reshape(frame.height, dim)
+    for start, stop in row_blocks(frame.height):
+        finite = np.isfinite(matrix[start:stop]).all(axis=1)
+        if not finite.all():
+            raise InputError(f"{where} has a missing or non-finite value at row {start + int(np.argmin(finite))}")
+    return matrix
 
 
 def _frame_sha256(frame: pl.DataFrame) -> str:

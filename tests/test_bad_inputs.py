@@ -6,9 +6,12 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
+from credaudit.errors import InputError
+from credaudit.io import read_table
 from tests.conftest import write_table
 from tests.helpers import invoke
 
@@ -192,3 +195,30 @@ def test_text_in_another_encoding_is_never_altered(tmp_path, small_frame):
     )
     assert "line 2" in invoke(["scan", csv, "--out", tmp_path / "o2"], expect_exit=3).stderr
     invoke(["scan", path, "--encoding", "no-such-codec", "--out", tmp_path / "o3"], expect_exit=2)
+
+
+@pytest.mark.parametrize("dtype", [pl.Float32, pl.Float64])
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf")])
+def test_a_missing_or_non_finite_value_names_its_row(tmp_path, bad, dtype):
+    vectors = np.random.default_rng(0).normal(size=(30, 4)).tolist()
+    vectors[11][2] = bad
+    frame = pl.DataFrame({"text": [f"t{i}" for i in range(30)], "label": ["a", "b"] * 15})
+    frame = frame.with_columns(pl.Series("emb", vectors, dtype=pl.List(dtype)))
+    path = write_table(frame, tmp_path / "data.parquet")
+    with pytest.raises(
+        InputError,
+        match=r"column 'emb' \(--embedding-col\) in data\.parquet has a missing or non-finite value at row 11",
+    ):
+        read_table(path, embedding_col="emb")
+
+
+def test_float32_vectors_are_read_without_a_copy(tmp_path):
+    x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    frame = pl.DataFrame(
+        {"text": ["t"] * 50, "label": ["a", "b"] * 25, "emb": pl.Series(x.tolist(), dtype=pl.Array(pl.Float32, 8))}
+    )
+    table = read_table(write_table(frame, tmp_path / "data.parquet"), embedding_col="emb")
+    np.testing.assert_array_equal(table.embeddings, x)
+    # A view of the frame's own column (which the cleaned copy writes back), not a second copy.
+    column = table.frame.get_column("emb").to_arrow().flatten().to_numpy()
+    assert np.shares_memory(table.embeddings, column)
