@@ -195,7 +195,6 @@ def synthetic_texts(n_texts: int, seed: int = 0) -> list[str]:
 
 def text_scan(n_texts: int, engine: str = "local") -> dict:
     """One ``credaudit scan`` of a parquet file of synthetic texts, static encoder, fresh cache."""
-    import resource
     import shutil
     import tempfile
 
@@ -227,9 +226,15 @@ def text_scan(n_texts: int, engine: str = "local") -> dict:
     finally:
         seconds = time.perf_counter() - start
         shutil.rmtree(work, ignore_errors=True)  # the file, its cache and the outputs: ~1 GB at 1M
+    return {"texts": n_texts, **_scan_record(engine, seconds, sampler, result, written)}
+
+
+def _scan_record(engine: str, seconds: float, sampler, result, written) -> dict:
+    """What a whole-scan run reports: time, peak memory, stage times, recall and the outputs."""
+    import resource
+
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "texts": n_texts,
         "engine": engine,
         "seconds": seconds,
         "peak_rss_mb": max(own, sampler.stop()) if sampler else own,
@@ -266,7 +271,6 @@ def embed_throughput(n_texts: int, encoder: str = "static", seed: int = 0) -> di
 
 def column_scan(data: str, engine: str = "local") -> dict:
     """One ``credaudit scan --embedding-col emb`` of ``data`` (written by :func:`_column_scans`)."""
-    import resource
     import shutil
     import tempfile
 
@@ -293,21 +297,14 @@ def column_scan(data: str, engine: str = "local") -> dict:
     finally:
         seconds = time.perf_counter() - start
         shutil.rmtree(out, ignore_errors=True)
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     errors = result.table.frame.get_column("truth").to_numpy() != result.labels
     flags = result.detection.is_label_error
     tp = int((flags & errors).sum())
     precision, recall = tp / max(flags.sum(), 1), tp / max(errors.sum(), 1)
     return {
         "rows": result.table.n_rows,
-        "engine": engine,
-        "seconds": seconds,
-        "peak_rss_mb": max(own, sampler.stop()) if sampler else own,
-        "driver_peak_mb": sampler.driver_peak if sampler else None,
-        "stage_seconds": result.report.run["stage_seconds"],
-        "recall_at_10": result.report.run["graph"]["recall_at_k"],
         "f1": 2 * precision * recall / max(precision + recall, 1e-12),
-        "outputs": sorted(p.name for p in written),
+        **_scan_record(engine, seconds, sampler, result, written),
     }
 
 
