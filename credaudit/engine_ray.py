@@ -33,7 +33,8 @@ What still runs on the driver: the reading of the input (with ``--embedding-col`
 stays in its table, for the cleaned copy, and the vectors are put from there) and the embedding
 cache (each chunk of fresh vectors passes through it to be written there); the finished graph
 (N x k), the per-row scores and every row's flags come back to it. ``select`` and the crowd and
-pair adapters gather the vectors whole (``gather``). See benchmarks/SCALE.md for what this means for sizing a cluster.
+pair adapters gather the vectors whole (``gather``). See benchmarks/SCALE.md for what this means
+for sizing a cluster.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class RayEngine:
                 logging_level=logging.ERROR,
             )
         self._quiet()
-        self._remote: dict[Callable[..., Any], Any] = {}
+        self._remote: dict[tuple[Callable[..., Any], int], Any] = {}
         self._shared: dict[int, tuple[weakref.ref, Any]] = {}
         self._placed: dict[int, tuple[weakref.ref, Any]] = {}
 
@@ -160,10 +161,12 @@ class RayEngine:
         weakref.finalize(array, table.pop, key, None)
         return value
 
-    def _task(self, fn: Callable[..., Any]) -> Any:
-        remote = self._remote.get(fn)
+    def _task(self, fn: Callable[..., Any], num_returns: int = 1) -> Any:
+        """``fn`` as a Ray task (made once per function)."""
+        remote = self._remote.get((fn, num_returns))
         if remote is None:
-            remote = self._remote[fn] = self._ray.remote(num_cpus=1, max_retries=3)(fn)
+            remote = self._ray.remote(num_cpus=1, max_retries=3, num_returns=num_returns)(fn)
+            self._remote[(fn, num_returns)] = remote
         return remote
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]:
@@ -178,9 +181,7 @@ class RayEngine:
         """One task per block of rows; each block stays in the object store where its task ran (the
         driver holds the references). Returns once every block is made (a failed task raises here,
         and the stage that made the blocks is the one timed for them)."""
-        remote = self._remote.get(_sized)
-        if remote is None:
-            remote = self._remote[_sized] = self._ray.remote(num_cpus=1, max_retries=3, num_returns=2)(_sized)
+        remote = self._task(_sized, num_returns=2)
         parts, counts = [], []
         for item in items:
             block, count = remote.remote(fn, item, *shared)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from credaudit.engine import read_rows, row_blocks
+from credaudit.engine import block_offsets, read_rows, row_blocks
 
 MAX_SHARDS = 32
 
@@ -166,8 +166,7 @@ class EmbeddingCache:
         """One shard with the distinct keys of ``shards``, then ``shards`` removed. The vectors are
         copied block by block from the memory maps: never all of them in memory."""
         keys, first = np.unique(np.concatenate([s.keys for s in shards]), axis=0, return_index=True)
-        sizes = [len(s.keys) for s in shards]
-        rows = read_rows(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), *(s.vectors for s in shards))
+        rows = read_rows(block_offsets(len(s.keys) for s in shards), *(s.vectors for s in shards))
         self._write_shard(keys, (rows[first[start:stop]] for start, stop in row_blocks(len(first))))
         for shard in shards:
             _remove_shard(shard.keys_path)
