@@ -116,8 +116,9 @@ class Table:
     row_ids : list
         Per row, the ``--id-col`` value or the 0-based input row number.
     embeddings : ndarray of shape (N, d), dtype float32, or None
-        From ``--embedding-col``. The audit normalises them in place (unit L2 rows); on an engine
-        other than the local one it keeps them where that engine keeps vectors, and the table it
+        From ``--embedding-col``: for a float32 column a read-only view of ``frame``'s buffer,
+        otherwise a float32 copy (which the audit normalises in place). On an engine other than
+        the local one the audit keeps the vectors where that engine keeps them, and the table it
         returns has None here.
     n_empty_texts : int
         Rows whose text is null or empty.

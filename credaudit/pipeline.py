@@ -699,8 +699,10 @@ def _features(
         summary = EncoderSummary("precomputed", "embeddings passed to audit()", vectors.shape[1], "n/a", None, 0, 0)
         return vectors, summary, None
     if table.embeddings is not None:
-        # The table's own matrix (read from the file, nobody else's array): normalised in place, so
-        # that the vectors are not held twice (1.5 GB per million 384-d rows).
+        # The table's own matrix, nobody else's array: normalised in place where it is a copy (a
+        # column of another value type), so the vectors are not held twice (1.5 GB per million
+        # 384-d rows). A float32 column is read as a read-only view of the frame's buffer, which
+        # normalize_rows leaves alone: returned as it is when already unit length, else copied.
         vectors = normalize_rows(table.embeddings, in_place=True)
         return (
             vectors,
