@@ -355,30 +355,38 @@ def _column_scans(args) -> None:
     try:
         for engine in engines:
             command = [sys.executable, "-m", "benchmarks.scale", "--column", str(args.column), "--one", "column"]
-            runs = []
-            for _ in range(args.runs):
-                done = subprocess.run(
-                    [*command, "--engine", engine, "--data", str(data)],
-                    cwd=HERE.parent,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-                print(f"column {engine}: {runs[-1]['seconds']:.1f}s, peak {runs[-1]['peak_rss_mb']:.0f} MB", flush=True)
-            med = lambda key, runs=runs: statistics.median(r[key] for r in runs)  # noqa: E731
-            stages = {k: statistics.median(r["stage_seconds"][k] for r in runs) for k in runs[0]["stage_seconds"]}
-            all_runs = ", ".join(f"{r['seconds']:.1f}" for r in runs)
-            lines.append(
-                f"| {engine} (median of {len(runs)}) | {med('seconds'):.1f} ({all_runs}) | {med('peak_rss_mb'):.0f} | "
-                + (f"{med('driver_peak_mb'):.0f} | " if engine == "ray" else "- | ")
-                + f"{med('recall_at_10'):.3f} | {med('f1'):.4f} | "
-                + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
-                + " |"
-            )
+            runs = _scan_runs(f"column {engine}", [*command, "--engine", engine, "--data", str(data)], args.runs)
+            lines.append(_scan_row(engine, runs, [("recall_at_10", ".3f"), ("f1", ".4f")]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_section(HERE / "SCALE.md", f"column-{args.column}", "\n".join(lines) + "\n")
+
+
+def _scan_runs(label: str, command: list[str], n_runs: int) -> list[dict]:
+    """``n_runs`` whole-scan runs of ``command``, each a fresh process printing its record last."""
+    runs = []
+    for _ in range(n_runs):
+        done = subprocess.run(command, cwd=HERE.parent, capture_output=True, text=True, check=True)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"{label}: {runs[-1]['seconds']:.1f}s, peak {runs[-1]['peak_rss_mb']:.0f} MB", flush=True)
+    return runs
+
+
+def _scan_row(engine: str, runs: list[dict], extra: list[tuple[str, str]] = ()) -> str:
+    """A whole-scan table row: wall seconds (median, then each run), peak memory, the Ray driver's own
+    peak, the medians of ``extra`` (record key, format), and the stage medians."""
+    med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+    stages = {k: statistics.median(r["stage_seconds"][k] for r in runs) for k in runs[0]["stage_seconds"]}
+    all_runs = ", ".join(f"{r['seconds']:.1f}" for r in runs)
+    cells = [
+        f"{engine} (median of {len(runs)})",
+        f"{med('seconds'):.1f} ({all_runs})",
+        f"{med('peak_rss_mb'):.0f}",
+        f"{med('driver_peak_mb'):.0f}" if engine == "ray" else "-",
+        *(format(med(key), spec) for key, spec in extra),
+        ", ".join(f"{k} {v:.1f}" for k, v in stages.items()),
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 def _text_scans(args) -> None:
@@ -406,22 +414,7 @@ def _text_scans(args) -> None:
     ]
     for engine in engines:
         command = [sys.executable, "-m", "benchmarks.scale", "--texts", str(args.texts), "--one", "texts"]
-        runs = []
-        for _ in range(args.runs):
-            done = subprocess.run(
-                [*command, "--engine", engine], cwd=HERE.parent, capture_output=True, text=True, check=True
-            )
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"texts {engine}: {runs[-1]['seconds']:.1f}s, peak {runs[-1]['peak_rss_mb']:.0f} MB", flush=True)
-        stages = {k: statistics.median(r["stage_seconds"][k] for r in runs) for k in runs[0]["stage_seconds"]}
-        all_runs = ", ".join(f"{r['seconds']:.1f}" for r in runs)
-        lines.append(
-            f"| {engine} (median of {len(runs)}) | {statistics.median(r['seconds'] for r in runs):.1f} ({all_runs}) "
-            f"| {statistics.median(r['peak_rss_mb'] for r in runs):.0f} | "
-            + (f"{statistics.median(r['driver_peak_mb'] for r in runs):.0f} | " if engine == "ray" else "- | ")
-            + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
-            + " |"
-        )
+        lines.append(_scan_row(engine, _scan_runs(f"texts {engine}", [*command, "--engine", engine], args.runs)))
     write_section(HERE / "SCALE.md", f"texts-{args.texts}", "\n".join(lines) + "\n")
 
 
