@@ -47,7 +47,16 @@ from typing import Any
 
 import numpy as np
 
-from credaudit.engine import Rows, block_offsets, row_blocks
+from credaudit.engine import (
+    ReadLog,
+    Rows,
+    assemble_block,
+    block_offsets,
+    gather_parts,
+    row_blocks,
+    shuffle_plan,
+    split_block,
+)
 from credaudit.errors import UsageError
 
 
@@ -55,9 +64,17 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _sized(fn: Callable[..., np.ndarray], item: Any, *shared: Any) -> tuple[np.ndarray, int]:
-    """``fn``'s block of rows and its row count (a second, small return the driver reads)."""
-    block = fn(item, *shared)
+def _split_one(take: tuple[np.ndarray, np.ndarray], part: np.ndarray) -> np.ndarray:
+    """A shuffle's map task when there is one destination block."""
+    return split_block(take, part)[0]
+
+
+def _sized_block(
+    source: np.ndarray, present: list[int], fn: Callable[[np.ndarray], np.ndarray] | None, *pieces: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """A shuffle's destination block (engine.assemble_block) and its row count (a second, small
+    return the driver reads)."""
+    block = assemble_block(source, present, fn, *pieces)
     return block, len(block)
 
 
@@ -114,6 +131,7 @@ class RayEngine:
         self._remote: dict[tuple[Callable[..., Any], int], Any] = {}
         self._shared: dict[int, tuple[weakref.ref, Any]] = {}
         self._placed: dict[int, tuple[weakref.ref, Any]] = {}
+        self.reads = ReadLog()
 
     @staticmethod
     def _quiet() -> None:
@@ -146,7 +164,7 @@ class RayEngine:
         """The whole array on the driver (N x d): only for callers that need it in one piece."""
         if not isinstance(rows, Rows):
             return rows
-        return np.concatenate(self._ray.get(list(rows.parts))) if rows.parts else np.zeros((0, rows.dim), np.float32)
+        return gather_parts(rows, self._ray.get(list(rows.parts)))
 
     @staticmethod
     def _once(table: dict[int, tuple[weakref.ref, Any]], array: np.ndarray, put: Callable[[np.ndarray], Any]) -> Any:
@@ -169,28 +187,70 @@ class RayEngine:
             self._remote[(fn, num_returns)] = remote
         return remote
 
-    def map(self, fn: Callable[..., Any], items: Iterable[Any], *shared: Any) -> Iterator[Any]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any],
+        *shared: Any,
+        rows: Rows | None = None,
+        reads: Callable[[Any], Iterable[int]] | None = None,
+    ) -> Iterator[Any]:
         remote = self._task(fn)
-        refs = [remote.remote(item, *shared) for item in items]
+        refs = [remote.remote(item, *shared, *self.reads.arguments(fn, item, rows, reads)) for item in items]
         for ref in refs:
             yield self._ray.get(ref)
 
-    def map_rows(
-        self, fn: Callable[..., np.ndarray], items: Iterable[Any], sizes: list[int], dim: int, *shared: Any
+    def take_blocks(self, rows: Rows, index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> Rows:
+        """New rows whose row i is ``rows``' row ``index[i]`` (repeats allowed), in blocks of
+        :data:`~credaudit.engine.BLOCK_ROWS` rows, ``fn`` applied to each (keeping its width): a
+        shuffle in two rounds
+        of tasks. Each source block's task splits its rows by destination block (one object per
+        destination), and each destination block's task assembles its rows from those pieces:
+        every task reads its own block or its own pieces, and the new blocks stay in the object
+        store where they were assembled (the driver holds references). Returns once every block
+        is made (a failed task raises here)."""
+        return self._shuffle(rows, np.asarray(index, dtype=np.int64), fn, release=False)
+
+    def arrange(self, rows: Rows, order: np.ndarray) -> None:
+        """Store ``rows`` anew so that stored position s holds row ``order[s]`` (the shuffle of
+        :meth:`take_blocks`). The object store holds at most about two copies of the vectors
+        meanwhile: the old blocks are released once every split is made (``rows`` holds no blocks
+        until it is re-laid out; a failed shuffle fails the run), and each destination's pieces
+        once its assembly is under way."""
+        order = np.asarray(order, dtype=np.int64)
+        arranged = self._shuffle(rows, order, None, release=True)
+        rows.relayout(arranged.parts, arranged.offsets, order, self._ray.put)
+
+    def _shuffle(
+        self, rows: Rows, index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None, *, release: bool
     ) -> Rows:
-        """One task per block of rows; each block stays in the object store where its task ran (the
-        driver holds the references). Returns once every block is made (a failed task raises here,
-        and the stage that made the blocks is the one timed for them)."""
-        remote = self._task(_sized, num_returns=2)
+        takes, sources, offsets = shuffle_plan(rows, index)
+        n_dest = len(sources)
+        # A task with one return stores what it returns as that one object (not a list of one).
+        split = self._task(_split_one) if n_dest == 1 else self._task(split_block, num_returns=n_dest)
+        pieces = []
+        for take, part in zip(takes, rows.parts, strict=True):
+            made = split.remote(take, part)
+            pieces.append([made] if n_dest == 1 else list(made))
+        if release:
+            made = [piece for source in pieces for piece in source]
+            self._ray.wait(made, num_returns=len(made), fetch_local=False)
+            del made
+            rows.parts = ()
+        assemble = self._task(_sized_block, num_returns=2)
         parts, counts = [], []
-        for item in items:
-            block, count = remote.remote(fn, item, *shared)
+        for q, source in enumerate(sources):
+            present = [int(p) for p in np.unique(source)]
+            block, count = assemble.remote(source, present, fn, *(pieces[p][q] for p in present))
             parts.append(block)
             counts.append(count)
+            for p in range(len(pieces)):
+                pieces[p][q] = None  # the task holds its pieces until it has run
         made = self._ray.get(counts)  # small values; raises a task's error
-        if made != list(sizes):
-            raise ValueError(f"{fn.__name__} made blocks of {made} rows; expected {list(sizes)}")
-        return Rows(tuple(parts), block_offsets(sizes), dim)
+        expected = [int(b - a) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        if made != expected:
+            raise ValueError(f"the shuffle made blocks of {made} rows; expected {expected}")
+        return Rows(tuple(parts), offsets, rows.dim)
 
     def encode(
         self, encoder: Any, factory: Callable[[], Any] | None, chunks: Iterable[list[str]]
@@ -234,4 +294,6 @@ class RayEngine:
             "nodes": sum(1 for node in self._ray.nodes() if node.get("Alive")),
             "cpus": resources.get("CPU", 0),
             "gpus": resources.get("GPU", 0),
+            # What a node fetches: each stage's tasks and the blocks of vectors each was sent.
+            "blocks_read": self.reads.summary(),
         }

@@ -14,7 +14,7 @@ import numpy as np
 from credaudit import engine as engines
 from credaudit.encoders.base import Encoder
 from credaudit.encoders.cache import EmbeddingCache, text_keys
-from credaudit.engine import LOCAL, Engine, Rows, block_offsets, read_rows, row_blocks
+from credaudit.engine import LOCAL, Engine, Rows, block_offsets, row_blocks
 from credaudit.neighbors import normalize_rows
 from credaudit.progress import NullProgress, Progress
 
@@ -67,10 +67,10 @@ def embed_texts(
     engine : Engine, optional
         Where the chunks are encoded and the vectors are kept (credaudit/engine.py); default:
         ``encoder`` in this process. The distinct texts' float16 vectors (the cache's rows) are
-        held on the engine in blocks as they are read from the cache or come back encoded, and one
-        engine block per block of rows makes that block's unit float32 vectors from them
-        (``map_rows``). On Ray both live in the object store: this process holds one chunk of
-        fresh vectors at a time (to write it to the cache), never all of them.
+        held on the engine in blocks as they are read from the cache or come back encoded, and
+        the engine shuffles them into blocks of rows, each made unit float32 where it is
+        assembled (``take_blocks``). On Ray both live in the object store: this process holds one
+        chunk of fresh vectors at a time (to write it to the cache), never all of them.
     factory : callable, optional
         Builds the encoder where the engine encodes (e.g. in each Ray actor); default there: a copy
         of ``encoder``. ``encoder`` still gives the dimension and the cache key.
@@ -113,14 +113,13 @@ def embed_texts(
         progress.advance(int(multiplicity[rows].sum()))
     progress.finish()
     unique = held.rows()
-    # Each block of rows reads its rows' vectors from the held blocks; the same blocks on every
-    # engine, so the vectors do not depend on where they are made.
-    bounds = row_blocks(len(inverse))
-    index = (held.position[inverse[start:stop]] for start, stop in bounds)
-    rows = engine.map_rows(_row_vectors, index, [b - a for a, b in bounds], unique.dim, *unique.shared())
+    # Each row's vector is its distinct text's, made unit float32 per block of rows (a row's
+    # vector does not depend on its block): a shuffle of the held blocks into row order, so that
+    # on a cluster no task reads every held block.
+    rows = engine.take_blocks(unique, held.position[inverse], _unit_vectors)
     return Embeddings(
         # Locally the one array (callers without an engine get what they always got).
-        vectors=rows.parts[0] if engine.name == "local" else rows,
+        vectors=rows.parts[0] if engine.name == "local" and len(rows.parts) == 1 else rows,
         n_unique=len(unique_texts),
         n_cached=int(found.sum()),
         n_embedded=len(missing),
@@ -165,7 +164,6 @@ class _Held:
         return Rows(tuple(self.parts), block_offsets(self.sizes), self.dim)
 
 
-def _row_vectors(index: np.ndarray, offsets: np.ndarray, *parts: np.ndarray) -> np.ndarray:
-    """Unit float32 vectors of one block of rows; ``index`` (n,) = each row's distinct text's row in
-    the held float16 blocks (``offsets``, ``*parts``)."""
-    return normalize_rows(read_rows(offsets, *parts)[index].astype(np.float32), in_place=True)
+def _unit_vectors(block: np.ndarray) -> np.ndarray:
+    """Unit float32 vectors of one block of rows' float16 vectors."""
+    return normalize_rows(block.astype(np.float32), in_place=True)

@@ -37,7 +37,7 @@ import polars as pl
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks
+from credaudit.engine import LOCAL, Engine, Rows, map_stored, read_rows, row_blocks
 from credaudit.neighbors import NeighborGraph
 from credaudit.report.format import excerpt
 
@@ -80,25 +80,28 @@ def _fence_ratio(distance: np.ndarray) -> np.ndarray:
     return (distance - q3) / max(q3 - q1, 1e-6)
 
 
-def _class_sums(
-    item: tuple[int, int], labels: np.ndarray, n_classes: int, offsets: np.ndarray, *parts: np.ndarray
-) -> np.ndarray:
-    """Rows [start, stop)'s vector sums per class, (K, d) float64 (an engine block of
-    :func:`score_outliers`): one sparse (K x rows) by dense product (np.add.at is an order slower)."""
+def _class_sums(item: tuple[int, int], labels: np.ndarray, n_classes: int, layout, *parts: np.ndarray) -> np.ndarray:
+    """Stored rows [start, stop)'s vector sums per class, (K, d) float64 (an engine block of
+    :func:`score_outliers`): sparse (K x rows) by dense products (np.add.at is an order slower),
+    summed in float64: which rows share a block (the layout) then moves the sums by float64
+    rounding only, far below the float32 centroids' own."""
     start, stop = item
-    block = labels[start:stop]
-    membership = coo_matrix(
-        (np.ones(len(block), dtype=np.float32), (block, np.arange(len(block)))), shape=(n_classes, len(block))
-    ).tocsr()
-    return np.asarray(membership @ read_rows(offsets, *parts)[start:stop], dtype=np.float64)
+    reader = read_rows(layout, *parts)
+    sums = np.zeros((n_classes, reader.dim))
+    for first in range(start, stop, 16_384):
+        last = min(first + 16_384, stop)
+        block = labels[reader.numbers(first, last)]
+        membership = coo_matrix(
+            (np.ones(len(block)), (block, np.arange(len(block)))), shape=(n_classes, len(block))
+        ).tocsr()
+        sums += membership @ reader.stored(first, last).astype(np.float64)
+    return sums
 
 
-def _nearest_centroid(
-    item: tuple[int, int], centroids: np.ndarray, offsets: np.ndarray, *parts: np.ndarray
-) -> np.ndarray:
-    """Rows [start, stop)'s similarity to their most similar class centroid (an engine block)."""
+def _nearest_centroid(item: tuple[int, int], centroids: np.ndarray, layout, *parts: np.ndarray) -> np.ndarray:
+    """Stored rows [start, stop)'s similarity to their most similar class centroid (an engine block)."""
     start, stop = item
-    return (read_rows(offsets, *parts)[start:stop] @ centroids.T).max(axis=1)
+    return (read_rows(layout, *parts).stored(start, stop) @ centroids.T).max(axis=1)
 
 
 def score_outliers(
@@ -141,11 +144,12 @@ def score_outliers(
     k = min(k, graph.k)
     knn_distance = 1.0 - graph.similarities[:, :k].astype(np.float64).mean(axis=1)
     rows = engine.place(embeddings)
-    blocks = row_blocks(rows.n_rows)
-    sums = sum(engine.map(_class_sums, blocks, engine.share(labels), n_classes, *rows.shared()), np.zeros(1))
+    sums = sum((s for _, s in map_stored(engine, _class_sums, rows, engine.share(labels), n_classes)), np.zeros(1))
     centroids32 = np.asarray(sums, dtype=np.float32)
     centroids32 /= np.maximum(np.linalg.norm(centroids32, axis=1, keepdims=True), 1e-12)
-    best = np.concatenate(list(engine.map(_nearest_centroid, blocks, centroids32, *rows.shared())))
+    best = np.empty(rows.n_rows, dtype=np.float32)
+    for numbers, found in map_stored(engine, _nearest_centroid, rows, centroids32):
+        best[numbers] = found
     centroid_distance = 1.0 - best.astype(np.float64)
     ratio = np.maximum(_fence_ratio(knn_distance), _fence_ratio(centroid_distance))
     positive = np.maximum(ratio, 0.0)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks
+from credaudit.engine import LOCAL, Engine, Rows, map_stored, read_rows
 from credaudit.hygiene import linked, text_hashes
 from credaudit.io import Reference
 from credaudit.neighbors import search_neighbors
@@ -102,9 +102,11 @@ def find_leakage(
             hit = non_empty & (sorted_hashes[position] == hashed) & ref_non_empty[order[position]] & ~exact
             source[hit], row[hit], similarity[hit], exact[hit] = r, order[position[hit]], 1.0, True
         k = min(N_CANDIDATES, len(ref_vectors))
-        found = list(engine.map(_reference_block, row_blocks(n), engine.share(ref_vectors), k, *rows.shared()))
-        sims = np.concatenate([f[0] for f in found])
-        idx = np.concatenate([f[1] for f in found])
+        sims = np.empty((n, k), dtype=np.float32)
+        idx = np.empty((n, k), dtype=np.int64)
+        shared = engine.share(ref_vectors)
+        for numbers, (block_sims, block_idx) in map_stored(engine, _reference_block, rows, shared, k):
+            sims[numbers], idx[numbers] = block_sims, block_idx
         pair_rows = np.repeat(np.arange(n), k)
         keep = linked(
             pair_rows,
@@ -127,11 +129,12 @@ def find_leakage(
 
 
 def _reference_block(
-    item: tuple[int, int], ref_vectors: np.ndarray, k: int, offsets: np.ndarray, *parts: np.ndarray
+    item: tuple[int, int], ref_vectors: np.ndarray, k: int, layout, *parts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Input rows [start, stop)'s ``k`` nearest reference rows (an engine block of :func:`find_leakage`)."""
+    """Stored input rows [start, stop)'s ``k`` nearest reference rows (an engine block of
+    :func:`find_leakage`)."""
     start, stop = item
-    return search_neighbors(ref_vectors, read_rows(offsets, *parts)[start:stop], k)
+    return search_neighbors(ref_vectors, read_rows(layout, *parts).stored(start, stop), k)
 
 
 def leakage_summary(

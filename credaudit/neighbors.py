@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks, take_rows
+from credaudit.engine import LOCAL, Engine, Rows, map_stored, read_rows, row_blocks, take_rows
 from credaudit.progress import NullProgress, Progress
 
 # Rows per k-means list of the approximate search: large enough for efficient matrix products,
@@ -196,7 +196,7 @@ def build_knn_graph(
     else:
         blocks = [(start, min(start + block_rows, n_rows), k + 1) for start in range(0, n_rows, block_rows)]
         progress.start("neighbours", total=len(blocks))
-        for (start, stop, _), (sims, idx) in zip(blocks, engine.map(_exact_block, blocks, *rows.shared()), strict=True):
+        for (start, stop, _), (sims, idx) in zip(blocks, engine.map(_exact_block, blocks, rows=rows), strict=True):
             _drop_self(idx, sims, np.arange(start, stop), k, indices[start:stop], similarities[start:stop])
             progress.advance()
         progress.finish()
@@ -214,7 +214,7 @@ def build_knn_graph(
     return NeighborGraph(indices=indices, similarities=similarities, method="ivf" if use_ivf else "exact")
 
 
-def _exact_block(item: tuple[int, int, int], offsets: np.ndarray, *parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _exact_block(item: tuple[int, int, int], layout, *parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact top ``n`` (itself included) of rows [start, stop) among all rows: one engine block.
 
     The float32 matrix product's last bit depends on how many threads computed it (the BLAS
@@ -229,7 +229,7 @@ def _exact_block(item: tuple[int, int, int], offsets: np.ndarray, *parts: np.nda
     import torch
 
     start, stop, n = item
-    base = read_rows(offsets, *parts)
+    base = read_rows(layout, *parts)
     n_candidates = min(n + _RESCORE_MARGIN, len(base))
     blocks_t = [(first, _tensor(base[first:last])) for first, last in row_blocks(len(base))]
     out_sims = np.empty((stop - start, n), dtype=np.float32)
@@ -275,10 +275,11 @@ def search_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top ``n`` of the rows ``queries`` (row numbers) among the rows where ``allowed`` is true.
 
-    One engine block per block of rows (:func:`~credaudit.engine.row_blocks`, the same on every
-    engine): each searches its own rows (:func:`_search_within`)
-    for ``n`` + a margin candidates, whose similarities are recomputed in float64 (as in
-    :func:`_exact_block`, so the result does not depend on the engine or the core count); the
+    The queries' vectors are read once (:func:`~credaudit.engine.take_rows`); then one engine
+    block per block of stored rows (:func:`~credaudit.engine.stored_blocks`), sent only its own
+    block of vectors, searches its rows (:func:`_search_within`) for ``n`` + a margin candidates,
+    whose similarities are recomputed in float64 (as in :func:`_exact_block`, so the result does
+    not depend on the engine, the core count or the layout; ties go to the lower row number); the
     blocks' candidates are merged here. For the few rows that need an exact search after the graph:
     the recall sample, rows the approximate search left short, and a subsample's short rows.
 
@@ -299,9 +300,8 @@ def search_rows(
         Most similar first, ties by row number; -inf / -1 where fewer than ``n`` rows are allowed.
     """
     queries = np.asarray(queries, dtype=np.int64)
-    items = row_blocks(rows.n_rows)
-    shared = (engine.share(queries), engine.share(allowed) if allowed is not None else None)
-    found = list(engine.map(_search_part, items, *shared, n, *rows.shared()))
+    shared = (engine.share(take_rows(engine, rows, queries)), engine.share(allowed) if allowed is not None else None)
+    found = [found for _, found in map_stored(engine, _search_part, rows, *shared, n)]
     sims = np.concatenate([f[0] for f in found], axis=1)
     idx = np.concatenate([f[1] for f in found], axis=1)
     order = np.lexsort((idx, -sims), axis=1)[:, :n]
@@ -318,23 +318,29 @@ def _search_part(
     queries: np.ndarray,
     allowed: np.ndarray | None,
     n: int,
-    offsets: np.ndarray,
+    layout,
     *parts: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The queries' top ``n`` among rows [start, stop) that are allowed, rescored in float64 (an
-    engine block of :func:`search_rows`); row numbers of the whole data, -inf / -1 where short."""
-    base = read_rows(offsets, *parts)
+    """The queries' (Q, d) top ``n`` among stored rows [start, stop) that are allowed, rescored in
+    float64 (an engine block of :func:`search_rows`); row numbers, -inf / -1 where short."""
+    reader = read_rows(layout, *parts)
     start, stop = item
-    block = base[start:stop]
-    mask = None if allowed is None else allowed[start:stop]
-    q = np.ascontiguousarray(base[queries])
-    _, candidates = _search_within(block, q, mask, min(n + _RESCORE_MARGIN, stop - start))
-    sims, idx = _rescore_top(q, block, mask, candidates, min(n, stop - start))
-    return sims, np.where(idx >= 0, idx + start, -1)
+    block = reader.stored(start, stop)
+    numbers = reader.numbers(start, stop)
+    mask = None if allowed is None else allowed[numbers]
+    _, candidates = _search_within(block, queries, mask, min(n + _RESCORE_MARGIN, stop - start))
+    sims, idx = _rescore_top(queries, block, mask, candidates, min(n, stop - start), numbers=numbers)
+    return sims, np.where(idx >= 0, numbers[np.maximum(idx, 0)], -1)
 
 
 def _rescore_top(
-    queries: np.ndarray, base, allowed: np.ndarray | None, candidates: np.ndarray, n: int
+    queries: np.ndarray,
+    base,
+    allowed: np.ndarray | None,
+    candidates: np.ndarray,
+    n: int,
+    *,
+    numbers: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The top ``n`` of each query's proposed ``candidates`` (Q, C), by float64 similarity, then row.
 
@@ -345,14 +351,18 @@ def _rescore_top(
     proposed. Those are the rows of data with more than ``_RESCORE_MARGIN`` copies of a vector; the
     others cost nothing extra.
 
-    Returns float32 similarities and row numbers of ``base`` (Q, n), most similar first; -inf / -1
-    where a candidate is -1.
+    ``numbers`` (len(base),) are the row numbers of ``base``'s rows when they are not 0, 1, ... (a
+    block of stored rows): ties go to the lower row number, whatever the layout.
+
+    Returns float32 similarities and rows of ``base`` (Q, n), most similar first; -inf / -1 where
+    a candidate is -1.
     """
     real = candidates >= 0
     picked = np.where(real, candidates, 0)
     sims = np.einsum("qd,qcd->qc", queries, base[picked], dtype=np.float64).astype(np.float32)
     sims = np.where(real, sims, -np.inf).astype(np.float32)
-    order = np.lexsort((candidates, -sims), axis=1)
+    tie_key = candidates if numbers is None else np.where(real, numbers[picked], -1)
+    order = np.lexsort((tie_key, -sims), axis=1)
     sims, candidates = np.take_along_axis(sims, order, axis=1), np.take_along_axis(candidates, order, axis=1)
     n_allowed = len(base) if allowed is None else int(allowed.sum())
     if candidates.shape[1] > n and candidates.shape[1] < n_allowed:
@@ -360,12 +370,12 @@ def _rescore_top(
         tied = np.flatnonzero(np.isfinite(cut) & (sims[:, -1] >= cut - _TIE_TOLERANCE))
         for first in range(0, tied.size, 64):
             rows = tied[first : first + 64]
-            sims[rows, :n], candidates[rows, :n] = _settle(queries[rows], base, allowed, cut[rows], n)
+            sims[rows, :n], candidates[rows, :n] = _settle(queries[rows], base, allowed, cut[rows], n, numbers)
     return sims[:, :n], candidates[:, :n]
 
 
 def _settle(
-    queries: np.ndarray, base, allowed: np.ndarray | None, cut: np.ndarray, n: int
+    queries: np.ndarray, base, allowed: np.ndarray | None, cut: np.ndarray, n: int, numbers: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top ``n`` of a few queries among every allowed row of ``base`` at or above ``cut``
     (less the tolerance), rescored in float64, ties by row number (see :func:`_rescore_top`)."""
@@ -379,7 +389,7 @@ def _settle(
         pair_row.append(r + start)
     q, r = np.concatenate(pair_query), np.concatenate(pair_row)
     sims = np.einsum("pd,pd->p", queries[q], base[r], dtype=np.float64).astype(np.float32)
-    order = np.lexsort((r, -sims, q))
+    order = np.lexsort((r if numbers is None else numbers[r], -sims, q))
     q, r, sims = q[order], r[order], sims[order]
     rank = np.arange(q.size) - np.searchsorted(q, q)
     keep = rank < n
@@ -628,16 +638,27 @@ def _ivf_graph(
 
     n_rows = base.n_rows
     home, probes = ivf_lists(base, probe_share=probe_share, max_probes=max_probes, seed=seed, engine=engine)
+    home, probes = _near_lists_adjacent(home, probes)
     n_lists = len(probes)
     by_list = np.argsort(home, kind="stable")
     list_start = np.r_[0, np.cumsum(np.bincount(home, minlength=n_lists))]
+
+    # Stored by list from here on (on a cluster; locally nothing moves): a block of lists then
+    # reads the few blocks holding its lists and their probed lists, and the later stages find a
+    # row's neighbours in nearby blocks.
+    engine.arrange(base, by_list)
+
+    def reads(block: tuple[int, int, int]) -> np.ndarray:
+        lists = np.unique(np.concatenate([np.arange(block[0], block[1]), probes[block[0] : block[1]].ravel()]))
+        lists = lists[lists >= 0]
+        return base.parts_of(np.concatenate([by_list[list_start[j] : list_start[j + 1]] for j in lists]))
 
     best_sims = np.full((n_rows, n), -np.inf, dtype=np.float32)
     best_idx = np.full((n_rows, n), -1, dtype=np.int64)
     blocks = [(first, min(first + _LISTS_PER_BLOCK, n_lists), n) for first in range(0, n_lists, _LISTS_PER_BLOCK)]
     plan = engine.share((by_list, list_start, probes))
     progress.start("neighbours", total=len(blocks))
-    for members, sims, idx in engine.map(_search_lists, blocks, plan, *base.shared()):
+    for members, sims, idx in engine.map(_search_lists, blocks, plan, rows=base, reads=reads):
         best_sims[members] = sims
         best_idx[members] = idx
         progress.advance()
@@ -645,6 +666,31 @@ def _ivf_graph(
     # Most similar first; equal similarities in index order, so the graph does not depend on list order.
     order = np.lexsort((best_idx, -best_sims), axis=1)
     return np.take_along_axis(best_sims, order, axis=1), np.take_along_axis(best_idx, order, axis=1)
+
+
+def _near_lists_adjacent(home: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lists renumbered so that a list's probed lists have nearby numbers (``home`` (N,) and
+    ``probes`` (L, P) as from :func:`ivf_lists`, renumbered).
+
+    k-means numbers its lists in no useful order, and the rows are stored by list number for the
+    search (engine.arrange): with the lists in reverse Cuthill-McKee order of the probe graph
+    (scipy; it keeps the graph's edges near its diagonal), a block of lists and its probes fall
+    in a few consecutive blocks of rows. Every list keeps its rows and its probes, so the graph
+    does not change.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    n_lists = len(probes)
+    source = np.repeat(np.arange(n_lists), probes.shape[1])
+    target = probes.ravel()
+    real = target >= 0
+    edges = csr_matrix((np.ones(int(real.sum()), dtype=np.int8), (source[real], target[real])), shape=(n_lists,) * 2)
+    sequence = reverse_cuthill_mckee((edges + edges.T).tocsr(), symmetric_mode=True)
+    number = np.empty(n_lists, dtype=np.int64)
+    number[sequence] = np.arange(n_lists)
+    renumbered = np.where(probes >= 0, number[np.maximum(probes, 0)], -1)[sequence]
+    return number[home], renumbered
 
 
 def ivf_lists(
@@ -686,10 +732,9 @@ def ivf_lists(
     # 40 training rows per list and 10 k-means iterations: measured the same recall as faiss'
     # defaults (256 rows, 25 iterations) at a third of the build time.
     train = take_rows(engine, base, np.sort(rng.choice(n_rows, size=min(n_rows, 40 * n_lists), replace=False)))
-    starts = range(0, n_rows, _ASSIGN_ROWS)
     if n_lists <= _FLAT_LISTS:
         centroids = _kmeans(train, n_lists, seed)
-        row_blocks = [(start, min(start + _ASSIGN_ROWS, n_rows), centroids, None, None) for start in starts]
+        assign = (centroids, None, None)
     else:
         # Two levels, so that training and assignment stay near-linear in N: √L coarse cells,
         # then each cell's share of the L lists trained on its own training rows; a row goes to
@@ -708,9 +753,11 @@ def ivf_lists(
         centroids = np.vstack(parts).astype(np.float32)
         first_list = np.r_[0, np.cumsum([len(part) for part in parts])]
         n_lists = len(centroids)
-        row_blocks = [(start, min(start + _ASSIGN_ROWS, n_rows), centroids, coarse, first_list) for start in starts]
+        assign = (centroids, coarse, first_list)
     del train
-    home = np.concatenate(list(engine.map(_nearest_list, row_blocks, *base.shared())))
+    home = np.empty(n_rows, dtype=np.int64)
+    for numbers, found in map_stored(engine, _nearest_list, base, *assign, block_rows=_ASSIGN_ROWS):
+        home[numbers] = found
     n_probe = max(1, math.ceil(probe_share * n_lists))
     if max_probes is not None:
         n_probe = min(n_probe, max_probes)
@@ -748,14 +795,19 @@ def _nearest(centroids: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return index.search(np.ascontiguousarray(rows, dtype=np.float32), 1)[1][:, 0]
 
 
-def _nearest_list(item: tuple, offsets: np.ndarray, *parts: np.ndarray) -> np.ndarray:
-    """Rows [start, stop)'s list (an engine block of the approximate search).
-
-    ``item`` = (start, stop, list centroids, coarse centroids or None, first list of each cell):
-    one level, the nearest list; two levels, the nearest list within the nearest cell.
-    """
-    start, stop, centroids, coarse, first_list = item
-    rows = read_rows(offsets, *parts)[start:stop]
+def _nearest_list(
+    item: tuple[int, int],
+    centroids: np.ndarray,
+    coarse: np.ndarray | None,
+    first_list: np.ndarray | None,
+    layout,
+    *parts: np.ndarray,
+) -> np.ndarray:
+    """Stored rows [start, stop)'s list (an engine block of the approximate search): one level
+    (``coarse`` None), the nearest of ``centroids``; two levels, the nearest list within the
+    nearest cell (``first_list``: each cell's first list)."""
+    start, stop = item
+    rows = read_rows(layout, *parts).stored(start, stop)
     if coarse is None:
         return _nearest(centroids, rows)
     cell = _nearest(coarse, rows)
@@ -769,7 +821,7 @@ def _nearest_list(item: tuple, offsets: np.ndarray, *parts: np.ndarray) -> np.nd
 def _search_lists(
     item: tuple[int, int, int],
     plan: tuple[np.ndarray, np.ndarray, np.ndarray],
-    offsets: np.ndarray,
+    layout,
     *parts: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lists [first, last) against their probed lists: (their rows, top-``n`` similarities, row numbers).
@@ -781,7 +833,7 @@ def _search_lists(
 
     first, last, n = item
     by_list, list_start, probes = plan
-    base = read_rows(offsets, *parts)
+    base = read_rows(layout, *parts)
     rows, out_sims, out_idx = [], [], []
     for c in range(first, last):
         members = by_list[list_start[c] : list_start[c + 1]]

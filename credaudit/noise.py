@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks
+from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks, stored_blocks
 from credaudit.progress import NullProgress, Progress
 
 
@@ -186,7 +186,14 @@ def consensus_counts(
     if triple_share < 1.0:
         graph = engine.share((pairs, np.ascontiguousarray(similarities[:, :2])))
         rows = engine.place(embeddings)
-        tightness = np.concatenate(list(engine.map(_tightness_block, blocks, graph, *rows.shared())))
+        # Per block of stored rows, each task sent the blocks holding its rows' two neighbours: by
+        # k-means list on a cluster (engine.arrange), so mostly its own block and a few nearby.
+        items = stored_blocks(rows)
+        reads = lambda item: rows.parts_of(pairs[rows.numbers(*item)])  # noqa: E731
+        tightness = np.empty(len(labels), dtype=np.float32)
+        found = engine.map(_tightness_block, items, graph, rows=rows, reads=reads)
+        for (start, stop), block in zip(items, found, strict=True):
+            tightness[rows.numbers(start, stop)] = block
         tight = _tightest(tightness, triple_share)
         del graph, tightness
     parts = engine.map(_count_block, blocks, engine.share((labels, pairs, tight)), n_classes)
@@ -199,12 +206,14 @@ def _tightest(tightness: np.ndarray, share: float) -> np.ndarray:
 
 
 def _tightness_block(
-    item: tuple[int, int], graph: tuple[np.ndarray, np.ndarray], offsets: np.ndarray, *parts: np.ndarray
+    item: tuple[int, int], graph: tuple[np.ndarray, np.ndarray], layout, *parts: np.ndarray
 ) -> np.ndarray:
-    """Rows [start, stop)'s triple tightness (an engine block of :func:`consensus_counts`)."""
+    """Stored rows [start, stop)'s triple tightness (an engine block of :func:`consensus_counts`)."""
     start, stop = item
     indices, similarities = graph
-    return triple_tightness(read_rows(offsets, *parts), indices[start:stop], similarities[start:stop])
+    reader = read_rows(layout, *parts)
+    rows = reader.numbers(start, stop)
+    return triple_tightness(reader, indices[rows], similarities[rows])
 
 
 def _count_block(

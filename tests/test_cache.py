@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from credaudit.encoders.cache import EmbeddingCache, text_keys
+from credaudit.engine import LocalEngine
 from credaudit.features import embed_texts
 from credaudit.neighbors import normalize_rows
 from tests.fakes import BagOfWordsEncoder
@@ -50,6 +51,12 @@ def test_vectors_held_in_many_small_blocks_are_each_rows_own(tmp_path, monkeypat
     assert (result.n_unique, result.n_cached, result.n_embedded) == (300, 120, 180)
     expected = normalize_rows(encoder.encode(wanted).astype(np.float16).astype(np.float32))
     np.testing.assert_array_equal(result.vectors, expected)
+    # The same through the shuffle the Ray engine runs (an engine holding blocks of 7 rows): each
+    # task sent only its own held block or its own pieces, the blocks of rows in row order.
+    engine = LocalEngine(block_rows=7)
+    shuffled = embed_texts(wanted, encoder, cache=cache, engine=engine).vectors
+    assert len(shuffled.parts) == 58 and shuffled.order is None
+    np.testing.assert_array_equal(engine.gather(shuffled), expected)
 
 
 def test_vectors_are_float16_rounded_with_or_without_cache(tmp_path):

@@ -47,8 +47,11 @@ def _noisy(n_rows: int, seed: int):
 @pytest.mark.parametrize("index", ["exact", "ivf"])
 def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
     # Blocks of 1,000 rows, so the consensus counts (map, then reduce) and every detection
-    # scoring step run as several Ray tasks.
+    # scoring step run as several Ray tasks; lists of 60 rows searched 4 at a time, so that the
+    # search's tasks each read some of the (list-ordered) blocks.
     monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 1000)
+    monkeypatch.setattr("credaudit.neighbors._LIST_ROWS", 60)
+    monkeypatch.setattr("credaudit.neighbors._LISTS_PER_BLOCK", 4)
     x, labels = _noisy(3000, seed=11)
     frame = pl.DataFrame({"label": labels})
     results = {}
@@ -65,6 +68,16 @@ def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
     # The driver held references to the vectors' blocks, not the vectors.
     assert len(distributed.vectors.parts) == 3
     assert all(isinstance(part, ray.ObjectRef) for part in distributed.vectors.parts)
+    np.testing.assert_allclose(distributed.embeddings, local.embeddings)  # gathered in row order
+    reads = distributed.report.run["engine"]["blocks_read"]
+    assert reads["search_part"]["mean_sent"] == 1  # the recall sample: each task its own block
+    if index == "ivf":
+        # Stored by k-means list (a shuffle on the cluster), each search task sent only its blocks.
+        assert distributed.vectors.order is not None
+        assert reads["search_lists"]["mean_sent"] < reads["search_lists"]["mean_held"]
+        assert reads["tightness_block"]["mean_sent"] < reads["tightness_block"]["mean_held"]
+    else:
+        assert distributed.vectors.order is None and reads["exact_block"]["mean_sent"] == 3
 
 
 def test_ray_actor_pool_embeds_the_same_vectors_as_the_local_encoder(tmp_path, monkeypatch):

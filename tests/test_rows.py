@@ -3,10 +3,13 @@ the same result as the one array: checked here on the local engine, with hand-ma
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import polars as pl
 import pytest
 
-from credaudit.engine import LOCAL, Rows, read_rows
+from credaudit.engine import LOCAL, LocalEngine, Rows, read_rows
 from credaudit.hygiene import score_outliers
 from credaudit.neighbors import build_knn_graph, estimate_recall, normalize_rows, restrict_graph, search_rows
 from credaudit.noise import consensus_counts
@@ -103,3 +106,86 @@ def test_exact_duplicates_beyond_the_rescore_margin_tie_by_row_number(block_rows
     sims, idx = search_rows(_blocks(x, [333, 800]), np.array([3, 900]), None, 12)
     for row, i in enumerate((3, 900)):
         np.testing.assert_array_equal(idx[row], np.flatnonzero(source == source[i])[:12])
+
+
+def test_a_task_reads_only_the_blocks_it_was_sent(data):
+    x, _ = data
+    rows = _blocks(x, [400, 1000])
+    reader = read_rows(*rows.shared([1]))
+    np.testing.assert_array_equal(reader[[400, 999, 500]], x[[400, 999, 500]])
+    np.testing.assert_array_equal(reader.stored(450, 460), x[450:460])
+    with pytest.raises(LookupError, match="block 0"):
+        reader[[10, 500]]
+    with pytest.raises(LookupError, match="block 2"):
+        reader.stored(990, 1010)
+    np.testing.assert_array_equal(rows.parts_of(np.array([[0, 1499], [401, 3]])), [0, 1, 2])
+
+
+def test_arranged_blocks_hold_the_rows_in_the_new_order_and_read_by_row_number(data):
+    x, _ = data
+    engine = LocalEngine(block_rows=256)
+    rows = engine.place(x)
+    order = np.random.default_rng(1).permutation(len(x))
+    engine.arrange(rows, order)
+    assert [len(part) for part in rows.parts] == [256] * 5 + [220]
+    np.testing.assert_array_equal(np.concatenate(rows.parts), x[order])  # stored in the new order
+    np.testing.assert_array_equal(engine.gather(rows), x)  # gathered in row order
+    reader = read_rows(*rows.shared())
+    index = np.array([[5, 1499, 0], [700, 701, 702]])
+    np.testing.assert_array_equal(reader[index], x[index])
+    np.testing.assert_array_equal(reader[100:900:7], x[100:900:7])
+    np.testing.assert_array_equal(rows.numbers(256, 300), order[256:300])
+    np.testing.assert_array_equal(rows.parts_of(order[[0, 255, 256]]), [0, 1])
+    engine.arrange(rows, np.arange(len(x)))  # arranged again, from an arranged layout
+    np.testing.assert_array_equal(np.concatenate(rows.parts), x)
+    np.testing.assert_array_equal(engine.gather(rows), x)
+
+
+def test_an_audit_over_arranged_blocks_gives_the_flags_of_the_one_array(monkeypatch):
+    # The local engine holding blocks of 300 rows and arranging them by k-means list, as the Ray
+    # engine does; lists of 60 rows, searched 4 at a time, so that a block of lists reads only
+    # some of the blocks. Any stage reading a block it did not ask for raises (LookupError).
+    from credaudit import audit
+    from credaudit.config import merge
+
+    monkeypatch.setattr("credaudit.neighbors._LIST_ROWS", 60)
+    monkeypatch.setattr("credaudit.neighbors._LISTS_PER_BLOCK", 4)
+    x, true, _ = make_clusterable(3000, 6, None, 7, dim=24, spread=0.6)
+    rng = np.random.default_rng(7)
+    labels = np.where(rng.random(3000) < 0.2, (true + rng.integers(1, 6, 3000)) % 6, true)
+    frame = pl.DataFrame({"label": labels})
+    config = merge({"graph": {"index": "ivf"}})
+    whole = audit(frame, config, embeddings=x)
+    engine = LocalEngine(block_rows=300)
+    monkeypatch.setattr("credaudit.pipeline.engine_for", lambda *args, **kwargs: engine)
+    split = audit(frame, config, embeddings=x)
+    assert split.vectors.order is not None and len(split.vectors.parts) == 10  # arranged by list
+    np.testing.assert_array_equal(split.graph.indices, whole.graph.indices)
+    np.testing.assert_array_equal(split.graph.similarities, whole.graph.similarities)
+    assert split.issues.equals(whole.issues)
+    assert split.report.noise == whole.report.noise
+    np.testing.assert_allclose(split.embeddings, normalize_rows(x))
+    assert whole.detection.is_label_error.sum() > 100  # a real audit, not an empty one
+    counts = engine.reads.counts
+    tasks, sent, held = counts["_search_lists"]
+    assert sent < 0.7 * held  # the search's tasks read some of the blocks, not all
+    assert counts["_search_part"][1] == counts["_search_part"][0]  # one block each (recall sample)
+    assert counts["_class_sums"][1] == counts["_class_sums"][0]
+    assert counts["_tightness_block"][1] < counts["_tightness_block"][2]
+
+
+def test_leakage_over_arranged_blocks_matches_the_one_array(data):
+    from credaudit.io import Reference
+    from credaudit.leakage import find_leakage
+
+    x, _ = data
+    engine = LocalEngine(block_rows=256)
+    rows = engine.place(x)
+    engine.arrange(rows, np.random.default_rng(2).permutation(len(x)))
+    reference = Reference(path=Path("ref.csv"), row_ids=list(range(40)), texts=None, embeddings=x[::37][:40])
+    kwargs = dict(threshold=0.95, min_overlap=0.5, vector_threshold=0.99)
+    a = find_leakage(x, None, [reference], **kwargs)
+    b = find_leakage(rows, None, [reference], **kwargs, engine=engine)
+    np.testing.assert_array_equal(a.row, b.row)
+    np.testing.assert_array_equal(a.similarity, b.similarity)
+    assert (a.row >= 0).sum() >= 40
