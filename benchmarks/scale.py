@@ -193,7 +193,7 @@ def synthetic_texts(n_texts: int, seed: int = 0) -> list[str]:
     return [" ".join(chunk) for chunk in np.split(words, np.cumsum(lengths)[:-1])]
 
 
-def text_scan(n_texts: int, engine: str = "local") -> dict:
+def text_scan(n_texts: int, engine: str = "local", arrange: str = "auto") -> dict:
     """One ``credaudit scan`` of a parquet file of synthetic texts, static encoder, fresh cache."""
     import shutil
     import tempfile
@@ -216,7 +216,7 @@ def text_scan(n_texts: int, engine: str = "local") -> dict:
     config = merge(
         {
             "encoder": {"name": "static", "cache_dir": str(work / "cache")},
-            "engine": {"name": engine},
+            "engine": {"name": engine, "ray_arrange": arrange},
             "output": {"out": str(work / "out")},
         }
     )
@@ -271,7 +271,7 @@ def embed_throughput(n_texts: int, encoder: str = "static", seed: int = 0) -> di
     }
 
 
-def column_scan(data: str, engine: str = "local") -> dict:
+def column_scan(data: str, engine: str = "local", arrange: str = "auto") -> dict:
     """One ``credaudit scan --embedding-col emb`` of ``data`` (written by :func:`_column_scans`)."""
     import shutil
     import tempfile
@@ -289,7 +289,7 @@ def column_scan(data: str, engine: str = "local") -> dict:
     config = merge(
         {
             "input": {"embedding_col": "emb", "id_col": "id"},
-            "engine": {"name": engine},
+            "engine": {"name": engine, "ray_arrange": arrange},
             "output": {"out": str(out)},
         }
     )
@@ -313,7 +313,7 @@ def column_scan(data: str, engine: str = "local") -> dict:
 def _column_scans(args) -> None:
     """``--column N``: write the file once, one run per engine in a fresh process, then the SCALE.md section."""
     if args.one == "column":
-        print(json.dumps(column_scan(args.data, args.engine)))
+        print(json.dumps(column_scan(args.data, args.engine, args.ray_arrange)))
         return
     import shutil
     import tempfile
@@ -343,7 +343,8 @@ def _column_scans(args) -> None:
     lines = [
         f"## The whole scan of {args.column:,} rows with 384-d vectors in a column",
         "",
-        f"`python -m benchmarks.scale --column {args.column} --runs {args.runs} --engine {args.engine}` on "
+        f"`python -m benchmarks.scale --column {args.column} --runs {args.runs} --engine {args.engine}"
+        f"{_arrange_flag(args)}` on "
         f"{_machine()}: `credaudit scan data.parquet --embedding-col emb --id-col id` of the synthetic data "
         f"above ({data.stat().st_size / 2**30:.1f} GB of parquet), every output written, the cleaned copy with "
         "its vectors included. Wall seconds include reading and writing. Peak memory: the process's peak RSS; "
@@ -358,6 +359,7 @@ def _column_scans(args) -> None:
     try:
         for engine in engines:
             command = [sys.executable, "-m", "benchmarks.scale", "--column", str(args.column), "--one", "column"]
+            command += ["--ray-arrange", args.ray_arrange]
             runs = _scan_runs(f"column {engine}", [*command, "--engine", engine, "--data", str(data)], args.runs)
             lines.append(_scan_row(engine, runs, [("recall_at_10", ".3f"), ("f1", ".4f")]))
             if engine == "ray":
@@ -365,7 +367,7 @@ def _column_scans(args) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lines += notes
-    write_section(HERE / "SCALE.md", f"column-{args.column}", "\n".join(lines) + "\n")
+    write_section(HERE / "SCALE.md", f"column-{args.column}{_arrange_key(args)}", "\n".join(lines) + "\n")
 
 
 def _scan_runs(label: str, command: list[str], n_runs: int) -> list[dict]:
@@ -376,6 +378,15 @@ def _scan_runs(label: str, command: list[str], n_runs: int) -> list[dict]:
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{label}: {runs[-1]['seconds']:.1f}s, peak {runs[-1]['peak_rss_mb']:.0f} MB", flush=True)
     return runs
+
+
+def _arrange_flag(args) -> str:
+    return "" if args.ray_arrange == "auto" else f" --ray-arrange {args.ray_arrange}"
+
+
+def _arrange_key(args) -> str:
+    """A section of its own for a run with another ``engine.ray_arrange`` than the default."""
+    return "" if args.ray_arrange == "auto" else f"-arrange-{args.ray_arrange}"
 
 
 def _blocks_read(runs: list[dict]) -> str:
@@ -412,7 +423,7 @@ def _scan_row(engine: str, runs: list[dict], extra: list[tuple[str, str]] = ()) 
 def _text_scans(args) -> None:
     """``--texts N``: one run (or --one-texts, in this process) per engine, then the SCALE.md section."""
     if args.one == "texts":
-        print(json.dumps(text_scan(args.texts, args.engine)))
+        print(json.dumps(text_scan(args.texts, args.engine, args.ray_arrange)))
         return
     from benchmarks.encoders import write_section
     from benchmarks.run import _machine
@@ -421,7 +432,8 @@ def _text_scans(args) -> None:
     lines = [
         f"## The whole scan of {args.texts:,} short texts, `static` encoder",
         "",
-        f"`python -m benchmarks.scale --texts {args.texts} --runs {args.runs} --engine {args.engine}` on "
+        f"`python -m benchmarks.scale --texts {args.texts} --runs {args.runs} --engine {args.engine}"
+        f"{_arrange_flag(args)}` on "
         f"{_machine()}: `credaudit scan` of a parquet file of synthetic texts (5-15 words from a 5,000-word "
         "vocabulary, random labels), a fresh embedding cache, every output written. Labels carry no "
         "signal: times and memory only. Wall seconds include writing the outputs. Peak memory: the process's "
@@ -435,12 +447,13 @@ def _text_scans(args) -> None:
     notes = []
     for engine in engines:
         command = [sys.executable, "-m", "benchmarks.scale", "--texts", str(args.texts), "--one", "texts"]
+        command += ["--ray-arrange", args.ray_arrange]
         runs = _scan_runs(f"texts {engine}", [*command, "--engine", engine], args.runs)
         lines.append(_scan_row(engine, runs))
         if engine == "ray":
             notes = ["", _blocks_read(runs)]
     lines += notes
-    write_section(HERE / "SCALE.md", f"texts-{args.texts}", "\n".join(lines) + "\n")
+    write_section(HERE / "SCALE.md", f"texts-{args.texts}{_arrange_key(args)}", "\n".join(lines) + "\n")
 
 
 def _run_one(method: str, args, engine: str = "local", index: str = "auto") -> dict:
@@ -465,6 +478,12 @@ def main() -> None:
     parser.add_argument("--embed", type=int, help="instead: embedding throughput of the static encoder on N texts")
     parser.add_argument("--texts", type=int, help="instead: the whole scan of a file of N short texts (static)")
     parser.add_argument("--column", type=int, help="instead: the whole scan of N rows with vectors in a column")
+    parser.add_argument(
+        "--ray-arrange",
+        default="auto",
+        choices=("auto", "always", "never"),
+        help="engine.ray_arrange for the Ray scans (always: shuffle by k-means list, as on a multi-node cluster)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--index", default="auto", help=argparse.SUPPRESS)

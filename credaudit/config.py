@@ -298,6 +298,12 @@ class EngineConfig:
     )
     ray_address: str | None = _opt(None, "the Ray cluster to join (e.g. ray://head:10001); default: start one here")
     ray_actors: int = _opt(0, "encoder actors on Ray; 0: one per GPU, or one per 4 CPUs without GPUs", low=0)
+    ray_arrange: str = _opt(
+        "auto",
+        "on Ray, store the vectors by k-means list for the neighbour search, so that a node fetches only the "
+        "blocks its tasks read: auto (when the cluster has more than one node), always, never",
+        choices=("auto", "always", "never"),
+    )
 
 
 @dataclass(frozen=True)

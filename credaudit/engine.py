@@ -474,11 +474,11 @@ class LocalEngine:
 LOCAL = LocalEngine()
 
 
-def engine_for(name: str, *, ray_address: str | None = None, ray_actors: int = 0) -> Engine:
+def engine_for(name: str, *, ray_address: str | None = None, ray_actors: int = 0, ray_arrange: str = "auto") -> Engine:
     """The engine a config names: ``local`` or ``ray`` (connects to ``ray_address``, or starts a
     local Ray instance on this machine's cores)."""
     if name == "ray":
         from credaudit.engine_ray import RayEngine
 
-        return RayEngine(address=ray_address, actors=ray_actors)
+        return RayEngine(address=ray_address, actors=ray_actors, arrange=ray_arrange)
     return LOCAL

@@ -53,6 +53,7 @@ from credaudit.engine import (
     assemble_block,
     block_offsets,
     gather_parts,
+    read_rows,
     row_blocks,
     shuffle_plan,
     split_block,
@@ -67,6 +68,19 @@ def _same(value: Any) -> Any:
 def _split_one(take: tuple[np.ndarray, np.ndarray], part: np.ndarray) -> np.ndarray:
     """A shuffle's map task when there is one destination block."""
     return split_block(take, part)[0]
+
+
+def _take_block(index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None, layout: Any, *parts: Any):
+    """Rows ``index`` of the blocks sent, ``fn`` applied (a task of ``take_blocks`` without a shuffle)."""
+    block = read_rows(layout, *parts)[index]
+    return block if fn is None else fn(block)
+
+
+def _sized_take(
+    index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None, layout: Any, *parts: Any
+) -> tuple[np.ndarray, int]:
+    block = _take_block(index, fn, layout, *parts)
+    return block, len(block)
 
 
 def _sized_block(
@@ -103,11 +117,18 @@ class RayEngine:
         this machine (or the one this process already joined).
     actors : int
         Encoder actors; 0 = one per GPU, or one per 4 CPUs on a CPU-only cluster.
+    arrange : {"auto", "always", "never"}
+        Whether rows move between blocks so that a node fetches only the blocks its tasks read:
+        :meth:`arrange` stores the rows by k-means list for the search, and :meth:`take_blocks`
+        shuffles. ``auto``: when the cluster has more than one node. On one node every task reads
+        the one object store in place, so a shuffle would buy nothing and cost a second copy of
+        the vectors while it runs (measured at 1,000,000 x 384: the same time, 1.6 GB more at
+        the peak).
     """
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, actors: int = 0) -> None:
+    def __init__(self, address: str | None = None, actors: int = 0, arrange: str = "auto") -> None:
         try:
             import ray
         except ImportError:
@@ -115,6 +136,7 @@ class RayEngine:
         self._ray = ray
         self.address = address
         self.actors = actors
+        self.arrange_rows = arrange
         self._quiet()
         if not ray.is_initialized():
             # Ray's own logs would interleave with credaudit's progress lines and reports (set
@@ -202,21 +224,52 @@ class RayEngine:
 
     def take_blocks(self, rows: Rows, index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> Rows:
         """New rows whose row i is ``rows``' row ``index[i]`` (repeats allowed), in blocks of
-        :data:`~credaudit.engine.BLOCK_ROWS` rows, ``fn`` applied to each (keeping its width): a
-        shuffle in two rounds
-        of tasks. Each source block's task splits its rows by destination block (one object per
-        destination), and each destination block's task assembles its rows from those pieces:
-        every task reads its own block or its own pieces, and the new blocks stay in the object
-        store where they were assembled (the driver holds references). Returns once every block
-        is made (a failed task raises here)."""
-        return self._shuffle(rows, np.asarray(index, dtype=np.int64), fn, release=False)
+        :data:`~credaudit.engine.BLOCK_ROWS` rows, ``fn`` applied to each (keeping its width). The
+        new blocks stay in the object store where they were made (the driver holds references).
+        Returns once every block is made (a failed task raises here).
+
+        Where the engine moves rows between nodes (its ``arrange`` setting): a shuffle in two
+        rounds of tasks. Each source block's task splits its rows by destination block (one object
+        per destination), and each destination block's task assembles its rows from those pieces,
+        so every task reads its own block or its own pieces. Otherwise one task per new block,
+        sent the source blocks holding its rows (on one node they are read in place)."""
+        index = np.asarray(index, dtype=np.int64)
+        if self._moves_rows():
+            return self._shuffle(rows, index, fn, release=False)
+        bounds = row_blocks(len(index))
+        items = [index[a:b] for a, b in bounds]
+        made = self._task(_sized_take, num_returns=2)
+        parts, counts = [], []
+        for item in items:
+            block, count = made.remote(item, fn, *self.reads.arguments(_take_block, item, rows, rows.parts_of))
+            parts.append(block)
+            counts.append(count)
+        self._check_sizes(counts, block_offsets(b - a for a, b in bounds))
+        return Rows(tuple(parts), block_offsets(b - a for a, b in bounds), rows.dim)
+
+    def _moves_rows(self) -> bool:
+        """Whether to move rows between blocks so that each node fetches only what its tasks read:
+        the ``arrange`` setting (``auto``: on a cluster of more than one node)."""
+        if self.arrange_rows != "auto":
+            return self.arrange_rows == "always"
+        return sum(1 for node in self._ray.nodes() if node.get("Alive")) > 1
+
+    def _check_sizes(self, counts: list[Any], offsets: np.ndarray) -> None:
+        made = self._ray.get(counts)  # small values; raises a task's error
+        expected = [int(b - a) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        if made != expected:
+            raise ValueError(f"blocks of {made} rows were made; expected {expected}")
 
     def arrange(self, rows: Rows, order: np.ndarray) -> None:
         """Store ``rows`` anew so that stored position s holds row ``order[s]`` (the shuffle of
-        :meth:`take_blocks`). The object store holds at most about two copies of the vectors
-        meanwhile: the old blocks are released once every split is made (``rows`` holds no blocks
-        until it is re-laid out; a failed shuffle fails the run), and each destination's pieces
-        once its assembly is under way."""
+        :meth:`take_blocks`), where the engine's ``arrange`` setting says so.
+
+        The object store holds at most about two copies of the vectors meanwhile: the old blocks
+        are released once every split is made (``rows`` holds no blocks until it is re-laid out;
+        a failed shuffle fails the run), and each destination's pieces once its assembly is under
+        way."""
+        if not self._moves_rows():
+            return
         order = np.asarray(order, dtype=np.int64)
         arranged = self._shuffle(rows, order, None, release=True)
         rows.relayout(arranged.parts, arranged.offsets, order, self._ray.put)
@@ -246,10 +299,7 @@ class RayEngine:
             counts.append(count)
             for p in range(len(pieces)):
                 pieces[p][q] = None  # the task holds its pieces until it has run
-        made = self._ray.get(counts)  # small values; raises a task's error
-        expected = [int(b - a) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-        if made != expected:
-            raise ValueError(f"the shuffle made blocks of {made} rows; expected {expected}")
+        self._check_sizes(counts, offsets)
         return Rows(tuple(parts), offsets, rows.dim)
 
     def encode(
@@ -294,6 +344,7 @@ class RayEngine:
             "nodes": sum(1 for node in self._ray.nodes() if node.get("Alive")),
             "cpus": resources.get("CPU", 0),
             "gpus": resources.get("GPU", 0),
+            "arrange": self.arrange_rows,
             # What a node fetches: each stage's tasks and the blocks of vectors each was sent.
             "blocks_read": self.reads.summary(),
         }

@@ -645,7 +645,8 @@ def row_vectors(table: Table, labels: np.ndarray, config: ScanConfig, progress: 
 
 def config_engine(config: ScanConfig) -> Engine:
     """The engine ``config.engine`` names (Ray is started, or joined, once per process)."""
-    return engine_for(config.engine.name, ray_address=config.engine.ray_address, ray_actors=config.engine.ray_actors)
+    cfg = config.engine
+    return engine_for(cfg.name, ray_address=cfg.ray_address, ray_actors=cfg.ray_actors, ray_arrange=cfg.ray_arrange)
 
 
 def _check_device(device: str) -> None:

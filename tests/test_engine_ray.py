@@ -56,7 +56,8 @@ def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
     frame = pl.DataFrame({"label": labels})
     results = {}
     for engine in ("local", "ray"):
-        config = merge({"engine": {"name": engine}, "graph": {"index": index}})
+        # Stored by list as on a cluster of several nodes (this one has one).
+        config = merge({"engine": {"name": engine, "ray_arrange": "always"}, "graph": {"index": index}})
         results[engine] = audit(frame, config, embeddings=x)
     local, distributed = results["local"], results["ray"]
     np.testing.assert_array_equal(distributed.graph.indices, local.graph.indices)
@@ -97,10 +98,10 @@ def test_ray_actor_pool_embeds_the_same_vectors_as_the_local_encoder(tmp_path, m
     assert len(distributed.vectors.parts) == 5
     assert all(isinstance(part, ray.ObjectRef) for part in distributed.vectors.parts)
     # With a cache holding a third of the texts: cached and fresh vectors, held in blocks on the
-    # cluster, make the same row vectors.
+    # cluster, make the same row vectors; shuffled into blocks of rows too (as on several nodes).
     cache = {"cache": True, "cache_dir": str(tmp_path / "cache")}
     audit(frame[: n_rows // 3], merge({"encoder": cache}), encoder=BagOfWordsEncoder())
-    config = merge({"encoder": cache, "engine": {"name": "ray", "ray_actors": 2}})
+    config = merge({"encoder": cache, "engine": {"name": "ray", "ray_actors": 2, "ray_arrange": "always"}})
     mixed = audit(frame, config, encoder=BagOfWordsEncoder())
     assert 0 < mixed.report.run["encoder"]["cached_texts"] < mixed.report.run["encoder"]["embedded_texts"]
     np.testing.assert_array_equal(mixed.embeddings, local.embeddings)
@@ -115,6 +116,7 @@ def test_cli_scan_with_engine_ray(tmp_path):
     report = json.loads(result.stdout)
     assert report["run"]["engine"]["name"] == "ray"
     assert report["run"]["engine"]["cpus"] == 2
+    assert report["run"]["engine"]["arrange"] == "auto"
     issues = pl.read_parquet(tmp_path / "out" / "issues.parquet")
     # The file's vectors went to the object store; the driver's table keeps none of them.
     distributed = audit(path, merge({"input": {"embedding_col": "emb"}, "engine": {"name": "ray"}}))
@@ -124,6 +126,22 @@ def test_cli_scan_with_engine_ray(tmp_path):
     assert local.table.embeddings is not None
     assert distributed.issues.equals(local.issues)
     assert issues.equals(local.issues)
+
+
+def test_on_one_node_auto_leaves_the_rows_where_they_are(monkeypatch):
+    # One node: every task reads the one object store in place, so the search does not shuffle.
+    from credaudit.engine_ray import RayEngine
+    from credaudit.neighbors import build_knn_graph, normalize_rows
+
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 1000)
+    monkeypatch.setattr("credaudit.neighbors._LIST_ROWS", 60)
+    x = normalize_rows(_noisy(3000, seed=2)[0])
+    expected = build_knn_graph(x, k=8, index="ivf").indices
+    for arrange, arranged in (("auto", False), ("always", True)):
+        engine = RayEngine(arrange=arrange)
+        rows = engine.place(x.copy())
+        np.testing.assert_array_equal(build_knn_graph(rows, k=8, index="ivf", engine=engine).indices, expected)
+        assert (rows.order is not None) is arranged and len(rows.parts) == 3
 
 
 def _dies_once(item: int, marker_dir: str) -> int:
