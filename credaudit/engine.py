@@ -13,16 +13,19 @@ where the embeddings are kept:
   :data:`BLOCK_ROWS` rows, put one block at a time. A block function reads them with
   :func:`read_rows`; ``gather(rows)`` is the whole array on the driver, for the few callers that
   need it (the CUDA search, ``select``).
-- ``arrange(rows, order)``: store the rows anew in another order (a shuffle, ``take_blocks``: each
-  block split by destination, each destination block assembled from its pieces). The neighbour search lays the
-  rows out by k-means list, so that a block of lists reads the few blocks holding its lists and
-  their probed lists, and the stages after it read a block's neighbours from nearby blocks. Rows
-  keep their row numbers; only the storage moves. Locally a no-op (every block is at hand).
 - ``take_blocks(rows, index, fn)``: new rows whose row i is row ``index[i]`` of ``rows``, ``fn``
-  applied to each new block, made by the same shuffle; the blocks stay where they were made
+  applied to each new block; on a cluster of several nodes a shuffle (each block split by
+  destination, each destination block assembled from its pieces), so that no task reads every
+  block. The blocks stay where they were made
   (locally one array; on Ray the tasks' outputs, in the object store of the node that ran each
   task). The embedding makes the row vectors from the distinct texts' vectors this way, so they
-  never pass through the driver and no task reads every block.
+  never pass through the driver.
+- ``arrange(rows, order)``: store the rows anew in another order (``take_blocks``' shuffle). The
+  neighbour search lays the rows out by k-means list, so that a block of lists reads the few
+  blocks holding its lists and their probed lists, and the stages after it read a block's
+  neighbours from nearby blocks. Rows
+  keep their row numbers; only the storage moves. Locally a no-op (every block is at hand), and
+  on Ray only on a cluster of several nodes (``engine.ray_arrange``).
 - ``encode(encoder, factory, chunks)``: the encoder over chunks of texts, vectors in chunk order.
   Locally the ``encoder`` already built; on Ray a pool of actors that each build one with
   ``factory`` once (GPUs where the cluster has them), which round the vectors to float16 (what

@@ -8,19 +8,30 @@ local engine (credaudit/engine.py), spread over a Ray cluster:
   one actor per GPU where the cluster has GPUs;
 - the vectors: kept in the object store as blocks of rows. The distinct texts' vectors are held
   there too, in float16 (the cached ones put block by block as they are read from the cache,
-  the fresh ones as the actors' chunks come back and are written to the cache), and one task
-  per block of rows makes that block's unit float32 vectors from them (``map_rows``): the block
-  stays on the node that made it, and the driver holds references, never the vectors. Every
-  stage's tasks read the blocks (zero-copy on each node, fetched once per node);
-- neighbour search: one Ray task per block of k-means lists (or of rows, for the exact search),
-  reading the rows it compares from the blocks; the k-means sample and the rows' list
-  assignment are tasks too (only the sample and the list numbers come back);
+  the fresh ones as the actors' chunks come back and are written to the cache), and tasks make
+  the blocks of unit float32 row vectors from them (``take_blocks``): each block stays on the
+  node that made it, and the driver holds references, never the vectors;
+- what each task reads: only the blocks it names (``engine.map``'s ``reads``), so a node fetches
+  those, not every block (``run.engine.blocks_read`` in report.json counts them per stage). On a
+  cluster of more than one node (``engine.ray_arrange``), rows also move so that the blocks a
+  task reads are few: the embedding's row blocks are a shuffle of the held blocks (each split by
+  destination, each destination assembled from its pieces), and the search first stores the
+  rows by k-means list (``arrange``, the same shuffle; lists numbered so that probed lists are
+  near each other). On one node every task reads the one object store in place, so nothing
+  moves;
+- neighbour search: one Ray task per block of k-means lists, sent the blocks holding its lists
+  and their probed lists (the exact search of small inputs: one per block of rows, sent every
+  block); the k-means sample (one task per block holding sample rows) and the rows' list
+  assignment (one per block) are tasks too; only the sample and the list numbers come back;
 - recall check, the rows the search left short and a detection round's short rows: exact
-  searches of those few rows, one task per block of rows, merged on the driver;
+  searches of those few rows (their vectors taken first), one task per block, merged on the
+  driver;
 - hygiene: class centroids are sums per block (map, then reduce), each block's distance to them
-  and a reference's nearest rows (leakage) are tasks;
-- consensus counts: one Ray task per block of rows counts its label triples, and the driver
-  adds the counts (map, then reduce; noise.consensus_counts). Only the K x K fit runs on the driver;
+  and a reference's nearest rows (leakage) are tasks, each sent its own block;
+- consensus counts: each block's rows' triple tightness is a task sent the blocks holding its
+  rows' two nearest neighbours; one Ray task per block of rows counts its label triples, and
+  the driver adds the counts (map, then reduce; noise.consensus_counts). Only the K x K fit runs
+  on the driver;
 - detection: one Ray task per block of rows scores its rows from their neighbours, once per
   propagation step (detect.score_label_errors); the per-class choice of flags, which needs every
   row's score, is made on the driver.
