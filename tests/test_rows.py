@@ -189,3 +189,23 @@ def test_leakage_over_arranged_blocks_matches_the_one_array(data):
     np.testing.assert_array_equal(a.row, b.row)
     np.testing.assert_array_equal(a.similarity, b.similarity)
     assert (a.row >= 0).sum() >= 40
+
+
+def test_renumbering_the_lists_keeps_the_graph_and_brings_probed_lists_near(monkeypatch):
+    from credaudit import neighbors
+
+    monkeypatch.setattr("credaudit.neighbors._LIST_ROWS", 40)
+    x = normalize_rows(make_clusterable(4000, 8, None, 3, dim=24, spread=0.6)[0])
+    renumbered = build_knn_graph(x, k=8, index="ivf", seed=1)
+    home, probes = neighbors.ivf_lists(x, probe_share=0.08, max_probes=16, seed=1)
+    new_home, new_probes = neighbors._near_lists_adjacent(home, probes)
+    # The same lists under new numbers: each row's list and each list's probes map one to one.
+    mapping = np.full(len(probes), -1)
+    mapping[home] = new_home
+    np.testing.assert_array_equal(mapping[probes], new_probes[mapping[np.arange(len(probes))]])
+    spread = lambda p: np.abs(p - np.arange(len(p))[:, None]).mean()  # noqa: E731
+    assert spread(new_probes) < 0.5 * spread(probes)
+    monkeypatch.setattr("credaudit.neighbors._near_lists_adjacent", lambda home, probes: (home, probes))
+    plain = build_knn_graph(x, k=8, index="ivf", seed=1)
+    np.testing.assert_array_equal(renumbered.indices, plain.indices)
+    np.testing.assert_array_equal(renumbered.similarities, plain.similarities)
