@@ -300,8 +300,9 @@ class EngineConfig:
     ray_actors: int = _opt(0, "encoder actors on Ray; 0: one per GPU, or one per 4 CPUs without GPUs", low=0)
     ray_arrange: str = _opt(
         "auto",
-        "on Ray, store the vectors by k-means list for the neighbour search, so that a node fetches only the "
-        "blocks its tasks read: auto (when the cluster has more than one node), always, never",
+        "on Ray, move vectors between blocks (by k-means list for the neighbour search, into row order for the "
+        "embedding) so that a node fetches only the blocks its tasks read: auto (on a cluster of more than one "
+        "node that can run tasks), always, never",
         choices=("auto", "always", "never"),
     )
 

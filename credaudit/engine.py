@@ -35,7 +35,9 @@ The per-row stages run as blocks of rows too: those that read vectors over block
 each sent its own block (:func:`map_stored`) or the blocks of its rows' neighbours; the consensus
 statistics are counted per block and summed (noise.py, map then reduce), and detection scores each
 block of rows from its neighbours (detect.py), one map per propagation step. A row's result never
-depends on which block it is in, so neither the block size nor the layout changes a result.
+depends on which block it is in, so neither the block size nor the layout changes a per-row result;
+sums over rows (the outliers' class centroids) are added in float64, where the order moves them by
+float64 rounding only.
 
 The same function runs the same block either way, so the engines give the same graph (and
 therefore the same flags) for the same input, seed and config.
@@ -125,7 +127,8 @@ class Rows:
         """The blocks holding rows ``rows`` (row numbers, any shape), sorted."""
         rows = np.asarray(rows, dtype=np.int64).ravel()
         stored = rows if self.position is None else self.position[rows]
-        return np.unique(np.searchsorted(self.offsets, stored, side="right") - 1)
+        part = np.searchsorted(self.offsets, stored, side="right") - 1
+        return np.flatnonzero(np.bincount(part, minlength=len(self.parts)))
 
     def numbers(self, start: int, stop: int) -> np.ndarray:
         """Row numbers of stored positions [start, stop)."""
@@ -137,6 +140,8 @@ class Rows:
         """The same rows, stored anew (for :meth:`Engine.arrange`): every holder of this array sees
         the new blocks, and the old ones are released. ``share`` puts the layout where the block
         functions read it (the engine's ``share``)."""
+        if len(order) != self.n_rows or (len(order) and np.bincount(order, minlength=len(order)).max() != 1):
+            raise ValueError(f"a layout's order must hold each of the {self.n_rows} rows once")
         position = np.empty_like(order)
         position[order] = np.arange(len(order), dtype=np.int64)
         self.parts, self.offsets, self.order, self.position = parts, offsets, order, position
@@ -253,7 +258,9 @@ def take_rows(engine: Engine, rows: Rows, index: np.ndarray) -> np.ndarray:
     # every block (the k-means training rows) is not fetched whole by one task.
     stored = index if rows.position is None else rows.position[index]
     part = np.searchsorted(rows.offsets, stored, side="right") - 1
-    items = [np.flatnonzero(part == p) for p in np.unique(part)]
+    by_part = np.argsort(part, kind="stable")
+    cuts = np.flatnonzero(np.diff(part[by_part])) + 1
+    items = [mine for mine in np.split(by_part, cuts) if mine.size]
     out = np.empty((len(index), rows.dim), dtype=np.float32)
     found = engine.map(_take, [index[mine] for mine in items], rows=rows, reads=rows.parts_of)
     for mine, block in zip(items, found, strict=True):
@@ -308,8 +315,10 @@ def assemble_block(
     block ``present[j]`` are ``pieces[j]``, in the block's order; then ``fn`` of it, if given."""
     dim = pieces[0].shape[1] if pieces else 0
     out = np.empty((len(source), dim), dtype=pieces[0].dtype if pieces else np.float32)
-    for p, piece in zip(present, pieces, strict=True):
-        out[source == p] = piece
+    if pieces:
+        # ``present`` is sorted and each piece is in the block's order, so the rows sorted by
+        # source (stably) are the pieces one after another: one pass, whatever the source count.
+        out[np.argsort(source, kind="stable")] = np.concatenate(pieces)
     return out if fn is None else fn(out)
 
 
@@ -358,7 +367,8 @@ class ReadLog:
         """The trailing ``rows`` arguments of ``fn``'s task for ``item`` (only its ``reads``), counted."""
         if rows is None:
             return ()
-        args = rows.shared(None if reads is None else reads(item))
+        # One block (the local engine's default): nothing to choose, so ``reads`` is not computed.
+        args = rows.shared(None if reads is None or len(rows.parts) == 1 else reads(item))
         count = self.counts.setdefault(getattr(fn, "__name__", str(fn)), [0, 0, 0])
         count[0] += 1
         count[1] += sum(part is not None for part in args[1:])

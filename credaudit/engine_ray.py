@@ -263,7 +263,13 @@ class RayEngine:
         the ``arrange`` setting (``auto``: on a cluster of more than one node)."""
         if self.arrange_rows != "auto":
             return self.arrange_rows == "always"
-        return sum(1 for node in self._ray.nodes() if node.get("Alive")) > 1
+        return self._working_nodes() > 1
+
+    def _working_nodes(self) -> int:
+        """Alive nodes that can run tasks (a head node started with no CPUs, as autoscaled
+        clusters often have, does not count)."""
+        resources = [node.get("Resources", {}) for node in self._ray.nodes() if node.get("Alive")]
+        return sum(1 for held in resources if held.get("CPU", 0) or held.get("GPU", 0))
 
     def _check_sizes(self, counts: list[Any], offsets: np.ndarray) -> None:
         made = self._ray.get(counts)  # small values; raises a task's error
@@ -290,12 +296,15 @@ class RayEngine:
     ) -> Rows:
         takes, sources, offsets = shuffle_plan(rows, index)
         n_dest = len(sources)
+        if n_dest == 0:
+            return Rows((), offsets, rows.dim)
         # A task with one return stores what it returns as that one object (not a list of one).
         split = self._task(_split_one) if n_dest == 1 else self._task(split_block, num_returns=n_dest)
-        pieces = []
+        pieces, take, part = [], None, None
         for take, part in zip(takes, rows.parts, strict=True):
             made = split.remote(take, part)
             pieces.append([made] if n_dest == 1 else list(made))
+        del take, part  # the loop's last source block, released with the others below
         if release:
             made = [piece for source in pieces for piece in source]
             self._ray.wait(made, num_returns=len(made), fetch_local=False)
@@ -352,7 +361,7 @@ class RayEngine:
         return {
             "name": "ray",
             "address": self.address or "local",
-            "nodes": sum(1 for node in self._ray.nodes() if node.get("Alive")),
+            "nodes": self._working_nodes(),
             "cpus": resources.get("CPU", 0),
             "gpus": resources.get("GPU", 0),
             "arrange": self.arrange_rows,

@@ -68,9 +68,10 @@ def embed_texts(
         Where the chunks are encoded and the vectors are kept (credaudit/engine.py); default:
         ``encoder`` in this process. The distinct texts' float16 vectors (the cache's rows) are
         held on the engine in blocks as they are read from the cache or come back encoded, and
-        the engine shuffles them into blocks of rows, each made unit float32 where it is
-        assembled (``take_blocks``). On Ray both live in the object store: this process holds one
-        chunk of fresh vectors at a time (to write it to the cache), never all of them.
+        the engine takes them into blocks of rows, each made unit float32 where it is made
+        (``take_blocks``; a shuffle on a cluster of several nodes). On Ray both live in the
+        object store: this process holds one chunk of fresh vectors at a time (to write it to
+        the cache), never all of them.
     factory : callable, optional
         Builds the encoder where the engine encodes (e.g. in each Ray actor); default there: a copy
         of ``encoder``. ``encoder`` still gives the dimension and the cache key.
@@ -114,8 +115,8 @@ def embed_texts(
     progress.finish()
     unique = held.rows()
     # Each row's vector is its distinct text's, made unit float32 per block of rows (a row's
-    # vector does not depend on its block): a shuffle of the held blocks into row order, so that
-    # on a cluster no task reads every held block.
+    # vector does not depend on its block); on a cluster of several nodes a shuffle of the held
+    # blocks into row order, so that no task reads every held block.
     rows = engine.take_blocks(unique, held.position[inverse], _unit_vectors)
     return Embeddings(
         # Locally the one array (callers without an engine get what they always got).

@@ -174,7 +174,8 @@ def consensus_counts(
     engine : Engine
         Where the blocks run.
     block_rows : int, optional
-        Rows per block (default: ``credaudit.engine.BLOCK_ROWS``).
+        Rows per block of the triple counts (default: ``credaudit.engine.BLOCK_ROWS``); the
+        tightness runs over the vectors' own blocks (``engine.stored_blocks``).
 
     Returns
     -------

@@ -139,6 +139,8 @@ def test_arranged_blocks_hold_the_rows_in_the_new_order_and_read_by_row_number(d
     engine.arrange(rows, np.arange(len(x)))  # arranged again, from an arranged layout
     np.testing.assert_array_equal(np.concatenate(rows.parts), x)
     np.testing.assert_array_equal(engine.gather(rows), x)
+    with pytest.raises(ValueError, match="each of the 1500 rows once"):
+        engine.arrange(rows, np.r_[0, np.arange(len(x) - 1)])  # row 0 twice, the last row never
 
 
 def test_an_audit_over_arranged_blocks_gives_the_flags_of_the_one_array(monkeypatch):
