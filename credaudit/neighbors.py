@@ -843,16 +843,12 @@ def _search_lists(
         lists = [c] + [int(j) for j in probes[c] if j != c][: probes.shape[1] - 1]
         candidates = np.concatenate([by_list[list_start[j] : list_start[j + 1]] for j in lists])
         m = min(n, candidates.size)
-        queries = base[members]
-        sims = torch.from_numpy(queries) @ torch.from_numpy(base[candidates]).T
-        top = torch.topk(sims, m, dim=1).indices.numpy()
+        sims = torch.from_numpy(base[members]) @ torch.from_numpy(base[candidates]).T
+        top_sims, top = torch.topk(sims, m, dim=1)
         block_sims = np.full((members.size, n), -np.inf, dtype=np.float32)
         block_idx = np.full((members.size, n), -1, dtype=np.int64)
-        block_idx[:, :m] = candidates[top]
-        # The float32 product's last bit depends on how many threads computed it (a Ray worker's
-        # one core against this process's several), so the kept neighbours' similarities are
-        # recomputed in float64, then rounded: the same on every engine (as _exact_block does).
-        block_sims[:, :m] = np.einsum("qd,qmd->qm", queries, base[block_idx[:, :m]], dtype=np.float64)
+        block_sims[:, :m] = top_sims.numpy()
+        block_idx[:, :m] = candidates[top.numpy()]
         rows.append(members)
         out_sims.append(block_sims)
         out_idx.append(block_idx)
