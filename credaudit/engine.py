@@ -160,13 +160,20 @@ def stored_blocks(rows: Rows, block_rows: int | None = None) -> list[tuple[int, 
 
 
 def map_stored(
-    engine: Engine, fn: Callable[..., Any], rows: Rows, *shared: Any, block_rows: int | None = None
+    engine: Engine,
+    fn: Callable[..., Any],
+    rows: Rows,
+    *shared: Any,
+    block_rows: int | None = None,
+    reads: Callable[[tuple[int, int]], Iterable[int]] | None = None,
 ) -> Iterator[tuple[np.ndarray, Any]]:
     """``fn((start, stop), *shared, layout, *parts)`` for every range of :func:`stored_blocks`, each
-    task sent only its own block; yields (the range's row numbers, ``fn``'s result) in stored order.
-    Block functions read their rows with ``read_rows(...).stored(start, stop)``."""
+    task sent only its own block (or the blocks ``reads(range)`` names); yields (the range's row
+    numbers, ``fn``'s result) in stored order. Block functions read their rows with
+    ``read_rows(...).stored(start, stop)``."""
     blocks = stored_blocks(rows, block_rows)
-    results = engine.map(fn, blocks, *shared, rows=rows, reads=lambda block: _stored_parts(rows, block))
+    reads = reads or (lambda block: _stored_parts(rows, block))
+    results = engine.map(fn, blocks, *shared, rows=rows, reads=reads)
     for (start, stop), result in zip(blocks, results, strict=True):
         yield rows.numbers(start, stop), result
 

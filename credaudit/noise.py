@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks, stored_blocks
+from credaudit.engine import LOCAL, Engine, Rows, map_stored, read_rows, row_blocks
 from credaudit.progress import NullProgress, Progress
 
 
@@ -189,12 +189,10 @@ def consensus_counts(
         rows = engine.place(embeddings)
         # Per block of stored rows, each task sent the blocks holding its rows' two neighbours: by
         # k-means list on a cluster (engine.arrange), so mostly its own block and a few nearby.
-        items = stored_blocks(rows)
         reads = lambda item: rows.parts_of(pairs[rows.numbers(*item)])  # noqa: E731
         tightness = np.empty(len(labels), dtype=np.float32)
-        found = engine.map(_tightness_block, items, graph, rows=rows, reads=reads)
-        for (start, stop), block in zip(items, found, strict=True):
-            tightness[rows.numbers(start, stop)] = block
+        for numbers, block in map_stored(engine, _tightness_block, rows, graph, reads=reads):
+            tightness[numbers] = block
         tight = _tightest(tightness, triple_share)
         del graph, tightness
     parts = engine.map(_count_block, blocks, engine.share((labels, pairs, tight)), n_classes)

@@ -133,3 +133,12 @@ def make_imbalanced_weak(
     flip = rng.random(n_rows) < noise
     observed = np.where(flip, 1 - true_labels, true_labels)
     return x.astype(np.float32), true_labels, observed.astype(np.int64)
+
+
+def make_noisy(n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Six clusterable classes in 24 dimensions, 20 % of the labels flipped to another class:
+    (vectors (N, 24), observed labels) for the engine and layout tests."""
+    x, true, _ = make_clusterable(n_rows, 6, None, seed, dim=24, spread=0.6)
+    rng = np.random.default_rng(seed)
+    flip = rng.random(n_rows) < 0.2
+    return x, np.where(flip, (true + rng.integers(1, 6, n_rows)) % 6, true)

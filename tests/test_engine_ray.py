@@ -13,7 +13,7 @@ import pytest
 from credaudit import audit
 from credaudit.config import merge
 from credaudit.features import CHUNK_TEXTS
-from tests.conftest import make_clusterable, write_table
+from tests.conftest import make_noisy, write_table
 from tests.fakes import BagOfWordsEncoder, DiesOnceEncoder
 from tests.helpers import invoke
 
@@ -36,14 +36,6 @@ def local_cluster():
     ray.shutdown()
 
 
-def _noisy(n_rows: int, seed: int):
-    x, true, _ = make_clusterable(n_rows, 6, None, seed, dim=24, spread=0.6)
-    rng = np.random.default_rng(seed)
-    flip = rng.random(n_rows) < 0.2
-    labels = np.where(flip, (true + rng.integers(1, 6, n_rows)) % 6, true)
-    return x, labels
-
-
 @pytest.mark.parametrize("index", ["exact", "ivf"])
 def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
     # Blocks of 1,000 rows, so the consensus counts (map, then reduce) and every detection
@@ -52,7 +44,7 @@ def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
     monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 1000)
     monkeypatch.setattr("credaudit.neighbors._LIST_ROWS", 60)
     monkeypatch.setattr("credaudit.neighbors._LISTS_PER_BLOCK", 4)
-    x, labels = _noisy(3000, seed=11)
+    x, labels = make_noisy(3000, seed=11)
     frame = pl.DataFrame({"label": labels})
     results = {}
     for engine in ("local", "ray"):
@@ -108,7 +100,7 @@ def test_ray_actor_pool_embeds_the_same_vectors_as_the_local_encoder(tmp_path, m
 
 
 def test_cli_scan_with_engine_ray(tmp_path):
-    x, labels = _noisy(600, seed=5)
+    x, labels = make_noisy(600, seed=5)
     path = write_table(pl.DataFrame({"label": labels, "emb": x.tolist()}), tmp_path / "d.parquet")
     result = invoke(
         ["scan", path, "--embedding-col", "emb", "--engine", "ray", "--out", tmp_path / "out", "--format", "json"]
@@ -135,7 +127,7 @@ def test_on_one_node_auto_leaves_the_rows_where_they_are(monkeypatch):
 
     monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 1000)
     monkeypatch.setattr("credaudit.neighbors._LIST_ROWS", 60)
-    x = normalize_rows(_noisy(3000, seed=2)[0])
+    x = normalize_rows(make_noisy(3000, seed=2)[0])
     expected = build_knn_graph(x, k=8, index="ivf").indices
     for arrange, arranged in (("auto", False), ("always", True)):
         engine = RayEngine(arrange=arrange)

@@ -12,7 +12,7 @@ import pytest
 
 from credaudit import audit
 from credaudit.config import merge
-from tests.conftest import make_clusterable
+from tests.conftest import make_noisy
 
 # CI installs the extra (.ci/run): there a missing Ray is a failure, not a skip.
 ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
@@ -43,9 +43,7 @@ def test_on_two_nodes_auto_moves_the_rows_by_list_and_keeps_the_flags(monkeypatc
     monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 1000)
     monkeypatch.setattr("credaudit.neighbors._LIST_ROWS", 60)
     monkeypatch.setattr("credaudit.neighbors._LISTS_PER_BLOCK", 4)
-    x, true, _ = make_clusterable(3000, 6, None, 13, dim=24, spread=0.6)
-    rng = np.random.default_rng(13)
-    labels = np.where(rng.random(3000) < 0.2, (true + rng.integers(1, 6, 3000)) % 6, true)
+    x, labels = make_noisy(3000, seed=13)
     frame = pl.DataFrame({"label": labels})
     local = audit(frame, merge({"graph": {"index": "ivf"}}), embeddings=x)
     distributed = audit(frame, merge({"engine": {"name": "ray"}, "graph": {"index": "ivf"}}), embeddings=x)

@@ -13,7 +13,7 @@ from credaudit.engine import LOCAL, LocalEngine, Rows, read_rows
 from credaudit.hygiene import score_outliers
 from credaudit.neighbors import build_knn_graph, estimate_recall, normalize_rows, restrict_graph, search_rows
 from credaudit.noise import consensus_counts
-from tests.conftest import make_clusterable
+from tests.conftest import make_clusterable, make_noisy
 
 
 def _blocks(x: np.ndarray, cuts: list[int]) -> Rows:
@@ -152,9 +152,7 @@ def test_an_audit_over_arranged_blocks_gives_the_flags_of_the_one_array(monkeypa
 
     monkeypatch.setattr("credaudit.neighbors._LIST_ROWS", 60)
     monkeypatch.setattr("credaudit.neighbors._LISTS_PER_BLOCK", 4)
-    x, true, _ = make_clusterable(3000, 6, None, 7, dim=24, spread=0.6)
-    rng = np.random.default_rng(7)
-    labels = np.where(rng.random(3000) < 0.2, (true + rng.integers(1, 6, 3000)) % 6, true)
+    x, labels = make_noisy(3000, seed=7)
     frame = pl.DataFrame({"label": labels})
     config = merge({"graph": {"index": "ivf"}})
     whole = audit(frame, config, embeddings=x)
