@@ -336,6 +336,8 @@ class Engine(Protocol):
 
     def place(self, array: np.ndarray | Rows) -> Rows: ...
 
+    def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int) -> Rows: ...
+
     def gather(self, rows: np.ndarray | Rows) -> np.ndarray: ...
 
     def map(
@@ -430,6 +432,21 @@ class LocalEngine:
             return Rows((array,), np.array([0, len(array)], dtype=np.int64), array.shape[1])
         bounds = row_blocks(len(array), self.block_rows)
         return Rows(tuple(array[a:b] for a, b in bounds), block_offsets(b - a for a, b in bounds), array.shape[1])
+
+    def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int) -> Rows:
+        """Blocks of (n, d) vectors in row order, ``n_rows`` in all, placed as :meth:`place`
+        places one array: copied into it as they come, so that only one block is held twice."""
+        out, start = None, 0
+        for block in blocks:
+            if out is None:
+                out = np.empty((n_rows, block.shape[1]), dtype=np.float32)
+            if start + len(block) > n_rows:
+                raise ValueError(f"the blocks hold more than the {n_rows} rows announced")
+            out[start : start + len(block)] = block
+            start += len(block)
+        if out is None or start != n_rows:
+            raise ValueError(f"the blocks hold {start} rows, not the {n_rows} announced")
+        return self.place(out)
 
     def gather(self, rows: np.ndarray | Rows) -> np.ndarray:
         if isinstance(rows, Rows):

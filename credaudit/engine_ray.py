@@ -193,6 +193,18 @@ class RayEngine:
 
         return self._once(self._placed, array, put_blocks)
 
+    def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int) -> Rows:
+        """Blocks of (n, d) vectors in row order, ``n_rows`` in all, put as they come: this
+        process holds one block at a time (a vector column read from its files block by block)."""
+        parts, sizes, dim = [], [], 0
+        for block in blocks:
+            parts.append(self._ray.put(np.ascontiguousarray(block, dtype=np.float32)))
+            sizes.append(len(block))
+            dim = block.shape[1]
+        if sum(sizes) != n_rows:
+            raise ValueError(f"the blocks hold {sum(sizes)} rows, not the {n_rows} announced")
+        return Rows(tuple(parts), block_offsets(sizes), dim)
+
     def gather(self, rows: np.ndarray | Rows) -> np.ndarray:
         """The whole array on the driver (N x d): only for callers that need it in one piece."""
         if not isinstance(rows, Rows):

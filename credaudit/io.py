@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,7 @@ class Table:
         From ``--embedding-col``: for a float32 column a read-only view of ``frame``'s buffer,
         otherwise a float32 copy (which the audit normalises in place). On an engine other than
         the local one the audit keeps the vectors where that engine keeps them, and the table it
-        returns has None here.
+        returns has None here. None too when the column is left in its files (``source``).
     n_empty_texts : int
         Rows whose text is null or empty.
     n_dropped_unlabelled : int
@@ -130,6 +130,10 @@ class Table:
         The text columns found and used.
     parts : Parts or None
         For a directory of parquet files: which file each row came from (None otherwise).
+    source : ParquetSource or None
+        A parquet input whose vector column was left in its files (``read_table(...,
+        vectors_in_files=True)``): ``frame`` holds every other column, and :meth:`rows` re-reads
+        them all.
     """
 
     path: Path
@@ -144,10 +148,218 @@ class Table:
     sha256: str
     text_cols: tuple[str, ...]
     parts: Parts | None = None
+    source: ParquetSource | None = None
 
     @property
     def n_rows(self) -> int:
         return self.frame.height
+
+    def rows(self, extras: pl.DataFrame | None = None) -> pl.LazyFrame:
+        """Every input column of the audited rows, in input order, with ``extras`` (one value per
+        row) beside them: a plan (see :func:`input_rows`)."""
+        return input_rows(self.frame, self.source, extras)
+
+    def output(
+        self,
+        stem: str,
+        extras: pl.DataFrame,
+        transform: Callable[[pl.LazyFrame], pl.LazyFrame],
+        kept: np.ndarray,
+    ) -> tuple[str, Callable[[Path], None]]:
+        """(output name, writer) of ``transform(self.rows(extras))``: see :func:`rows_output`."""
+        return rows_output(stem, self.frame, self.source, self.format, self.parts, extras, transform, kept)
+
+
+@dataclass(frozen=True, eq=False)
+class ParquetSource:
+    """A parquet input's vector column, left in its files: read block by block for the audit, and
+    re-read with every other column for the outputs that carry the input's rows.
+
+    Held in the frame, the column stayed in memory for the whole run (1.5 GB per million 384-d
+    rows; on Ray, on the driver), beside the unit vectors the audit reads.
+
+    Attributes
+    ----------
+    files : tuple of Path
+        The input's parquet files, in the order read.
+    stamps : tuple of (int, int)
+        Each file's size and modification time when it was read; a file changed since is refused.
+    counts : tuple of int
+        Audited rows per file.
+    labelled : ndarray of shape (rows in the files,), dtype bool, or None
+        Which of the files' rows are audited (``--drop-unlabelled``); None: all.
+    label_col : str
+    label_dtype : polars.DataType
+    vector_col : str
+    where : str
+        The column and file, for messages.
+    """
+
+    files: tuple[Path, ...]
+    stamps: tuple[tuple[int, int], ...]
+    counts: tuple[int, ...]
+    labelled: np.ndarray | None
+    label_col: str
+    label_dtype: pl.DataType
+    vector_col: str
+    where: str
+
+    def check_unchanged(self) -> None:
+        """Raise DataReadError if a file changed since it was read (its rows would no longer match)."""
+        for path, stamp in zip(self.files, self.stamps, strict=True):
+            if _stamp(path) != stamp:
+                raise DataReadError(f"{path} changed while it was being audited; run the audit again")
+
+    def vector_blocks(self, block_rows: int | None = None) -> Iterator[np.ndarray]:
+        """The audited rows' vectors, in row order, as writable float32 blocks of ``block_rows``
+        rows (the last one shorter; default ``credaudit.engine.BLOCK_ROWS``), validated as they
+        are read: an InputError names the first bad row, as :func:`read_table` does for a column
+        read whole."""
+        import pyarrow.parquet as pq
+
+        from credaudit.engine import BLOCK_ROWS
+
+        block_rows = block_rows or BLOCK_ROWS
+        self.check_unchanged()
+        dim = block = None
+        filled = row = 0
+        file_row = 0  # rows of the files read so far, audited or not
+        for path in self.files:
+            # pre_buffer=False: buffering whole row groups ahead doubled the peak (3.6 GB against
+            # 2.2 GB for a million 384-d rows read into one array).
+            batches = pq.ParquetFile(path, pre_buffer=False).iter_batches(
+                batch_size=block_rows, columns=[self.vector_col]
+            )
+            for batch in batches:
+                series = pl.from_arrow(batch.column(0))
+                if self.labelled is not None:
+                    series = series.filter(pl.Series(self.labelled[file_row : file_row + batch.num_rows]))
+                file_row += batch.num_rows
+                if not len(series):
+                    continue
+                values, dim = _vector_values(series, self.where, row, dim)
+                row += len(values)
+                start = 0
+                while start < len(values):
+                    if block is None:
+                        block, filled = np.empty((block_rows, dim), dtype=np.float32), 0
+                    take = min(block_rows - filled, len(values) - start)
+                    block[filled : filled + take] = values[start : start + take]
+                    filled, start = filled + take, start + take
+                    if filled == block_rows:
+                        yield block
+                        block = None
+        if block is not None:
+            yield block[:filled]
+
+    def rows(self, extras: pl.DataFrame | None = None, file: int | None = None) -> pl.LazyFrame:
+        """A scan of the audited rows (of every file, or of ``files[file]``), every column, with
+        ``extras`` beside them (as many rows as the scan gives)."""
+        files = list(self.files) if file is None else [self.files[file]]
+        plan = pl.scan_parquet(files, hive_partitioning=False)
+        if self.labelled is not None:
+            plan = plan.filter(~_unlabelled(self.label_col, self.label_dtype))
+        if extras is not None and extras.width:
+            plan = pl.concat([plan, extras.lazy()], how="horizontal")
+        return plan
+
+    def write(
+        self,
+        path: Path,
+        extras: pl.DataFrame,
+        transform: Callable[[pl.LazyFrame], pl.LazyFrame],
+        *,
+        by_file: bool,
+    ) -> None:
+        """Stream ``transform(self.rows(extras))`` into the parquet file ``path``, or with
+        ``by_file`` into the directory ``path``, one file per input file under its name."""
+        self.check_unchanged()
+        if not by_file:
+            transform(self.rows(extras)).sink_parquet(path, row_group_size=SINK_ROW_GROUP)
+            return
+        path.mkdir()
+        start = 0
+        for position, (file, count) in enumerate(zip(self.files, self.counts, strict=True)):
+            plan = transform(self.rows(extras.slice(start, count), file=position))
+            plan.sink_parquet(path / file.name, row_group_size=SINK_ROW_GROUP)
+            start += count
+
+
+def parquet_source(
+    path: Path,
+    fmt: DataFormat,
+    vector_col: str,
+    label_col: str,
+    label_dtype: pl.DataType,
+    labelled: np.ndarray | None,
+    name: str,
+) -> ParquetSource:
+    """The :class:`ParquetSource` of a parquet file or directory, its vector column's type checked."""
+    import pyarrow.parquet as pq
+
+    files = (path,) if fmt.kind == "parquet" else tuple(_parquet_files(path))
+    schema = _parquet_schema(path, fmt)
+    where = f"column '{vector_col}' (--embedding-col) in {name}"
+    _check_vector_type(schema[vector_col], where)
+    in_file = np.array([pq.read_metadata(f).num_rows for f in files], dtype=np.int64)
+    counts = in_file
+    if labelled is not None:
+        audited, bounds = np.r_[0, np.cumsum(labelled)], np.r_[0, np.cumsum(in_file)]
+        counts = audited[bounds[1:]] - audited[bounds[:-1]]
+    return ParquetSource(
+        files=files,
+        stamps=tuple(_stamp(f) for f in files),
+        counts=tuple(int(c) for c in counts),
+        labelled=labelled,
+        label_col=label_col,
+        label_dtype=label_dtype,
+        vector_col=vector_col,
+        where=where,
+    )
+
+
+def _parquet_schema(path: Path, fmt: DataFormat) -> dict[str, pl.DataType]:
+    """The columns of a parquet file, or of a directory's first file (read_frame checked they agree)."""
+    return dict(pl.read_parquet_schema(path if fmt.kind == "parquet" else _parquet_files(path)[0]))
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _unlabelled(label_col: str, dtype: pl.DataType) -> pl.Expr:
+    """True where a row has no label: null, or NaN in a float column (what --drop-unlabelled drops)."""
+    missing = pl.col(label_col).is_null()
+    return missing | pl.col(label_col).is_nan() if dtype.is_float() else missing
+
+
+def input_rows(frame: pl.DataFrame, source: ParquetSource | None, extras: pl.DataFrame | None = None) -> pl.LazyFrame:
+    """Every input column of the audited rows, in input order, with ``extras`` (one value per row)
+    beside them, as a plan: over ``frame`` (its buffers shared, not copied), or with a ``source``
+    a scan of its files, so that a parquet output streams it to disk."""
+    if source is not None:
+        return source.rows(extras)
+    return (frame if extras is None or not extras.width else frame.hstack(extras)).lazy()
+
+
+def rows_output(
+    stem: str,
+    frame: pl.DataFrame,
+    source: ParquetSource | None,
+    fmt: DataFormat,
+    parts: Parts | None,
+    extras: pl.DataFrame,
+    transform: Callable[[pl.LazyFrame], pl.LazyFrame],
+    kept: np.ndarray,
+) -> tuple[str, Callable[[Path], None]]:
+    """(output name, writer) of an output that carries the input's rows: ``transform`` (filters,
+    replaced columns) of :func:`input_rows`, which keeps the input rows ``kept`` (a boolean mask
+    over the audited rows). Written as :func:`frame_output` writes; with a ``source`` streamed
+    from its files, file by file for a directory."""
+    if source is None:
+        return frame_output(stem, transform(input_rows(frame, None, extras)), kept, fmt, parts)
+    return fmt.parts_name(stem), lambda path: source.write(path, extras, transform, by_file=parts is not None)
 
 
 def detect_format(path: Path) -> DataFormat:
@@ -174,20 +386,20 @@ def detect_format(path: Path) -> DataFormat:
     raise DataReadError(f"{path} has an unknown extension; credaudit reads {FORMATS_TEXT}")
 
 
-def read_frame(path: Path, fmt: DataFormat) -> pl.DataFrame:
+def read_frame(path: Path, fmt: DataFormat, *, leave_out: str | None = None) -> pl.DataFrame:
     """Read the whole file into a DataFrame, mapping every failure to a one-line DataReadError.
 
     CSV and JSONL bytes are decoded strictly with ``fmt.encoding``: a byte sequence that is not
     valid in it stops the read, naming the line, instead of being replaced (the cleaned copy must
-    carry the user's text unchanged)."""
+    carry the user's text unchanged). ``leave_out``: a column of a parquet input not to read."""
     try:
         if fmt.kind == "parquet":
-            return _read_parquet(path)
+            return _read_parquet(path, leave_out)
         if fmt.kind == "parquet-dir":
             files = _parquet_files(path)
             if not files:
                 raise DataReadError(f"directory {path} holds no .parquet files")
-            frames = [_read_parquet(f) for f in files]
+            frames = [_read_parquet(f, leave_out) for f in files]
             try:
                 return pl.concat(frames, how="vertical")
             except (pl.exceptions.PolarsError, ValueError) as exc:
@@ -206,9 +418,11 @@ def read_frame(path: Path, fmt: DataFormat) -> pl.DataFrame:
         raise DataReadError(f"{path} is a directory, not a {fmt.kind} file") from None
 
 
-def _read_parquet(path: Path) -> pl.DataFrame:
+def _read_parquet(path: Path, leave_out: str | None = None) -> pl.DataFrame:
     try:
-        return pl.read_parquet(path)
+        if leave_out is None:
+            return pl.read_parquet(path)
+        return pl.read_parquet(path, columns=[c for c in pl.read_parquet_schema(path) if c != leave_out])
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         if isinstance(exc, PermissionError):
             raise
@@ -297,30 +511,33 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def require_columns(frame: pl.DataFrame, wanted: Iterable[tuple[str | None, str]], name: str) -> None:
+def require_columns(
+    frame: pl.DataFrame, wanted: Iterable[tuple[str | None, str]], name: str, columns: list[str] | None = None
+) -> None:
     """Raise MissingColumnError for the first (column, flag) whose column ``frame`` lacks (None: not asked).
 
-    The message names the flag, the file and the columns there are.
+    The message names the flag, the file and the columns there are (``columns``: the file's,
+    where ``frame`` was read without some).
     """
+    columns = frame.columns if columns is None else columns
     for column, flag in wanted:
-        if column is not None and column not in frame.columns:
-            raise MissingColumnError(
-                f"column '{column}' ({flag}) is not in {name}; columns are: {', '.join(frame.columns)}"
-            )
+        if column is not None and column not in columns:
+            raise MissingColumnError(f"column '{column}' ({flag}) is not in {name}; columns are: {', '.join(columns)}")
 
 
 def load_frame(
-    source: str | Path | pl.DataFrame, *, encoding: str = "utf-8"
+    source: str | Path | pl.DataFrame, *, encoding: str = "utf-8", leave_out: str | None = None
 ) -> tuple[Path, DataFormat, pl.DataFrame, str]:
     """(path, format, frame, sha256) of a file, a parquet directory or an in-memory DataFrame.
 
     Every reader (single labels, pairs) starts here, so the input hash is the same everywhere.
+    ``leave_out``: a column of a parquet file or directory not to read (read_table's vector column).
     """
     if isinstance(source, pl.DataFrame):
         return Path("<dataframe>"), DataFormat("parquet"), source, _frame_sha256(source)
     path = Path(source)
     fmt = replace(detect_format(path), encoding=encoding)
-    return path, fmt, read_frame(path, fmt), file_sha256(path)
+    return path, fmt, read_frame(path, fmt, leave_out=leave_out), file_sha256(path)
 
 
 def read_table(
@@ -333,6 +550,7 @@ def read_table(
     drop_unlabelled: bool = False,
     text_optional: bool = False,
     encoding: str = "utf-8",
+    vectors_in_files: bool = False,
 ) -> Table:
     """Read and validate a dataset.
 
@@ -346,6 +564,11 @@ def read_table(
         Missing text columns are allowed (precomputed embeddings and the default text column).
     encoding : str
         Text encoding of a CSV or JSONL file.
+    vectors_in_files : bool
+        Leave a parquet input's ``embedding_col`` in its files (``Table.source``): the audit reads
+        it block by block and the outputs re-read it, so it is never held whole in this process.
+        Its type is checked here; its values (nulls, ragged rows, non-finite numbers) as they are
+        read, with the same messages.
 
     Returns
     -------
@@ -356,13 +579,18 @@ def read_table(
     DataReadError, MissingColumnError, EmptyDataError, SingleClassError
         With a message naming the file, the column and, where one is at fault, the row.
     """
-    path, fmt, frame, sha = load_frame(source, encoding=encoding)
+    leave_out = None
+    if vectors_in_files and embedding_col not in (None, label_col, id_col, *text_cols):
+        leave_out = embedding_col
+    path, fmt, frame, sha = load_frame(source, encoding=encoding, leave_out=leave_out)
     name = path.name if path.name else str(path)
     if frame.height == 0:
         raise EmptyDataError(f"{name} has no rows")
+    in_files = leave_out is not None and fmt.kind in ("parquet", "parquet-dir") and not isinstance(source, pl.DataFrame)
 
     columns = frame.columns
-    require_columns(frame, [(label_col, "--label-col"), (id_col, "--id-col"), (embedding_col, "--embedding-col")], name)
+    wanted = [(label_col, "--label-col"), (id_col, "--id-col"), (embedding_col, "--embedding-col")]
+    require_columns(frame, wanted, name, list(_parquet_schema(path, fmt)) if in_files else None)
     present_text = tuple(c for c in text_cols if c in columns)
     if not (text_optional and not present_text):
         require_columns(frame, ((c, "--text-col") for c in text_cols), name)
@@ -371,9 +599,7 @@ def read_table(
     if labels.dtype.is_nested() or labels.dtype == pl.Object:
         raise InputError(f"column '{label_col}' in {name} must hold one scalar label per row; found {labels.dtype}")
     n_dropped = 0
-    null_labels = labels.is_null()
-    if labels.dtype.is_float():
-        null_labels = null_labels | labels.is_nan()
+    null_labels = frame.select(_unlabelled(label_col, labels.dtype)).to_series()
     n_null = int(null_labels.sum())
     if n_null:
         if n_null == frame.height:
@@ -409,7 +635,13 @@ def read_table(
         texts = joined.to_list()
         n_empty = int((joined.str.strip_chars() == "").sum())
 
-    embeddings = _embedding_matrix(frame, embedding_col, name) if embedding_col is not None else None
+    source = None
+    if in_files:
+        labelled = ~null_labels.to_numpy() if n_dropped else None
+        source = parquet_source(path, fmt, embedding_col, label_col, labels.dtype, labelled, name)
+        embeddings = None
+    else:
+        embeddings = _embedding_matrix(frame, embedding_col, name) if embedding_col is not None else None
     parts = parquet_parts(path, fmt)
     if n_dropped:
         parts = kept_parts(parts, ~null_labels.to_numpy())
@@ -426,6 +658,7 @@ def read_table(
         sha256=sha,
         text_cols=present_text,
         parts=parts,
+        source=source,
     )
 
 
@@ -442,28 +675,44 @@ def unique_ids(frame: pl.DataFrame, id_col: str, name: str) -> list[Any]:
 
 def _embedding_matrix(frame: pl.DataFrame, column: str, name: str, flag: str = "--embedding-col") -> np.ndarray:
     """The (N, d) float32 matrix of a list/array column, or an InputError naming the bad row."""
+    return _vector_values(frame.get_column(column), f"column '{column}' ({flag}) in {name}")[0]
+
+
+def _check_vector_type(dtype: pl.DataType, where: str) -> None:
+    if not isinstance(dtype, (pl.List, pl.Array)):
+        raise InputError(f"{where} must hold numeric vectors (lists or arrays); found {dtype}")
+    inner = dtype.inner
+    if not (inner.is_numeric() or inner == pl.Null):
+        raise InputError(f"{where} must hold numeric vectors; found vectors of {inner}")
+
+
+def _vector_values(series: pl.Series, where: str, first_row: int = 0, dim: int | None = None) -> tuple[np.ndarray, int]:
+    """(the (n, d) float32 matrix of the vectors in ``series``, d), or an InputError naming the bad row.
+
+    ``series`` may be one block of a longer column: ``first_row`` is its first row's number, and
+    ``dim`` the length of the column's row 0 (None: this block holds row 0).
+    """
     import pyarrow as pa
 
     from credaudit.engine import row_blocks
 
-    series = frame.get_column(column)
-    where = f"column '{column}' ({flag}) in {name}"
-    if not isinstance(series.dtype, (pl.List, pl.Array)):
-        raise InputError(f"{where} must hold numeric vectors (lists or arrays); found {series.dtype}")
-    inner = series.dtype.inner
-    if not (inner.is_numeric() or inner == pl.Null):
-        raise InputError(f"{where} must hold numeric vectors; found vectors of {inner}")
+    _check_vector_type(series.dtype, where)
     nulls = series.is_null()
     if bool(nulls.any()):
-        raise InputError(f"{where} has no vector at row {int(nulls.arg_true()[0])}")
+        raise InputError(f"{where} has no vector at row {first_row + int(nulls.arg_true()[0])}")
     if isinstance(series.dtype, pl.List):
         lengths = series.list.len()
-        dim = int(lengths[0])
+        if dim is None:
+            dim = int(lengths[0])
         ragged = lengths != dim
         if bool(ragged.any()):
             row = int(ragged.arg_true()[0])
-            raise InputError(f"{where} is ragged: row {row} has {int(lengths[row])} values, row 0 has {dim}")
+            raise InputError(
+                f"{where} is ragged: row {first_row + row} has {int(lengths[row])} values, row 0 has {dim}"
+            )
     else:
+        if dim is not None and series.dtype.size != dim:
+            raise InputError(f"{where} is ragged: row {first_row} has {series.dtype.size} values, row 0 has {dim}")
         dim = series.dtype.size
     if dim == 0:
         raise InputError(f"{where} holds empty vectors")
@@ -474,13 +723,14 @@ def _embedding_matrix(frame: pl.DataFrame, column: str, name: str, flag: str = "
         values = values.cast(pa.float32())
     if values.null_count:
         first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
-        raise InputError(f"{where} has a missing or non-finite value at row {first // dim}")
-    matrix = values.to_numpy().reshape(frame.height, dim)
-    for start, stop in row_blocks(frame.height):
+        raise InputError(f"{where} has a missing or non-finite value at row {first_row + first // dim}")
+    matrix = values.to_numpy().reshape(len(series), dim)
+    for start, stop in row_blocks(len(series)):
         finite = np.isfinite(matrix[start:stop]).all(axis=1)
         if not finite.all():
-            raise InputError(f"{where} has a missing or non-finite value at row {start + int(np.argmin(finite))}")
-    return matrix
+            row = first_row + start + int(np.argmin(finite))
+            raise InputError(f"{where} has a missing or non-finite value at row {row}")
+    return matrix, dim
 
 
 def _frame_sha256(frame: pl.DataFrame) -> str:

@@ -13,7 +13,7 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -55,7 +55,6 @@ from credaudit.io import (
     check_out_file,
     default_out_dir,
     detect_format,
-    frame_output,
     out_dir_for,
     read_frame,
     read_reference,
@@ -203,48 +202,53 @@ class AuditResult:
         min_confidence : float, optional
             Default: the config's ``output.min_confidence``.
         """
-        return self._cleaned(mode, min_confidence)[0].collect()
+        extras, transform, _ = self._cleaned(mode, min_confidence)
+        return transform(self.table.rows(extras)).collect()
 
-    def _cleaned(self, mode: str | None = None, min_confidence: float | None = None) -> tuple[pl.LazyFrame, np.ndarray]:
-        """(the cleaned frame, as a plan over the input frame; which input rows it keeps).
+    def _cleaned(
+        self, mode: str | None = None, min_confidence: float | None = None
+    ) -> tuple[pl.DataFrame, Callable[[pl.LazyFrame], pl.LazyFrame], np.ndarray]:
+        """(columns to put beside the input's, one value per row; the plan that makes the cleaned
+        rows of the input's with them; which input rows it keeps), for :meth:`Table.output`.
 
-        A plan, so that a parquet output streams it to disk (io.write_frame) instead of copying
+        A plan, so that a parquet output streams it to disk (io.rows_output) instead of copying
         the input's kept rows first: with a vector column that copy is the largest object of a scan.
         """
         mode = mode or self.config.output.clean
-        frame = self.table.frame
-        flagged = pl.Series(self.detection.is_label_error)
         suggested = self.issues.get_column("suggested_label")
         if mode in ("drop", "relabel", "dedupe"):
             plan = self.cleaning_plan(mode, min_confidence)
-            # The masks ride along as columns (the input's columns are shared, not copied).
             keep = pl.Series("__credaudit_keep", ~plan.drop)
             if mode in ("drop", "dedupe"):
-                cleaned = frame.with_columns(keep).lazy()
+                extras = pl.DataFrame([keep])
+                relabel = None
             else:
+                relabelled = pl.Series("__credaudit_relabel", plan.relabel)
+                extras = pl.DataFrame([keep, relabelled, suggested.alias("__credaudit_to")])
                 label_col = self.config.input.label_col
-                cleaned = (
-                    frame.with_columns(
-                        keep, pl.Series("__credaudit_relabel", plan.relabel), suggested.alias("__credaudit_to")
-                    )
-                    .lazy()
-                    .with_columns(
-                        pl.when(pl.col("__credaudit_relabel"))
-                        .then(pl.col("__credaudit_to"))
-                        .otherwise(pl.col(label_col))
-                        .alias(label_col)
-                    )
-                    .drop("__credaudit_relabel", "__credaudit_to")
+                relabel = (
+                    pl.when(pl.col("__credaudit_relabel"))
+                    .then(pl.col("__credaudit_to"))
+                    .otherwise(pl.col(label_col))
+                    .alias(label_col)
                 )
-            return cleaned.filter(pl.col(keep.name)).drop(keep.name), ~plan.drop
+
+            def transform(rows: pl.LazyFrame) -> pl.LazyFrame:
+                if relabel is not None:
+                    rows = rows.with_columns(relabel)
+                return rows.filter(pl.col(keep.name)).drop(extras.columns)
+
+            return extras, transform, ~plan.drop
         if mode == "flag":
-            flagged_frame = frame.with_columns(
-                flagged.alias("credaudit_is_label_error"),
-                suggested.alias("credaudit_suggested_label"),
-                self.issues.get_column("suggestion_confidence").alias("credaudit_suggestion_confidence"),
-                self.issues.get_column("error_score").alias("credaudit_error_score"),
+            extras = pl.DataFrame(
+                [
+                    pl.Series("credaudit_is_label_error", self.detection.is_label_error),
+                    suggested.alias("credaudit_suggested_label"),
+                    self.issues.get_column("suggestion_confidence").alias("credaudit_suggestion_confidence"),
+                    self.issues.get_column("error_score").alias("credaudit_error_score"),
+                ]
             )
-            return flagged_frame.lazy(), np.ones(frame.height, dtype=bool)
+            return extras, lambda rows: rows, np.ones(self.table.n_rows, dtype=bool)
         raise ValueError(f"mode must be drop, relabel, dedupe or flag; got {mode!r}")
 
 
@@ -626,6 +630,9 @@ def _read(data: str | Path | pl.DataFrame, cfg: InputConfig, *, precomputed: boo
         encoding=cfg.encoding,
         # Text is optional with precomputed vectors, unless the user named text columns themselves.
         text_optional=(precomputed or cfg.embedding_col is not None) and cfg.text_cols == InputConfig().text_cols,
+        # A parquet input's vector column is read block by block where the engine keeps it, and
+        # re-read for the cleaned copy: never held whole here (1.5 GB per million 384-d rows).
+        vectors_in_files=not precomputed,
     )
 
 
@@ -699,6 +706,14 @@ def _features(
         vectors = normalize_rows(embeddings)
         summary = EncoderSummary("precomputed", "embeddings passed to audit()", vectors.shape[1], "n/a", None, 0, 0)
         return vectors, summary, None
+    if table.source is not None:
+        # Each block is normalised as it is read and placed where the engine keeps the vectors
+        # (on Ray, put in the object store): the column is never whole in this process on Ray, and
+        # held once (not as the frame's copy plus the unit vectors) on the local engine.
+        blocks = (normalize_rows(block, in_place=True) for block in table.source.vector_blocks())
+        vectors = engine.place_blocks(blocks, table.n_rows)
+        source = f"column '{config.input.embedding_col}'"
+        return vectors, EncoderSummary("precomputed", source, vectors.dim, "n/a", None, 0, 0), None
     if table.embeddings is not None:
         # The table's own matrix, nobody else's array: normalised in place where it is a copy (a
         # column of another value type), so the vectors are not held twice (1.5 GB per million
@@ -1147,8 +1162,7 @@ def write_scan_outputs(result: AuditResult, out_dir: Path) -> list[Path]:
     All files are staged and moved into place together (io.write_outputs); the JUnit file, which
     lives wherever ``--junit`` says, is written atomically on its own.
     """
-    fmt = result.table.format
-    cleaned_name, write_cleaned = frame_output("cleaned", *result._cleaned(), fmt, result.table.parts)
+    cleaned_name, write_cleaned = result.table.output("cleaned", *result._cleaned())
     output = result.config.output
     writers: dict[str, Any] = {
         cleaned_name: write_cleaned,

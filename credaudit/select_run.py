@@ -26,11 +26,13 @@ from credaudit.errors import UsageError
 from credaudit.hygiene import dedupe_mask
 from credaudit.io import (
     DataFormat,
+    ParquetSource,
     Parts,
     check_out_dir,
     detect_format,
-    frame_output,
+    input_rows,
     out_dir_for,
+    rows_output,
     write_outputs,
     write_text,
 )
@@ -66,7 +68,8 @@ class SelectionResult:
     Attributes
     ----------
     frame : polars.DataFrame
-        The input rows (one per item; for pairs, one per pair).
+        The input rows (one per item; for pairs, one per pair); without a vector column left in
+        its files (``source``).
     format : DataFormat
         The input's format (``selected.<ext>`` is written in it).
     selection : polars.DataFrame
@@ -75,6 +78,10 @@ class SelectionResult:
     report : dict
         report.json.
     config : ScanConfig
+    parts : Parts or None
+        For a directory of parquet files: which file each row came from.
+    source : ParquetSource or None
+        The input's files, where its vector column was left in them (io.Table.source).
     """
 
     frame: pl.DataFrame
@@ -83,10 +90,18 @@ class SelectionResult:
     report: dict[str, Any]
     config: ScanConfig
     parts: Parts | None = None
+    source: ParquetSource | None = None
 
     def selected(self) -> pl.DataFrame:
         """The chosen rows of the input, in input order."""
-        return self.frame.filter(self.selection.get_column("selected"))
+        return _selected(input_rows(self.frame, self.source, self._chosen())).collect()
+
+    def _chosen(self) -> pl.DataFrame:
+        return pl.DataFrame([self.selection.get_column("selected").alias("__credaudit_selected")])
+
+
+def _selected(rows: pl.LazyFrame) -> pl.LazyFrame:
+    return rows.filter(pl.col("__credaudit_selected")).drop("__credaudit_selected")
 
 
 def select_out_dir(config: ScanConfig, data: Path) -> Path:
@@ -118,6 +133,7 @@ class _Audited:
     similarities: np.ndarray
     noise: dict[str, Any]
     parts: Parts | None
+    source: ParquetSource | None = None
 
 
 def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Audited:
@@ -162,6 +178,7 @@ def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Au
         similarities=result.graph.similarities[:, :k],
         noise=_noise(result.report.noise),
         parts=table.parts,
+        source=table.source,
     )
 
 
@@ -276,7 +293,7 @@ def select(
         }
     )
     report = _report(audited, config, budget, chosen, coverage, times)
-    return SelectionResult(audited.frame, audited.format, selection, report, config, audited.parts)
+    return SelectionResult(audited.frame, audited.format, selection, report, config, audited.parts, audited.source)
 
 
 def _report(
@@ -339,9 +356,10 @@ def write_selection_outputs(result: SelectionResult, out_dir: Path) -> list[Path
     from credaudit.report.json import render_json_data
     from credaudit.report.selection import render_selection_markdown
 
-    fmt = result.format
     chosen = result.selection.get_column("selected").to_numpy()
-    selected_name, write_selected = frame_output("selected", result.selected(), chosen, fmt, result.parts)
+    selected_name, write_selected = rows_output(
+        "selected", result.frame, result.source, result.format, result.parts, result._chosen(), _selected, chosen
+    )
     writers = {
         selected_name: write_selected,
         "selection.parquet": lambda p: result.selection.write_parquet(p),

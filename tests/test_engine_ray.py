@@ -99,7 +99,7 @@ def test_ray_actor_pool_embeds_the_same_vectors_as_the_local_encoder(tmp_path, m
     np.testing.assert_array_equal(mixed.embeddings, local.embeddings)
 
 
-def test_cli_scan_with_engine_ray(tmp_path):
+def test_cli_scan_with_engine_ray(tmp_path, monkeypatch):
     x, labels = make_noisy(600, seed=5)
     path = write_table(pl.DataFrame({"label": labels, "emb": x.tolist()}), tmp_path / "d.parquet")
     result = invoke(
@@ -110,14 +110,23 @@ def test_cli_scan_with_engine_ray(tmp_path):
     assert report["run"]["engine"]["cpus"] == 2
     assert report["run"]["engine"]["arrange"] == "auto"
     issues = pl.read_parquet(tmp_path / "out" / "issues.parquet")
-    # The file's vectors went to the object store; the driver's table keeps none of them.
+    # The file's vectors went to the object store block by block as they were read; the driver's
+    # table keeps none of them (its frame was read without the column).
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 128)
     distributed = audit(path, merge({"input": {"embedding_col": "emb"}, "engine": {"name": "ray"}}))
-    assert distributed.table.embeddings is None
+    assert distributed.table.embeddings is None and "emb" not in distributed.table.frame.columns
+    assert len(distributed.vectors.parts) == 5
     assert all(isinstance(part, ray.ObjectRef) for part in distributed.vectors.parts)
     local = audit(path, merge({"input": {"embedding_col": "emb"}}))
-    assert local.table.embeddings is not None
     assert distributed.issues.equals(local.issues)
     assert issues.equals(local.issues)
+    # The same rows given as a frame in memory (vectors read whole) make the same audit.
+    in_memory = audit(pl.read_parquet(path), merge({"input": {"embedding_col": "emb"}}))
+    assert in_memory.table.embeddings is not None
+    assert in_memory.issues.equals(local.issues)
+    np.testing.assert_array_equal(distributed.embeddings, in_memory.embeddings)
+    for mode in ("drop", "relabel", "flag"):
+        assert local.cleaned(mode).equals(in_memory.cleaned(mode))
 
 
 def test_on_one_node_auto_leaves_the_rows_where_they_are(monkeypatch):

@@ -129,3 +129,77 @@ def test_out_dir_checks(tmp_path, small_frame):
     with pytest.raises(OutputWriteError, match="not writable"):
         check_out_dir(data / "sub", tmp_path / "other.parquet", ["cleaned.parquet"])
     check_out_dir(tmp_path / "new" / "dir", data, ["cleaned.parquet", "report.json"])
+
+
+def _vector_parts(tmp_path, frame: pl.DataFrame, bounds: list[tuple[int, int]]):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for position, (start, stop) in enumerate(bounds):
+        frame.slice(start, stop - start).write_parquet(folder / f"p{position}.parquet", row_group_size=5)
+    return folder
+
+
+def test_a_vector_column_left_in_its_files_reads_as_blocks_and_rows(tmp_path, small_frame):
+    # Three files, the middle one all unlabelled, unlabelled rows in the others too; row groups of
+    # 5 and blocks of 7, so that blocks straddle row groups and files.
+    labels = small_frame["label"].to_list()
+    for row in (3, 20, 21, 22, 23, 24, 25, 41):
+        labels[row] = None
+    frame = small_frame.with_columns(pl.Series("label", labels))
+    folder = _vector_parts(tmp_path, frame, [(0, 20), (20, 26), (26, 60)])
+    table = read_table(folder, id_col="id", embedding_col="emb", drop_unlabelled=True, vectors_in_files=True)
+    labelled = frame.filter(pl.col("label").is_not_null())
+    assert table.embeddings is None and table.source is not None
+    assert table.frame.columns == ["id", "text", "label"]
+    assert table.row_ids == labelled["id"].to_list()
+    assert table.source.counts == (19, 0, 33)
+    blocks = list(table.source.vector_blocks(block_rows=7))
+    assert [len(b) for b in blocks] == [7] * 7 + [3]
+    assert all(b.flags.writeable and b.dtype == np.float32 for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks), np.array(labelled["emb"].to_list(), dtype=np.float32))
+    # The outputs' rows: every column of the audited rows, in order, with the extras beside them.
+    extras = pl.DataFrame({"n": np.arange(52)})
+    assert table.rows(extras).collect().equals(labelled.with_columns(extras["n"]))
+    out = tmp_path / "out"
+    write = table.output("cleaned", extras, lambda rows: rows.filter(pl.col("n") % 2 == 0).drop("n"), np.ones(52))[1]
+    write(out)
+    assert sorted(p.name for p in out.iterdir()) == ["p0.parquet", "p1.parquet", "p2.parquet"]
+    written = [pl.read_parquet(out / f"p{i}.parquet") for i in range(3)]
+    assert [w.height for w in written] == [10, 0, 16]
+    assert pl.concat(written).equals(labelled.filter(pl.Series(np.arange(52) % 2 == 0)))
+    assert written[1].schema == frame.schema
+
+
+@pytest.mark.parametrize(
+    ("row", "value", "message"),
+    [
+        (33, None, r"has no vector at row 30"),
+        (33, [1.0, 2.0], r"is ragged: row 30 has 2 values, row 0 has 8"),
+        (44, [float("nan")] * 8, r"has a missing or non-finite value at row 41"),
+    ],
+)
+def test_a_bad_vector_read_from_the_files_names_its_row(tmp_path, small_frame, row, value, message):
+    # Rows are numbered as the audit numbers them: after the unlabelled rows 3, 4 and 5 are dropped.
+    vectors = small_frame["emb"].to_list()
+    vectors[row] = value
+    labels = [None if i in (3, 4, 5) else v for i, v in enumerate(small_frame["label"].to_list())]
+    frame = small_frame.with_columns(pl.Series("emb", vectors), pl.Series("label", labels))
+    path = tmp_path / "d.parquet"
+    frame.write_parquet(path, row_group_size=5)
+    table = read_table(path, embedding_col="emb", drop_unlabelled=True, vectors_in_files=True)
+    with pytest.raises(InputError, match=r"column 'emb' \(--embedding-col\) in d\.parquet " + message):
+        list(table.source.vector_blocks(block_rows=7))
+
+
+def test_a_vector_column_is_checked_when_read_and_its_file_must_not_change(tmp_path, small_frame):
+    path = write_table(small_frame.with_columns(pl.col("text").alias("words")), tmp_path / "d.parquet")
+    with pytest.raises(InputError, match=r"column 'words' \(--embedding-col\) in d\.parquet must hold numeric vectors"):
+        read_table(path, embedding_col="words", vectors_in_files=True)
+    with pytest.raises(InputError, match=r"column 'vec' \(--embedding-col\) is not in d\.parquet; columns are: id, t"):
+        read_table(path, embedding_col="vec", vectors_in_files=True)
+    table = read_table(path, embedding_col="emb", vectors_in_files=True)
+    write_table(small_frame[:50], path)
+    with pytest.raises(DataReadError, match=r"d\.parquet changed while it was being audited"):
+        list(table.source.vector_blocks())
+    with pytest.raises(DataReadError, match=r"d\.parquet changed while it was being audited"):
+        table.output("cleaned", pl.DataFrame(), lambda rows: rows, np.ones(60))[1](tmp_path / "c.parquet")
