@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -1024,6 +1025,9 @@ def frame_output(
 # input frame with groups of 16,384 rows, 1.5 GB with 65,536, 2.2 GB for the copy it replaces).
 SINK_ROW_GROUP = 16_384
 
+# Rows per chunk of a CSV or JSONL output, encoded and written one chunk at a time.
+TEXT_CHUNK_ROWS = 65_536
+
 
 def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: Path, fmt: DataFormat, parts: Parts | None = None) -> None:
     """Write ``frame`` to ``path`` in ``fmt`` (the cleaned copy keeps the input's format).
@@ -1048,18 +1052,24 @@ def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: Path, fmt: DataFormat,
     if fmt.kind in ("parquet", "parquet-dir"):
         frame.write_parquet(path)
         return
-    buffer = _io.BytesIO()
-    if fmt.kind == "jsonl":
-        frame.write_ndjson(buffer)
-    else:
-        frame.write_csv(buffer)
-    data = buffer.getvalue()
-    if not _is_utf8(fmt.encoding):
-        data = data.decode("utf-8").encode(fmt.encoding)
-    if fmt.gzip:
-        # mtime=0: the same cleaned data gives the same bytes.
-        data = gzip.compress(data, mtime=0)
-    path.write_bytes(data)
+    # One gzip member made by zlib (wbits=31: a gzip header with mtime 0 and no file name), so
+    # that the same cleaned data gives the same bytes.
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31) if fmt.gzip else None
+    with path.open("wb") as out:
+        # Chunk by chunk, so that the encoded (and compressed) text is never held whole: at a
+        # million rows of text it is the size of the file, and was held twice with gzip.
+        for start in range(0, max(frame.height, 1), TEXT_CHUNK_ROWS):
+            buffer = _io.BytesIO()
+            chunk = frame.slice(start, TEXT_CHUNK_ROWS)
+            if fmt.kind == "jsonl":
+                chunk.write_ndjson(buffer)
+            else:
+                chunk.write_csv(buffer, include_header=start == 0)
+            data = buffer.getvalue()
+            data = data if _is_utf8(fmt.encoding) else data.decode("utf-8").encode(fmt.encoding)
+            out.write(compressor.compress(data) if compressor else data)
+        if compressor:
+            out.write(compressor.flush())
 
 
 def write_text(text: str) -> Callable[[Path], None]:

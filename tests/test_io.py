@@ -203,3 +203,24 @@ def test_a_vector_column_is_checked_when_read_and_its_file_must_not_change(tmp_p
         list(table.source.vector_blocks())
     with pytest.raises(DataReadError, match=r"d\.parquet changed while it was being audited"):
         table.output("cleaned", pl.DataFrame(), lambda rows: rows, np.ones(60))[1](tmp_path / "c.parquet")
+
+
+@pytest.mark.parametrize(
+    ("name", "encoding"), [("c.csv", "utf-8"), ("c.jsonl", "utf-8"), ("c.csv.gz", "latin-1"), ("c.jsonl.gz", "utf-8")]
+)
+def test_a_text_output_written_in_chunks_has_the_bytes_of_one_piece(tmp_path, monkeypatch, small_frame, name, encoding):
+    # Chunks of 7 rows (60 rows: 9 chunks, the last short): the same bytes as the whole frame
+    # encoded and compressed at once, so the header comes once and gzip's stream is one member.
+    frame = small_frame.drop("emb").with_columns(pl.col("text") + " café")
+    fmt = DataFormat("jsonl" if "jsonl" in name else "csv", gzip=name.endswith(".gz"), encoding=encoding)
+    write_frame(frame, tmp_path / ("whole." + name), fmt)
+    monkeypatch.setattr("credaudit.io.TEXT_CHUNK_ROWS", 7)
+    write_frame(frame, tmp_path / name, fmt)
+    assert (tmp_path / name).read_bytes() == (tmp_path / ("whole." + name)).read_bytes()
+    whole = (frame.write_ndjson() if "jsonl" in name else frame.write_csv()).encode(encoding)
+    assert (gzip.decompress if fmt.gzip else bytes)((tmp_path / name).read_bytes()) == whole
+    assert read_table(tmp_path / name, id_col="id", encoding=encoding).frame.equals(frame)
+    write_frame(frame[:0], tmp_path / ("empty." + name), fmt)
+    assert (gzip.decompress if fmt.gzip else bytes)((tmp_path / ("empty." + name)).read_bytes()) == (
+        b"" if "jsonl" in name else b"id,text,label\n"
+    )
