@@ -40,12 +40,12 @@ Ray retries a task whose worker died (``max_retries``) and restarts an encoder a
 (Ray Data), so a lost worker costs a block, not the run; outputs are still written only at the
 end, as one set.
 
-What still runs on the driver: the reading of the input (with ``--embedding-col`` the column
-stays in its table, for the cleaned copy, and the vectors are put from there) and the embedding
-cache (each chunk of fresh vectors passes through it to be written there); the finished graph
-(N x k), the per-row scores and every row's flags come back to it. ``select`` and the crowd and
-pair adapters gather the vectors whole (``gather``). See benchmarks/SCALE.md for what this means
-for sizing a cluster.
+What still runs on the driver: the reading of the input (a parquet input's ``--embedding-col``
+column is read block by block, each block put as it is read, and never held whole; a CSV or JSONL
+one is read whole and put from there) and the embedding cache (each chunk of fresh vectors passes
+through it to be written there); the finished graph (N x k), the per-row scores and every row's
+flags come back to it. ``select`` and the crowd and pair adapters gather the vectors whole
+(``gather``). See benchmarks/SCALE.md for what this means for sizing a cluster.
 """
 
 from __future__ import annotations

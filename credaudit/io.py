@@ -108,7 +108,8 @@ class Table:
         The input as given.
     format : DataFormat
     frame : polars.DataFrame
-        Every input column, rows in input order (minus unlabelled rows if they were dropped).
+        Every input column, rows in input order (minus unlabelled rows if they were dropped);
+        without the vector column when it was left in its files (``source``).
     texts : list of str, or None
         Per row, the text columns joined with a newline (null -> ""); None when no text column
         exists (precomputed embeddings only).
@@ -183,8 +184,9 @@ class ParquetSource:
     ----------
     files : tuple of Path
         The input's parquet files, in the order read.
-    stamps : tuple of (int, int)
-        Each file's size and modification time when it was read; a file changed since is refused.
+    stamps : tuple of tuple of int
+        Each file's size, inode, modification and change times before it was read; a file
+        changed since is refused.
     counts : tuple of int
         Audited rows per file.
     labelled : ndarray of shape (rows in the files,), dtype bool, or None
@@ -197,7 +199,7 @@ class ParquetSource:
     """
 
     files: tuple[Path, ...]
-    stamps: tuple[tuple[int, int], ...]
+    stamps: tuple[tuple[int, ...], ...]
     counts: tuple[int, ...]
     labelled: np.ndarray | None
     label_col: str
@@ -211,12 +213,14 @@ class ParquetSource:
             if _stamp(path) != stamp:
                 raise DataReadError(f"{path} changed while it was being audited; run the audit again")
 
+    def _read_error(self, path: Path, exc: Exception) -> DataReadError:
+        return DataReadError(f"{path} is not a readable parquet file ({_first_line(exc)})")
+
     def vector_blocks(self, block_rows: int | None = None) -> Iterator[np.ndarray]:
         """The audited rows' vectors, in row order, as writable float32 blocks of ``block_rows``
         rows (the last one shorter; default ``credaudit.engine.BLOCK_ROWS``), validated as they
         are read: an InputError names the first bad row, as :func:`read_table` does for a column
         read whole."""
-        import pyarrow.parquet as pq
 
         from credaudit.engine import BLOCK_ROWS
 
@@ -226,12 +230,7 @@ class ParquetSource:
         filled = row = 0
         file_row = 0  # rows of the files read so far, audited or not
         for path in self.files:
-            # pre_buffer=False: buffering whole row groups ahead doubled the peak (3.6 GB against
-            # 2.2 GB for a million 384-d rows read into one array).
-            batches = pq.ParquetFile(path, pre_buffer=False).iter_batches(
-                batch_size=block_rows, columns=[self.vector_col]
-            )
-            for batch in batches:
+            for batch in self._batches(path, block_rows):
                 series = pl.from_arrow(batch.column(0))
                 if self.labelled is not None:
                     series = series.filter(pl.Series(self.labelled[file_row : file_row + batch.num_rows]))
@@ -253,9 +252,27 @@ class ParquetSource:
         if block is not None:
             yield block[:filled]
 
+    def _batches(self, path: Path, block_rows: int) -> Iterator[Any]:
+        """The vector column of ``path`` in record batches; a file that cannot be read is a DataReadError."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            # pre_buffer=False: buffering whole row groups ahead doubled the peak (3.6 GB against
+            # 2.2 GB for a million 384-d rows read into one array).
+            yield from pq.ParquetFile(path, pre_buffer=False).iter_batches(
+                batch_size=block_rows, columns=[self.vector_col]
+            )
+        except (OSError, pa.ArrowException, pl.exceptions.PolarsError) as exc:
+            raise self._read_error(path, exc) from None
+
     def rows(self, extras: pl.DataFrame | None = None, file: int | None = None) -> pl.LazyFrame:
         """A scan of the audited rows (of every file, or of ``files[file]``), every column, with
-        ``extras`` beside them (as many rows as the scan gives)."""
+        ``extras`` beside them (one row per audited row of the scan)."""
+        self.check_unchanged()
+        expected = sum(self.counts) if file is None else self.counts[file]
+        if extras is not None and extras.height != expected:
+            raise ValueError(f"{extras.height} rows of extra columns for {expected} audited rows")
         files = list(self.files) if file is None else [self.files[file]]
         plan = pl.scan_parquet(files, hive_partitioning=False)
         if self.labelled is not None:
@@ -294,14 +311,27 @@ def parquet_source(
     label_dtype: pl.DataType,
     labelled: np.ndarray | None,
     name: str,
+    stamps: dict[Path, tuple[int, ...]],
 ) -> ParquetSource:
-    """The :class:`ParquetSource` of a parquet file or directory, its vector column's type checked."""
+    """The :class:`ParquetSource` of a parquet file or directory, its vector column's type checked
+    (the same in every file). ``stamps``: :func:`_stamps` of ``path`` before it was read."""
     import pyarrow.parquet as pq
 
     files = (path,) if fmt.kind == "parquet" else tuple(_parquet_files(path))
-    schema = _parquet_schema(path, fmt)
     where = f"column '{vector_col}' (--embedding-col) in {name}"
-    _check_vector_type(schema[vector_col], where)
+    dtype = _parquet_schema(path, fmt)[vector_col]
+    _check_vector_type(dtype, where)
+    for file in files[1:]:
+        # read_frame compared the other columns; this one was left out of that.
+        other = pl.read_parquet_schema(file).get(vector_col)
+        if other != dtype:
+            found = "no such column" if other is None else other
+            raise DataReadError(
+                f"the parquet files in {path} do not share one schema: column '{vector_col}' is {dtype} in "
+                f"{files[0].name}, {found} in {file.name}"
+            )
+    if any(stamps.get(file) != _stamp(file) for file in files):
+        raise DataReadError(f"{path} changed while it was being read; run the audit again")
     in_file = np.array([pq.read_metadata(f).num_rows for f in files], dtype=np.int64)
     counts = in_file
     if labelled is not None:
@@ -309,7 +339,7 @@ def parquet_source(
         counts = audited[bounds[1:]] - audited[bounds[:-1]]
     return ParquetSource(
         files=files,
-        stamps=tuple(_stamp(f) for f in files),
+        stamps=tuple(stamps[f] for f in files),
         counts=tuple(int(c) for c in counts),
         labelled=labelled,
         label_col=label_col,
@@ -324,9 +354,21 @@ def _parquet_schema(path: Path, fmt: DataFormat) -> dict[str, pl.DataType]:
     return dict(pl.read_parquet_schema(path if fmt.kind == "parquet" else _parquet_files(path)[0]))
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
+def _stamp(path: Path) -> tuple[int, ...]:
+    """What changes when a file is rewritten: size, inode, modification and change times (a
+    missing file: an empty stamp)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return ()
+    return stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def _stamps(path: Path) -> dict[Path, tuple[int, ...]]:
+    """:func:`_stamp` of a parquet file, or of each parquet file of a directory."""
+    if path.is_dir():
+        return {file: _stamp(file) for file in _parquet_files(path)}
+    return {path: _stamp(path)} if path.is_file() else {}
 
 
 def _unlabelled(label_col: str, dtype: pl.DataType) -> pl.Expr:
@@ -421,9 +463,12 @@ def read_frame(path: Path, fmt: DataFormat, *, leave_out: str | None = None) -> 
 
 def _read_parquet(path: Path, leave_out: str | None = None) -> pl.DataFrame:
     try:
-        if leave_out is None:
+        columns = [c for c in pl.read_parquet_schema(path) if c != leave_out]
+        # Without any other column the frame would have no rows; read it all (read_table then
+        # reports what is missing).
+        if leave_out is None or not columns:
             return pl.read_parquet(path)
-        return pl.read_parquet(path, columns=[c for c in pl.read_parquet_schema(path) if c != leave_out])
+        return pl.read_parquet(path, columns=columns)
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         if isinstance(exc, PermissionError):
             raise
@@ -583,18 +628,22 @@ def read_table(
     leave_out = None
     if vectors_in_files and embedding_col not in (None, label_col, id_col, *text_cols):
         leave_out = embedding_col
+    # Stamped before anything is read: the vectors and the outputs are read again later, and a
+    # file changed in between must be noticed.
+    stamps = _stamps(Path(source)) if leave_out is not None and not isinstance(source, pl.DataFrame) else {}
     path, fmt, frame, sha = load_frame(source, encoding=encoding, leave_out=leave_out)
     name = path.name if path.name else str(path)
     if frame.height == 0:
         raise EmptyDataError(f"{name} has no rows")
-    in_files = leave_out is not None and fmt.kind in ("parquet", "parquet-dir") and not isinstance(source, pl.DataFrame)
+    in_files = bool(stamps) and fmt.kind in ("parquet", "parquet-dir") and leave_out not in frame.columns
 
     columns = frame.columns
+    file_columns = list(_parquet_schema(path, fmt)) if in_files else None
     wanted = [(label_col, "--label-col"), (id_col, "--id-col"), (embedding_col, "--embedding-col")]
-    require_columns(frame, wanted, name, list(_parquet_schema(path, fmt)) if in_files else None)
+    require_columns(frame, wanted, name, file_columns)
     present_text = tuple(c for c in text_cols if c in columns)
     if not (text_optional and not present_text):
-        require_columns(frame, ((c, "--text-col") for c in text_cols), name)
+        require_columns(frame, ((c, "--text-col") for c in text_cols), name, file_columns)
 
     labels = frame.get_column(label_col)
     if labels.dtype.is_nested() or labels.dtype == pl.Object:
@@ -639,7 +688,7 @@ def read_table(
     source = None
     if in_files:
         labelled = ~null_labels.to_numpy() if n_dropped else None
-        source = parquet_source(path, fmt, embedding_col, label_col, labels.dtype, labelled, name)
+        source = parquet_source(path, fmt, embedding_col, label_col, labels.dtype, labelled, name, stamps)
         embeddings = None
     else:
         embeddings = _embedding_matrix(frame, embedding_col, name) if embedding_col is not None else None

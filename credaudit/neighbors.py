@@ -83,7 +83,9 @@ def normalize_rows(embeddings: np.ndarray, *, in_place: bool = False) -> np.ndar
     ndarray of shape (N, d), dtype float32
         The input itself when it already is float32, C-contiguous and unit-norm (to float32
         rounding): at 1,000,000 × 384 a copy is 1.5 GB. Otherwise a new array. Callers treat the
-        result as read-only.
+        result as read-only. Each row is decided on its own (a row already of unit length to
+        1e-5 is left exactly as it is), so that normalising the rows in blocks gives the same
+        vectors as normalising them at once.
     """
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     # Per block of rows: np.linalg.norm squares its whole input first (a second N x d array), and
@@ -91,15 +93,15 @@ def normalize_rows(embeddings: np.ndarray, *, in_place: bool = False) -> np.ndar
     norms = np.empty((len(x), 1), dtype=np.float32)
     for start, stop in row_blocks(len(x)):
         norms[start:stop] = np.linalg.norm(x[start:stop], axis=1, keepdims=True)
-    if np.all((np.abs(norms - 1.0) <= 1e-5) | (norms == 0)):
+    as_is = (np.abs(norms - 1.0) <= 1e-5) | (norms == 0)
+    if as_is.all():
         return x
     # A converted input is already a new array; otherwise copy unless the caller gave it away (and
     # it can be written: a zero-copy view of a polars or Arrow column cannot).
     given_away = in_place and x.flags.writeable
     out = x if given_away or not np.shares_memory(x, embeddings) else np.empty_like(x)
-    np.divide(x, norms, out=out, where=norms > 0)
-    if out is not x:
-        out[(norms == 0)[:, 0]] = 0.0
+    # Dividing by exactly 1 leaves a row (unit, or all zero) bit for bit as it is.
+    np.divide(x, np.where(as_is, np.float32(1.0), norms), out=out)
     return out
 
 

@@ -240,15 +240,21 @@ class AuditResult:
 
             return extras, transform, ~plan.drop
         if mode == "flag":
+            # Beside the input under private names, then named: an input that already has
+            # credaudit_* columns (an earlier run's flagged copy) has them replaced where they stand.
             extras = pl.DataFrame(
                 [
-                    pl.Series("credaudit_is_label_error", self.detection.is_label_error),
-                    suggested.alias("credaudit_suggested_label"),
-                    self.issues.get_column("suggestion_confidence").alias("credaudit_suggestion_confidence"),
-                    self.issues.get_column("error_score").alias("credaudit_error_score"),
+                    pl.Series("__credaudit_is_label_error", self.detection.is_label_error),
+                    suggested.alias("__credaudit_suggested_label"),
+                    self.issues.get_column("suggestion_confidence").alias("__credaudit_suggestion_confidence"),
+                    self.issues.get_column("error_score").alias("__credaudit_error_score"),
                 ]
             )
-            return extras, lambda rows: rows, np.ones(self.table.n_rows, dtype=bool)
+
+            def named(rows: pl.LazyFrame) -> pl.LazyFrame:
+                return rows.with_columns(pl.col(c).alias(c[2:]) for c in extras.columns).drop(extras.columns)
+
+            return extras, named, np.ones(self.table.n_rows, dtype=bool)
         raise ValueError(f"mode must be drop, relabel, dedupe or flag; got {mode!r}")
 
 
@@ -692,7 +698,8 @@ def _features(
     """The unit vectors, what made them, and the encoder (None for precomputed vectors).
 
     Embedded texts come as :class:`Rows` where ``engine`` keeps them when it is not the local one
-    (features.embed_texts); precomputed vectors as the array read.
+    (features.embed_texts); a vector column left in its parquet files (``table.source``) as Rows
+    placed block by block; other precomputed vectors as the array read.
 
     On an engine other than the local one, the chunks are encoded where the engine runs them, by
     encoders built there from the same settings (or copies of ``encoder``).

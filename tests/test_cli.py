@@ -290,3 +290,17 @@ def test_a_directory_of_parquet_files_gets_a_directory_of_cleaned_parts(noisy_fi
     assert sorted(selected.get_column("text").to_list()) == sorted(
         frame.get_column("text")[chosen.get_column("row_id").to_list()].to_list()
     )
+
+
+def test_flagging_a_flagged_copy_replaces_its_columns(noisy_file, tmp_path):
+    # An earlier run's flagged copy already has the credaudit_* columns: they are replaced where
+    # they stand, from the file (vectors left in it) and from a frame in memory alike.
+    from credaudit import audit
+    from credaudit.config import merge
+
+    scan(noisy_file, "--clean", "flag", "--format", "quiet")
+    first = noisy_file.parent / "out" / "cleaned.parquet"
+    once = pl.read_parquet(first)
+    scan(first, "--clean", "flag", "--format", "quiet", out=tmp_path / "again")
+    assert pl.read_parquet(tmp_path / "again" / "cleaned.parquet").equals(once)
+    assert audit(once, merge({"input": {"embedding_col": "emb"}})).cleaned("flag").equals(once)

@@ -1,4 +1,5 @@
 import gzip
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -7,6 +8,7 @@ import pytest
 from credaudit.errors import DataReadError, InputError, OutputWriteError, UsageError
 from credaudit.io import (
     DataFormat,
+    _stamp,
     check_out_dir,
     default_out_dir,
     detect_format,
@@ -195,7 +197,10 @@ def test_a_vector_column_is_checked_when_read_and_its_file_must_not_change(tmp_p
     path = write_table(small_frame.with_columns(pl.col("text").alias("words")), tmp_path / "d.parquet")
     with pytest.raises(InputError, match=r"column 'words' \(--embedding-col\) in d\.parquet must hold numeric vectors"):
         read_table(path, embedding_col="words", vectors_in_files=True)
-    with pytest.raises(InputError, match=r"column 'vec' \(--embedding-col\) is not in d\.parquet; columns are: id, t"):
+    with pytest.raises(
+        InputError,
+        match=r"column 'vec' \(--embedding-col\) is not in d\.parquet; columns are: id, text, label, emb, words$",
+    ):
         read_table(path, embedding_col="vec", vectors_in_files=True)
     table = read_table(path, embedding_col="emb", vectors_in_files=True)
     write_table(small_frame[:50], path)
@@ -224,3 +229,54 @@ def test_a_text_output_written_in_chunks_has_the_bytes_of_one_piece(tmp_path, mo
     assert (gzip.decompress if fmt.gzip else bytes)((tmp_path / ("empty." + name)).read_bytes()) == (
         b"" if "jsonl" in name else b"id,text,label\n"
     )
+
+
+def test_the_files_of_a_directory_must_agree_on_the_vector_column(tmp_path, small_frame):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    small_frame[:30].write_parquet(folder / "a.parquet")
+    small_frame[30:].with_columns(pl.col("emb").cast(pl.List(pl.Float32))).write_parquet(folder / "b.parquet")
+    message = r"do not share one schema: column 'emb' is List\(Float64\) in a\.parquet, List\(Float32\) in b\.parquet"
+    with pytest.raises(DataReadError, match=message):
+        read_table(folder, embedding_col="emb", vectors_in_files=True)
+    small_frame[30:].drop("emb").write_parquet(folder / "b.parquet")
+    with pytest.raises(DataReadError, match=r"column 'emb' is List\(Float\d+\) in a\.parquet, no such column in b"):
+        read_table(folder, embedding_col="emb", vectors_in_files=True)
+
+
+def test_a_corrupt_or_changed_file_is_a_data_read_error(tmp_path, small_frame):
+    import pyarrow.parquet as pq
+
+    path = write_table(small_frame, tmp_path / "d.parquet")
+    table = read_table(path, embedding_col="emb", vectors_in_files=True)
+    extras = pl.DataFrame({"n": np.arange(60)})
+    assert table.rows(extras).collect().height == 60
+    with pytest.raises(ValueError, match="59 rows of extra columns for 60 audited rows"):
+        table.rows(extras[:59])
+    # The vector column's first data page zeroed: the file keeps its size, not its stamp.
+    start = pq.read_metadata(path).row_group(0).column(3).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start : start + 200] = bytes(200)
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataReadError, match=r"d\.parquet changed while it was being audited"):
+        table.rows(extras)
+    stale = replace(table.source, stamps=(_stamp(path),))
+    with pytest.raises(DataReadError, match=r"d\.parquet is not a readable parquet file"):
+        list(stale.vector_blocks())
+    path.unlink()
+    with pytest.raises(DataReadError, match=r"d\.parquet changed while it was being audited"):
+        list(table.source.vector_blocks())
+
+
+def test_a_float_label_column_with_nan_drops_the_same_rows_from_the_vectors_and_the_outputs(tmp_path, small_frame):
+    labels = [float("nan") if i in (0, 7) else None if i == 8 else float(i % 3) for i in range(60)]
+    frame = small_frame.with_columns(pl.Series("label", labels))
+    path = write_table(frame, tmp_path / "d.parquet")
+    table = read_table(path, embedding_col="emb", drop_unlabelled=True, vectors_in_files=True)
+    kept = np.setdiff1d(np.arange(60), [0, 7, 8])
+    assert table.row_ids == kept.tolist()
+    np.testing.assert_array_equal(
+        np.concatenate(list(table.source.vector_blocks(block_rows=16))),
+        np.array(frame["emb"].to_list(), dtype=np.float32)[kept],
+    )
+    assert table.rows().collect().equals(frame[kept.tolist()])

@@ -157,3 +157,20 @@ def test_normalize_rows_in_place_only_where_it_may_write():
     assert out is not frozen
     np.testing.assert_allclose(out, expected, rtol=1e-6)
     np.testing.assert_array_equal(frozen, x)
+
+
+def test_normalize_rows_decides_each_row_on_its_own():
+    # Unit rows stay bit for bit, zero rows stay zero, the others are divided: so rows normalised
+    # block by block (a vector column read from its files) equal rows normalised at once.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    x[::3] /= np.linalg.norm(x[::3], axis=1, keepdims=True)
+    x[5] = 0.0
+    whole = normalize_rows(x)
+    np.testing.assert_array_equal(whole[::3], x[::3])
+    assert not whole[5].any()
+    np.testing.assert_allclose(np.linalg.norm(whole[np.arange(300) != 5], axis=1), 1.0, rtol=1e-6)
+    blocks = np.concatenate([normalize_rows(x[a : a + 100]) for a in (0, 100, 200)])
+    np.testing.assert_array_equal(blocks, whole)
+    unit = normalize_rows(x[::3])
+    assert np.shares_memory(unit, x) or np.array_equal(unit, x[::3])
