@@ -141,24 +141,40 @@ def score_label_errors(
     blocks = row_blocks(n_rows, block_rows)
     shared = engine.share((labels, graph.indices, graph.similarities))
     # Floor T so a zero cell cannot veto a class outright; rows of the floored T still sum ~1.
-    floored = np.clip(transition_matrix, 1e-4, None) if propagation_steps > 0 else None
+    # likelihood[j] = T[:, j], the likelihood of observed label j under each true class: a row per
+    # observed label, so that a block gathers whole rows (T[:, labels].T gathers across them).
+    likelihood = None
+    if propagation_steps > 0:
+        likelihood = np.ascontiguousarray(np.clip(transition_matrix, 1e-4, None).T)
     propagate = propagation_steps > 1
-    parts = list(engine.map(_vote_block, blocks, shared, (n_classes, self_weight, floored, propagate)))
-    belief = np.concatenate([part[0] for part in parts])
-    # Each block's vote weights are put in place once (an item that is an object-store reference
-    # reaches the Ray task as the value), not shipped again with every further step.
-    steps = [engine.share((labels[start:stop], part[4])) for (start, stop), part in zip(blocks, parts, strict=True)]
+    # Every (N, K) array is filled block by block as the blocks come back, not concatenated from a
+    # list of them: at K = 200 one is 1.6 GB per million rows, and each list held a second copy.
+    belief = np.empty((n_rows, n_classes))
+    keys, steps = [], []
+    votes = engine.map(_vote_block, blocks, shared, (n_classes, self_weight, likelihood, propagate))
+    for (start, stop), (block_belief, *block_keys, adjacency) in zip(blocks, votes, strict=True):
+        belief[start:stop] = block_belief
+        keys.append(block_keys)
+        # Each block's vote weights are put in place once (an item that is an object-store
+        # reference reaches the Ray task as the value), not shipped again with every further step.
+        steps.append(engine.share((labels[start:stop], adjacency)) if propagate else None)
     for _ in range(propagation_steps - 1):
-        belief = np.concatenate(list(engine.map(_propagate_block, steps, engine.share(belief), floored)))
+        step = np.empty_like(belief)
+        for (start, stop), block in zip(
+            blocks, engine.map(_propagate_block, steps, engine.share(belief), likelihood), strict=True
+        ):
+            step[start:stop] = block
+        belief = step
     inside = graph.indices[:, 0] >= 0
     belief[~inside] = 0.0
     own = belief[np.arange(n_rows), labels]
+    vote_top, n_disagree, other_similarity = (np.concatenate(column) for column in zip(*keys, strict=True))
     return VoteScores(
         error_score=np.where(inside, np.clip(1.0 - own, 0.0, 1.0), np.nan),
         posterior=belief,
-        n_disagree=np.concatenate([part[2] for part in parts]),
-        other_similarity=np.concatenate([part[3] for part in parts]),
-        vote_top=np.concatenate([part[1] for part in parts]),
+        n_disagree=n_disagree,
+        other_similarity=other_similarity,
+        vote_top=vote_top,
     )
 
 
@@ -180,10 +196,13 @@ def _vote_block(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]:
     """Rows [start, stop)'s plain vote, first belief and tie-break keys (an engine block of
     :func:`score_label_errors`): (belief (B, K), vote_top, n_disagree, other_similarity, the
-    vote weights as a sparse (B, N) matrix when ``propagate``, for the further steps)."""
+    vote weights as a sparse (B, N) matrix when ``propagate``, for the further steps).
+
+    ``params`` = (K, self weight, the likelihood rows ``T[:, j]`` per observed label j as a (K, K)
+    array or None for the plain vote, whether further steps follow)."""
     start, stop = item
     all_labels, all_indices, all_similarities = shared
-    n_classes, self_weight, floored, propagate = params
+    n_classes, self_weight, likelihood, propagate = params
     labels = all_labels[start:stop]
     indices, similarities = all_indices[start:stop], all_similarities[start:stop]
     n_rows, k = indices.shape
@@ -199,10 +218,10 @@ def _vote_block(
     top = plain.argmax(axis=1)
     top = np.where(own_plain >= plain[np.arange(n_rows), top], labels, top)
     adjacency = None
-    if floored is None:
+    if likelihood is None:
         belief = plain / np.maximum(plain.sum(axis=1, keepdims=True), 1e-12)
     else:
-        belief = vote * floored[:, labels].T  # the likelihood T[c, ỹ_x] of the row's own label
+        belief = vote * likelihood[labels]  # the likelihood T[c, ỹ_x] of the row's own label
         belief /= np.maximum(belief.sum(axis=1, keepdims=True), 1e-300)
         if propagate:
             from scipy.sparse import csr_matrix
@@ -223,15 +242,16 @@ def _vote_block(
 def _propagate_block(
     item: tuple[np.ndarray, Any],
     belief: np.ndarray,
-    floored: np.ndarray,
+    likelihood: np.ndarray,
 ) -> np.ndarray:
     """A block's next belief, V_x = Σ_r w_r·b_r then b_x[c] ∝ V_x[c]·T[c, ỹ_x], from every row's
     current ``belief`` (N, K) (an engine block of :func:`score_label_errors`).
 
-    ``item`` = (the block's labels, its vote weights as a sparse (B, N) matrix from :func:`_vote_block`).
+    ``item`` = (the block's labels, its vote weights as a sparse (B, N) matrix from :func:`_vote_block`);
+    ``likelihood[j]`` = T[:, j] (the floored T, transposed).
     """
     labels, adjacency = item
-    out = (adjacency @ belief) * floored[:, labels].T
+    out = (adjacency @ belief) * likelihood[labels]
     out /= np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
     return out
 
@@ -520,8 +540,11 @@ def detect_label_errors(
     rng = np.random.default_rng(seed)
     progress.start("detection rounds", total=n_rounds)
     for keep in _subsamples(n_rows, n_rounds, subsample_rate, rng):
-        scores = full_scores if keep.all() else score(restrict_graph(graph, embeddings, keep, k=k, engine=engine))
-        flagged_count += flag(scores)
+        # A round's scores (an (N, K) posterior among them) are dropped once flagged, before the
+        # next round's are made.
+        flagged_count += flag(
+            full_scores if keep.all() else score(restrict_graph(graph, embeddings, keep, k=k, engine=engine))
+        )
         contained_count += keep
         progress.advance()
     progress.finish()
@@ -607,8 +630,11 @@ def suggest_labels(
     suggestion_confidence : ndarray of shape (N,), dtype float64
         The posterior probability of the suggested label: the chance that it is right.
     """
-    rows = np.arange(len(labels))
-    masked = posterior.copy()
-    masked[rows, labels] = -1.0
-    suggested = np.where(is_label_error, masked.argmax(axis=1), labels)
-    return suggested, posterior[rows, suggested]
+    suggested = labels.copy()
+    # By blocks of rows: a masked copy of the whole posterior would be another (N, K) array.
+    for start, stop in row_blocks(len(labels)):
+        masked = posterior[start:stop].copy()
+        masked[np.arange(stop - start), labels[start:stop]] = -1.0
+        flagged = is_label_error[start:stop]
+        suggested[start:stop][flagged] = masked.argmax(axis=1)[flagged]
+    return suggested, posterior[np.arange(len(labels)), suggested]
