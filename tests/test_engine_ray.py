@@ -112,7 +112,17 @@ def test_cli_scan_with_engine_ray(tmp_path, monkeypatch):
     issues = pl.read_parquet(tmp_path / "out" / "issues.parquet")
     # The file's vectors went to the object store block by block as they were read; the driver's
     # table keeps none of them (its frame was read without the column).
+    from credaudit.engine_ray import RayEngine
+
     monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 128)
+    place = RayEngine.place
+
+    def place_no_array(self, array):
+        # The whole matrix must never reach the engine from the driver: only blocks, as read.
+        assert not isinstance(array, np.ndarray), "the vectors were read whole and placed from the driver"
+        return place(self, array)
+
+    monkeypatch.setattr(RayEngine, "place", place_no_array)
     distributed = audit(path, merge({"input": {"embedding_col": "emb"}, "engine": {"name": "ray"}}))
     assert distributed.table.embeddings is None and "emb" not in distributed.table.frame.columns
     assert len(distributed.vectors.parts) == 5
