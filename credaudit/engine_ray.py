@@ -150,9 +150,9 @@ class RayEngine:
         self.arrange_rows = arrange
         self._quiet()
         if not ray.is_initialized():
-            # Ray's own logs would interleave with credaudit's progress lines and reports (set
-            # these variables to see them).
-            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+            # Ray's own logs would interleave with credaudit's progress lines and reports. Its
+            # backend's are left at Ray's default: setting RAY_BACKEND_LOG_LEVEL prints a line
+            # saying so on stderr, while the default prints nothing there.
             os.environ.setdefault("RAY_DEDUP_LOGS", "1")
             ray.init(
                 address=address or None,
