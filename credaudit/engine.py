@@ -23,9 +23,9 @@ where the embeddings are kept:
 - ``arrange(rows, order)``: store the rows anew in another order (``take_blocks``' shuffle). The
   neighbour search lays the rows out by k-means list, so that a block of lists reads the few
   blocks holding its lists and their probed lists, and the stages after it read a block's
-  neighbours from nearby blocks. Rows
-  keep their row numbers; only the storage moves. Locally a no-op (every block is at hand), and
-  on Ray only on a cluster of several nodes (``engine.ray_arrange``).
+  neighbours from nearby blocks. Rows keep their row numbers; only the storage moves. Locally a
+  no-op (every block is at hand), and on Ray only on a cluster of several nodes
+  (``engine.ray_arrange``).
 - ``encode(encoder, factory, chunks)``: the encoder over chunks of texts, vectors in chunk order.
   Locally the ``encoder`` already built; on Ray a pool of actors that each build one with
   ``factory`` once (GPUs where the cluster has them), which round the vectors to float16 (what

@@ -207,21 +207,18 @@ class ParquetSource:
     vector_col: str
     where: str
 
-    def check_unchanged(self) -> None:
-        """Raise DataReadError if a file changed since it was read (its rows would no longer match)."""
-        for path, stamp in zip(self.files, self.stamps, strict=True):
-            if _stamp(path) != stamp:
+    def check_unchanged(self, file: int | None = None) -> None:
+        """Raise DataReadError if a file (every file, or ``files[file]``) changed since it was read
+        (its rows would no longer match)."""
+        for position, (path, stamp) in enumerate(zip(self.files, self.stamps, strict=True)):
+            if file in (None, position) and _stamp(path) != stamp:
                 raise DataReadError(f"{path} changed while it was being audited; run the audit again")
-
-    def _read_error(self, path: Path, exc: Exception) -> DataReadError:
-        return DataReadError(f"{path} is not a readable parquet file ({_first_line(exc)})")
 
     def vector_blocks(self, block_rows: int | None = None) -> Iterator[np.ndarray]:
         """The audited rows' vectors, in row order, as writable float32 blocks of ``block_rows``
         rows (the last one shorter; default ``credaudit.engine.BLOCK_ROWS``), validated as they
         are read: an InputError names the first bad row, as :func:`read_table` does for a column
         read whole."""
-
         from credaudit.engine import BLOCK_ROWS
 
         block_rows = block_rows or BLOCK_ROWS
@@ -264,12 +261,12 @@ class ParquetSource:
                 batch_size=block_rows, columns=[self.vector_col]
             )
         except (OSError, pa.ArrowException, pl.exceptions.PolarsError) as exc:
-            raise self._read_error(path, exc) from None
+            raise DataReadError(f"{path} is not a readable parquet file ({_first_line(exc)})") from None
 
     def rows(self, extras: pl.DataFrame | None = None, file: int | None = None) -> pl.LazyFrame:
         """A scan of the audited rows (of every file, or of ``files[file]``), every column, with
         ``extras`` beside them (one row per audited row of the scan)."""
-        self.check_unchanged()
+        self.check_unchanged(file)
         expected = sum(self.counts) if file is None else self.counts[file]
         if extras is not None and extras.height != expected:
             raise ValueError(f"{extras.height} rows of extra columns for {expected} audited rows")
@@ -290,8 +287,8 @@ class ParquetSource:
         by_file: bool,
     ) -> None:
         """Stream ``transform(self.rows(extras))`` into the parquet file ``path``, or with
-        ``by_file`` into the directory ``path``, one file per input file under its name."""
-        self.check_unchanged()
+        ``by_file`` into the directory ``path``, one file per input file under its name (each
+        scan checks its files are unchanged)."""
         if not by_file:
             transform(self.rows(extras)).sink_parquet(path, row_group_size=SINK_ROW_GROUP)
             return
@@ -312,14 +309,16 @@ def parquet_source(
     labelled: np.ndarray | None,
     name: str,
     stamps: dict[Path, tuple[int, ...]],
+    schema: dict[str, pl.DataType],
+    parts: Parts | None,
+    n_rows: int,
 ) -> ParquetSource:
     """The :class:`ParquetSource` of a parquet file or directory, its vector column's type checked
-    (the same in every file). ``stamps``: :func:`_stamps` of ``path`` before it was read."""
-    import pyarrow.parquet as pq
-
+    (the same in every file). ``stamps``: :func:`_stamps` of ``path`` before it was read;
+    ``schema``: its (first) file's columns; ``parts``, ``n_rows``: the audited rows' files and count."""
     files = (path,) if fmt.kind == "parquet" else tuple(_parquet_files(path))
     where = f"column '{vector_col}' (--embedding-col) in {name}"
-    dtype = _parquet_schema(path, fmt)[vector_col]
+    dtype = schema[vector_col]
     _check_vector_type(dtype, where)
     for file in files[1:]:
         # read_frame compared the other columns; this one was left out of that.
@@ -332,11 +331,7 @@ def parquet_source(
             )
     if any(stamps.get(file) != _stamp(file) for file in files):
         raise DataReadError(f"{path} changed while it was being read; run the audit again")
-    in_file = np.array([pq.read_metadata(f).num_rows for f in files], dtype=np.int64)
-    counts = in_file
-    if labelled is not None:
-        audited, bounds = np.r_[0, np.cumsum(labelled)], np.r_[0, np.cumsum(in_file)]
-        counts = audited[bounds[1:]] - audited[bounds[:-1]]
+    counts = [n_rows] if parts is None else np.bincount(parts.index, minlength=len(files))
     return ParquetSource(
         files=files,
         stamps=tuple(stamps[f] for f in files),
@@ -638,7 +633,8 @@ def read_table(
     in_files = bool(stamps) and fmt.kind in ("parquet", "parquet-dir") and leave_out not in frame.columns
 
     columns = frame.columns
-    file_columns = list(_parquet_schema(path, fmt)) if in_files else None
+    schema = _parquet_schema(path, fmt) if in_files else {}
+    file_columns = list(schema) if in_files else None
     wanted = [(label_col, "--label-col"), (id_col, "--id-col"), (embedding_col, "--embedding-col")]
     require_columns(frame, wanted, name, file_columns)
     present_text = tuple(c for c in text_cols if c in columns)
@@ -685,16 +681,18 @@ def read_table(
         texts = joined.to_list()
         n_empty = int((joined.str.strip_chars() == "").sum())
 
-    source = None
-    if in_files:
-        labelled = ~null_labels.to_numpy() if n_dropped else None
-        source = parquet_source(path, fmt, embedding_col, label_col, labels.dtype, labelled, name, stamps)
-        embeddings = None
-    else:
-        embeddings = _embedding_matrix(frame, embedding_col, name) if embedding_col is not None else None
     parts = parquet_parts(path, fmt)
     if n_dropped:
         parts = kept_parts(parts, ~null_labels.to_numpy())
+    source = None
+    if in_files:
+        labelled = ~null_labels.to_numpy() if n_dropped else None
+        source = parquet_source(
+            path, fmt, embedding_col, label_col, labels.dtype, labelled, name, stamps, schema, parts, frame.height
+        )
+        embeddings = None
+    else:
+        embeddings = _embedding_matrix(frame, embedding_col, name) if embedding_col is not None else None
     return Table(
         path=path,
         format=fmt,
