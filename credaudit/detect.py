@@ -54,12 +54,13 @@ An unflagged row keeps its label, with the posterior of that label as confidence
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from credaudit.engine import LOCAL, Engine, Rows, row_blocks
+from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks
 from credaudit.neighbors import NeighborGraph, restrict_graph
 from credaudit.progress import NullProgress, Progress
 
@@ -73,9 +74,15 @@ class VoteScores:
     error_score : ndarray of shape (N,), dtype float64
         1 - (belief in the row's own label); in [0, 1]; higher = more likely wrong.
         NaN for rows outside a subsample.
-    posterior : ndarray of shape (N, K), dtype float64
-        ``posterior[x, c]``: belief that row x's true class is c (rows sum to 1; zeros outside a
+    own_belief : ndarray of shape (N,), dtype float64
+        ``b_x[ỹ_x]``, the belief that the row's own label is its true class (0 outside a
         subsample).
+    best_other : ndarray of shape (N,), dtype int64
+        The most probable class other than the row's label (the suggestion, if it is flagged).
+    best_other_belief : ndarray of shape (N,), dtype float64
+        ``b_x[best_other]``.
+    expected_value : ndarray of shape (N,), dtype float64, or None
+        ``Σ_c b_x[c]·class_values[c]`` when :func:`score_label_errors` was given class values.
     n_disagree : ndarray of shape (N,), dtype int64
         Neighbours whose label differs from the row's (the first tie-break key).
     other_similarity : ndarray of shape (N,), dtype float64
@@ -86,10 +93,30 @@ class VoteScores:
     """
 
     error_score: np.ndarray
-    posterior: np.ndarray
+    own_belief: np.ndarray
+    best_other: np.ndarray
+    best_other_belief: np.ndarray
     n_disagree: np.ndarray
     other_similarity: np.ndarray
     vote_top: np.ndarray
+    expected_value: np.ndarray | None = None
+
+    def where(self, rows: np.ndarray, other: VoteScores) -> VoteScores:
+        """These scores for ``rows`` (N,) bool, ``other``'s elsewhere; the tie-break keys
+        (``n_disagree``, ``other_similarity``) do not depend on the scoring and stay these."""
+
+        def pick(mine: np.ndarray | None, theirs: np.ndarray | None) -> np.ndarray | None:
+            return None if mine is None or theirs is None else np.where(rows, mine, theirs)
+
+        return dataclasses.replace(
+            self,
+            error_score=pick(self.error_score, other.error_score),
+            own_belief=pick(self.own_belief, other.own_belief),
+            best_other=pick(self.best_other, other.best_other),
+            best_other_belief=pick(self.best_other_belief, other.best_other_belief),
+            vote_top=pick(self.vote_top, other.vote_top),
+            expected_value=pick(self.expected_value, other.expected_value),
+        )
 
 
 def score_label_errors(
@@ -100,6 +127,7 @@ def score_label_errors(
     transition_matrix: np.ndarray | None = None,
     propagation_steps: int = 0,
     self_weight: float = 0.0,
+    class_values: np.ndarray | None = None,
     engine: Engine = LOCAL,
     block_rows: int | None = None,
 ) -> VoteScores:
@@ -125,10 +153,15 @@ def score_label_errors(
     self_weight : float
         Plain vote only: weight of the row's own label, on the scale of one neighbour at
         similarity 1.
+    class_values : ndarray of shape (K,), optional
+        A value per class (a rating scale's): each row's expected value under its belief is
+        returned too.
     engine : Engine
         Where the blocks of rows are scored: the plain vote is one map over blocks of
-        ``block_rows`` rows, and each further propagation step one more, reading every row's
-        belief from the step before. A row's score depends only on its neighbours, so neither
+        ``block_rows`` rows, and each further propagation step one more, reading the beliefs of
+        its rows' neighbours from the step before. The beliefs, (N, K), are kept where the engine
+        keeps rows (:meth:`Engine.map_rows`); only per-row values come back (on Ray the driver
+        never holds an (N, K) array). A row's score depends only on its neighbours, so neither
         the engine nor the block size changes any result.
     block_rows : int, optional
         Rows per block (default: ``credaudit.engine.BLOCK_ROWS``).
@@ -146,35 +179,39 @@ def score_label_errors(
     likelihood = None
     if propagation_steps > 0:
         likelihood = np.ascontiguousarray(np.clip(transition_matrix, 1e-4, None).T)
-    propagate = propagation_steps > 1
-    # Every (N, K) array is filled block by block as the blocks come back, not concatenated from a
-    # list of them: at K = 200 one is 1.6 GB per million rows, and each list held a second copy.
-    belief = np.empty((n_rows, n_classes))
-    keys, steps = [], []
-    votes = engine.map(_vote_block, blocks, shared, (n_classes, self_weight, likelihood, propagate))
-    for (start, stop), (block_belief, *block_keys, adjacency) in zip(blocks, votes, strict=True):
-        belief[start:stop] = block_belief
-        keys.append(block_keys)
-        # Each block's vote weights are put in place once (an item that is an object-store
-        # reference reaches the Ray task as the value), not shipped again with every further step.
-        steps.append(engine.share((labels[start:stop], adjacency)) if propagate else None)
-    for _ in range(propagation_steps - 1):
-        step = np.empty_like(belief)
-        for (start, stop), block in zip(
-            blocks, engine.map(_propagate_block, steps, engine.share(belief), likelihood), strict=True
-        ):
-            step[start:stop] = block
-        belief = step
-    inside = graph.indices[:, 0] >= 0
-    belief[~inside] = 0.0
-    own = belief[np.arange(n_rows), labels]
+    values = None if class_values is None else np.asarray(class_values, dtype=np.float64)
+    vote = (n_classes, self_weight, likelihood, values)
+    if propagation_steps <= 1:
+        summaries, keys = zip(*engine.map(_vote_block, blocks, shared, vote, False), strict=True)
+    else:
+        belief, keys = engine.map_rows(_vote_block, blocks, shared, vote, True, dim=n_classes)
+        for step in range(propagation_steps - 1):
+
+            def reads(item: tuple[int, int], rows: Rows = belief) -> np.ndarray:
+                return rows.parts_of(np.maximum(graph.indices[item[0] : item[1]], 0))
+
+            if step < propagation_steps - 2:
+                belief, _ = engine.map_rows(
+                    _propagate_block, blocks, shared, likelihood, False, None, dim=n_classes, rows=belief, reads=reads
+                )
+            else:
+                summaries = list(
+                    engine.map(_propagate_block, blocks, shared, likelihood, True, values, rows=belief, reads=reads)
+                )
+        del belief
+    error_score, own, best, best_belief, expected = (
+        None if column[0] is None else np.concatenate(column) for column in zip(*summaries, strict=True)
+    )
     vote_top, n_disagree, other_similarity = (np.concatenate(column) for column in zip(*keys, strict=True))
     return VoteScores(
-        error_score=np.where(inside, np.clip(1.0 - own, 0.0, 1.0), np.nan),
-        posterior=belief,
+        error_score=error_score,
+        own_belief=own,
+        best_other=best,
+        best_other_belief=best_belief,
         n_disagree=n_disagree,
         other_similarity=other_similarity,
         vote_top=vote_top,
+        expected_value=expected,
     )
 
 
@@ -189,20 +226,37 @@ def _neighbour_weights(indices: np.ndarray, similarities: np.ndarray) -> tuple[n
     return inside, nbr, weights
 
 
+def _summarise(
+    belief: np.ndarray, labels: np.ndarray, inside: np.ndarray, values: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """A block's per-row values from its final beliefs (B, K), which it overwrites: (error score,
+    own belief, best other class, its belief, expected value or None). Rows outside a subsample
+    have no belief (zeros) and a NaN score."""
+    rows = np.arange(len(labels))
+    belief[~inside] = 0.0
+    expected = None if values is None else belief @ values
+    own = belief[rows, labels].copy()
+    belief[rows, labels] = -1.0  # the best class *other* than the label
+    best = belief.argmax(axis=1)
+    error_score = np.where(inside, np.clip(1.0 - own, 0.0, 1.0), np.nan)
+    return error_score, own, best, belief[rows, best], expected
+
+
 def _vote_block(
     item: tuple[int, int],
     shared: tuple[np.ndarray, np.ndarray, np.ndarray],
-    params: tuple[int, float, np.ndarray | None, bool],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]:
+    params: tuple[int, float, np.ndarray | None, np.ndarray | None],
+    keep: bool,
+) -> tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Rows [start, stop)'s plain vote, first belief and tie-break keys (an engine block of
-    :func:`score_label_errors`): (belief (B, K), vote_top, n_disagree, other_similarity, the
-    vote weights as a sparse (B, N) matrix when ``propagate``, for the further steps).
+    :func:`score_label_errors`): (the belief (B, K) when ``keep`` (further steps follow), else
+    its :func:`_summarise`; (vote_top, n_disagree, other_similarity)).
 
     ``params`` = (K, self weight, the likelihood rows ``T[:, j]`` per observed label j as a (K, K)
-    array or None for the plain vote, whether further steps follow)."""
+    array or None for the plain vote, the class values or None)."""
     start, stop = item
     all_labels, all_indices, all_similarities = shared
-    n_classes, self_weight, likelihood, propagate = params
+    n_classes, self_weight, likelihood, values = params
     labels = all_labels[start:stop]
     indices, similarities = all_indices[start:stop], all_similarities[start:stop]
     n_rows, k = indices.shape
@@ -217,18 +271,11 @@ def _vote_block(
     # The top class; prefer the own label when it ties for the top (never flag on a tie).
     top = plain.argmax(axis=1)
     top = np.where(own_plain >= plain[np.arange(n_rows), top], labels, top)
-    adjacency = None
     if likelihood is None:
         belief = plain / np.maximum(plain.sum(axis=1, keepdims=True), 1e-12)
     else:
         belief = vote * likelihood[labels]  # the likelihood T[c, ỹ_x] of the row's own label
         belief /= np.maximum(belief.sum(axis=1, keepdims=True), 1e-300)
-        if propagate:
-            from scipy.sparse import csr_matrix
-
-            # W[x, r] = normalised similarity weight of neighbour r in x's vote: one sparse
-            # product per further step instead of an (N, k, K) gather.
-            adjacency = csr_matrix((weights.ravel(), (flat // n_classes, nbr.ravel())), shape=(n_rows, len(all_labels)))
 
     differs = nbr_labels != labels[:, None]
     n_disagree = np.where(inside, differs.sum(axis=1), 0)
@@ -236,24 +283,61 @@ def _vote_block(
     other_similarity = np.where(
         differs.any(axis=1), similarities[np.arange(n_rows), first_other].astype(np.float64), -np.inf
     )
-    return belief, top, n_disagree, other_similarity, adjacency
+    keys = (top, n_disagree, other_similarity)
+    return (belief if keep else _summarise(belief, labels, inside, values)), keys
+
+
+# Neighbour beliefs gathered at once by a step over blocks of rows: rows × k × K float64 values
+# (32 MB), so that a block of 65,536 rows at K = 200 never gathers its 655,360 neighbours' rows.
+_GATHER_VALUES = 1 << 22
 
 
 def _propagate_block(
-    item: tuple[np.ndarray, Any],
-    belief: np.ndarray,
+    item: tuple[int, int],
+    shared: tuple[np.ndarray, np.ndarray, np.ndarray],
     likelihood: np.ndarray,
-) -> np.ndarray:
-    """A block's next belief, V_x = Σ_r w_r·b_r then b_x[c] ∝ V_x[c]·T[c, ỹ_x], from every row's
-    current ``belief`` (N, K) (an engine block of :func:`score_label_errors`).
+    last: bool,
+    values: np.ndarray | None,
+    layout: Any,
+    *parts: np.ndarray | None,
+) -> Any:
+    """Rows [start, stop)'s next belief, V_x = Σ_r w_r·b_r then b_x[c] ∝ V_x[c]·T[c, ỹ_x], from
+    their neighbours' current beliefs (the blocks of the step before, ``layout, *parts``; an engine
+    block of :func:`score_label_errors`).
 
-    ``item`` = (the block's labels, its vote weights as a sparse (B, N) matrix from :func:`_vote_block`);
-    ``likelihood[j]`` = T[:, j] (the floored T, transposed).
-    """
-    labels, adjacency = item
-    out = (adjacency @ belief) * likelihood[labels]
+    ``likelihood[j]`` = T[:, j] (the floored T, transposed). A step whose beliefs are kept returns
+    (belief (B, K), None); the ``last`` returns the beliefs' :func:`_summarise` (with the class
+    ``values``, if any)."""
+    from scipy.sparse import csr_matrix
+
+    start, stop = item
+    all_labels, all_indices, all_similarities = shared
+    labels = all_labels[start:stop]
+    inside, nbr, weights = _neighbour_weights(all_indices[start:stop], all_similarities[start:stop])
+    n_rows, k = nbr.shape
+    reader = read_rows(layout, *parts)
+    whole = reader.whole()
+    out = np.empty((n_rows, likelihood.shape[0]))
+    # W[x, r] = normalised similarity weight of neighbour r in x's vote: one sparse product. Where
+    # one array holds every belief it is read in place; over blocks, the neighbours' beliefs are
+    # gathered a slice of rows at a time (columns renumbered in the same order, so each row's sum
+    # runs over its neighbours in the same order: the same result either way).
+    chunk = n_rows if whole is not None else max(1, _GATHER_VALUES // max(1, k * likelihood.shape[0]))
+    for a in range(0, n_rows, chunk):
+        b = min(a + chunk, n_rows)
+        rows = np.repeat(np.arange(b - a), k)
+        if whole is not None:
+            source, columns = whole, nbr[a:b].ravel()
+        else:
+            near, columns = np.unique(nbr[a:b], return_inverse=True)
+            source = reader[near]
+        adjacency = csr_matrix((weights[a:b].ravel(), (rows, columns.ravel())), shape=(b - a, len(source)))
+        out[a:b] = adjacency @ source
+    out *= likelihood[labels]
     out /= np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
-    return out
+    if not last:
+        return out, None
+    return _summarise(out, labels, inside, values)
 
 
 def flag_vote(
@@ -375,8 +459,9 @@ class Detection:
         Share of the k neighbours carrying the row's label.
     fallback : str or None
         Why detection did not use the noise estimate (None when it did).
-    posterior : ndarray of shape (N, K), optional
-        ``posterior[x, c]``: belief that row x's true class is c, on the full data (rows sum to 1).
+    expected_value : ndarray of shape (N,), optional
+        ``Σ_c posterior[x, c]·class_values[c]``, on the full data, when ``class_values`` were given
+        (a rating's posterior mean).
     """
 
     method: str
@@ -389,7 +474,7 @@ class Detection:
     suggestion_confidence: np.ndarray
     neighbour_agreement: np.ndarray
     fallback: str | None = None
-    posterior: np.ndarray | None = None
+    expected_value: np.ndarray | None = None
 
 
 def detect_label_errors(
@@ -410,6 +495,7 @@ def detect_label_errors(
     vote_cap_factor: float | None = 2.0,
     min_score: float = 0.2,
     untrusted_max_class_share: float | None = 0.2,
+    class_values: np.ndarray | None = None,
     seed: int = 0,
     progress: Progress | None = None,
     engine: Engine = LOCAL,
@@ -454,6 +540,9 @@ def detect_label_errors(
         ``threshold``: flag every row at or above it.
     untrusted_max_class_share : float, optional
         See ``trusted_classes``; None: no cap (the plain vote decides).
+    class_values : ndarray of shape (K,), optional
+        A value per class (a rating scale's): the result then holds each row's expected value
+        under its full-data posterior.
     seed : int
         Seeds the subsamples.
     progress : Progress, optional
@@ -482,7 +571,7 @@ def detect_label_errors(
             f"neighbour vote{cap}"
         )
     fallback_rows = ~trusted_classes[labels]
-    blocks = dict(engine=engine, block_rows=block_rows)
+    blocks = dict(engine=engine, block_rows=block_rows, class_values=class_values)
     plain_args = dict(n_classes=n_classes, propagation_steps=0, self_weight=self_weight, **blocks)
     model_args = dict(
         n_classes=n_classes,
@@ -500,14 +589,7 @@ def detect_label_errors(
         plain = score_label_errors(labels, graph_k, **plain_args)
         if not trusted_classes.any():
             return plain
-        model = score_label_errors(labels, graph_k, **model_args)
-        return VoteScores(
-            error_score=np.where(fallback_rows, plain.error_score, model.error_score),
-            posterior=np.where(fallback_rows[:, None], plain.posterior, model.posterior),
-            n_disagree=model.n_disagree,
-            other_similarity=model.other_similarity,
-            vote_top=np.where(fallback_rows, plain.vote_top, model.vote_top),
-        )
+        return score_label_errors(labels, graph_k, **model_args).where(~fallback_rows, plain)
 
     def flag(scores: VoteScores) -> np.ndarray:
         flags = np.zeros(n_rows, dtype=bool)
@@ -540,8 +622,7 @@ def detect_label_errors(
     rng = np.random.default_rng(seed)
     progress.start("detection rounds", total=n_rounds)
     for keep in _subsamples(n_rows, n_rounds, subsample_rate, rng):
-        # A round's scores (an (N, K) posterior among them) are dropped once flagged, before the
-        # next round's are made.
+        # A round's scores are dropped once flagged, before the next round's are made.
         flagged_count += flag(
             full_scores if keep.all() else score(restrict_graph(graph, embeddings, keep, k=k, engine=engine))
         )
@@ -571,7 +652,7 @@ def detect_label_errors(
     per_class = np.bincount(labels[is_error], minlength=n_classes)
     is_error = _top_per_class(labels, full_scores, eligible, per_class, n_classes)
 
-    suggested, confidence = suggest_labels(labels, full_scores.posterior, is_error)
+    suggested, confidence = suggest_labels(labels, full_scores, is_error)
     return Detection(
         method=method if trusted_classes.any() else "vote",
         k=k,
@@ -583,7 +664,7 @@ def detect_label_errors(
         suggestion_confidence=confidence,
         neighbour_agreement=1.0 - full_scores.n_disagree / k,
         fallback=fallback,
-        posterior=full_scores.posterior,
+        expected_value=full_scores.expected_value,
     )
 
 
@@ -610,17 +691,16 @@ def _subsamples(n_rows: int, n_rounds: int, rate: float, rng: np.random.Generato
         yield keep
 
 
-def suggest_labels(
-    labels: np.ndarray, posterior: np.ndarray, is_label_error: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def suggest_labels(labels: np.ndarray, scores: VoteScores, is_label_error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pick each row's suggested label and its confidence from the true-class posterior.
 
     Parameters
     ----------
     labels : ndarray of shape (N,), dtype int64
         Observed label codes.
-    posterior : ndarray of shape (N, K)
-        ``posterior[x, c]`` = P(true class of x is c | evidence); rows sum to 1.
+    scores : VoteScores
+        Its ``own_belief``, ``best_other`` and ``best_other_belief``: the posterior P(true class
+        of x is c | evidence) of the row's own label and of the most probable other class.
     is_label_error : ndarray of shape (N,), dtype bool
         Flagged rows get the most probable class other than their label; the others keep theirs.
 
@@ -630,11 +710,5 @@ def suggest_labels(
     suggestion_confidence : ndarray of shape (N,), dtype float64
         The posterior probability of the suggested label: the chance that it is right.
     """
-    suggested = labels.copy()
-    # By blocks of rows: a masked copy of the whole posterior would be another (N, K) array.
-    for start, stop in row_blocks(len(labels)):
-        masked = posterior[start:stop].copy()
-        masked[np.arange(stop - start), labels[start:stop]] = -1.0
-        flagged = is_label_error[start:stop]
-        suggested[start:stop][flagged] = masked.argmax(axis=1)[flagged]
-    return suggested, posterior[np.arange(len(labels)), suggested]
+    suggested = np.where(is_label_error, scores.best_other, labels)
+    return suggested, np.where(is_label_error, scores.best_other_belief, scores.own_belief)

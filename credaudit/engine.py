@@ -13,6 +13,12 @@ where the embeddings are kept:
   :data:`BLOCK_ROWS` rows, put one block at a time. A block function reads them with
   :func:`read_rows`; ``gather(rows)`` is the whole array on the driver, for the few callers that
   need it (the CUDA search, ``select``).
+- ``map_rows(fn, blocks, *shared, dim=, rows=, reads=)``: like ``map`` over consecutive row
+  ranges, for block functions that make new rows: each returns (its rows' (B, dim) array, a small
+  value). The arrays stay where the engine keeps rows, as :class:`Rows` (locally one array; on Ray
+  each task's output, in the object store of the node that ran it), and only the small values
+  come back. Detection's beliefs pass from one propagation step to the next this way, never
+  through the driver.
 - ``take_blocks(rows, index, fn)``: new rows whose row i is row ``index[i]`` of ``rows``, ``fn``
   applied to each new block; on a cluster of several nodes a shuffle (each block split by
   destination, each destination block assembled from its pieces), so that no task reads every
@@ -34,7 +40,8 @@ where the embeddings are kept:
 The per-row stages run as blocks of rows too: those that read vectors over blocks of stored rows,
 each sent its own block (:func:`map_stored`) or the blocks of its rows' neighbours; the consensus
 statistics are counted per block and summed (noise.py, map then reduce), and detection scores each
-block of rows from its neighbours (detect.py), one map per propagation step. A row's result never
+block of rows from its neighbours (detect.py), one map per propagation step, the beliefs kept as
+blocks between steps (``map_rows``). A row's result never
 depends on which block it is in, so neither the block size nor the layout changes a per-row result;
 sums over rows (the outliers' class centroids) are added in float64, where the order moves them by
 float64 rounding only.
@@ -216,6 +223,14 @@ class RowReader:
         """Row numbers of stored positions [start, stop)."""
         return np.arange(start, stop, dtype=np.int64) if self.order is None else self.order[start:stop]
 
+    def whole(self) -> np.ndarray | None:
+        """The (N, d) array itself when one block holds every row in row order (the local
+        engine's default), else None: a reader of many scattered rows can then index it in place
+        instead of gathering a copy."""
+        if len(self.parts) == 1 and self.order is None and self.parts[0] is not None:
+            return self.parts[0]
+        return None
+
     def stored(self, start: int, stop: int) -> np.ndarray:
         """Stored positions [start, stop): a view where one block holds them."""
         if stop <= start:
@@ -337,6 +352,16 @@ class Engine(Protocol):
     def place(self, array: np.ndarray | Rows) -> Rows: ...
 
     def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int) -> Rows: ...
+
+    def map_rows(
+        self,
+        fn: Callable[..., tuple[np.ndarray, Any]],
+        blocks: list[tuple[int, int]],
+        *shared: Any,
+        dim: int,
+        rows: Rows | None = None,
+        reads: Callable[[Any], Iterable[int]] | None = None,
+    ) -> tuple[Rows, list[Any]]: ...
 
     def gather(self, rows: np.ndarray | Rows) -> np.ndarray: ...
 
@@ -463,6 +488,33 @@ class LocalEngine:
     ) -> Iterator[Any]:
         for item in items:
             yield fn(item, *shared, *self.reads.arguments(fn, item, rows, reads))
+
+    def map_rows(
+        self,
+        fn: Callable[..., tuple[np.ndarray, Any]],
+        blocks: list[tuple[int, int]],
+        *shared: Any,
+        dim: int,
+        rows: Rows | None = None,
+        reads: Callable[[Any], Iterable[int]] | None = None,
+    ) -> tuple[Rows, list[Any]]:
+        """``fn((start, stop), *shared, *rows' arguments)`` for the consecutive row ranges
+        ``blocks`` (rows 0..N in order), each returning (an (stop - start, ``dim``) array, a small
+        value): the arrays as :class:`Rows` of N rows, and the small values in order. By default
+        the arrays are copied into one (N, dim) array as they come (one block, as :meth:`place`);
+        with ``block_rows`` they are kept as blocks, one per range."""
+        parts, small = [], []
+        whole = None if self.block_rows is not None else np.empty((blocks[-1][1] if blocks else 0, dim))
+        for item in blocks:
+            part, value = fn(item, *shared, *self.reads.arguments(fn, item, rows, reads))
+            if whole is None:
+                parts.append(part)
+            else:
+                whole[item[0] : item[1]] = part
+            small.append(value)
+        if whole is not None:
+            return Rows((whole,), np.array([0, len(whole)], dtype=np.int64), dim), small
+        return Rows(tuple(parts), block_offsets(b - a for a, b in blocks), dim), small
 
     def take_blocks(self, rows: Rows, index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> Rows:
         """New rows whose row i is ``rows``' row ``index[i]`` (repeats allowed), ``fn`` applied to

@@ -33,8 +33,11 @@ local engine (credaudit/engine.py), spread over a Ray cluster:
   the driver adds the counts (map, then reduce; noise.consensus_counts). Only the K x K fit runs
   on the driver;
 - detection: one Ray task per block of rows scores its rows from their neighbours, once per
-  propagation step (detect.score_label_errors); the per-class choice of flags, which needs every
-  row's score, is made on the driver.
+  propagation step (detect.score_label_errors). The beliefs (N x K) stay in the object store as
+  each step's task outputs (``map_rows``), and a task of the next step is sent the blocks holding
+  its rows' neighbours; the last step returns per-row values (score, suggestion and its
+  confidence), never the beliefs. The per-class choice of flags, which needs every row's score,
+  is made on the driver.
 
 Ray retries a task whose worker died (``max_retries``) and restarts an encoder actor that died
 (Ray Data), so a lost worker costs a block, not the run; outputs are still written only at the
@@ -43,9 +46,9 @@ end, as one set.
 What still runs on the driver: the reading of the input (a parquet input's ``--embedding-col``
 column is read block by block, each block put as it is read, and never held whole; a CSV or JSONL
 one is read whole and put from there) and the embedding cache (each chunk of fresh vectors passes
-through it to be written there); the finished graph (N x k), the per-row scores and every row's
-flags come back to it. ``select`` and the crowd and pair adapters gather the vectors whole
-(``gather``). See benchmarks/SCALE.md for what this means for sizing a cluster.
+through it to be written there); the finished graph (N x k), the per-row scores, suggestions and
+every row's flags come back to it (never an N x K array). ``select`` and the crowd and pair
+adapters gather the vectors whole (``gather``). See benchmarks/SCALE.md for what this means for sizing a cluster.
 """
 
 from __future__ import annotations
@@ -244,6 +247,27 @@ class RayEngine:
         refs = [remote.remote(item, *shared, *self.reads.arguments(fn, item, rows, reads)) for item in items]
         for ref in refs:
             yield self._ray.get(ref)
+
+    def map_rows(
+        self,
+        fn: Callable[..., tuple[np.ndarray, Any]],
+        blocks: list[tuple[int, int]],
+        *shared: Any,
+        dim: int,
+        rows: Rows | None = None,
+        reads: Callable[[Any], Iterable[int]] | None = None,
+    ) -> tuple[Rows, list[Any]]:
+        """``fn`` as one task per row range of ``blocks``, each returning (its rows' array, a
+        small value): the arrays stay in the object store where their tasks ran (the driver holds
+        references), and the small values come back. Returns once every task has run (a failed
+        task raises here)."""
+        remote = self._task(fn, num_returns=2)
+        parts, small = [], []
+        for item in blocks:
+            part, value = remote.remote(item, *shared, *self.reads.arguments(fn, item, rows, reads))
+            parts.append(part)
+            small.append(value)
+        return Rows(tuple(parts), block_offsets(b - a for a, b in blocks), dim), self._ray.get(small)
 
     def take_blocks(self, rows: Rows, index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> Rows:
         """New rows whose row i is ``rows``' row ``index[i]`` (repeats allowed), in blocks of

@@ -69,7 +69,7 @@ from credaudit.leakage import Leakage, find_leakage, leakage_summary
 from credaudit.neighbors import NeighborGraph, build_knn_graph, estimate_recall, normalize_rows
 from credaudit.noise import NoiseEstimate, consensus_counts, estimate_noise
 from credaudit.progress import NullProgress, Progress
-from credaudit.ratings import curated_scores, jump_cost, rating_codec, rating_distribution
+from credaudit.ratings import jump_cost, rating_codec, rating_distribution
 from credaudit.report.format import excerpt
 from credaudit.report.json import render_json
 from credaudit.report.markdown import render_markdown
@@ -412,6 +412,9 @@ def audit(
             # The share cap guards against a vote on weak features flagging whole minority classes;
             # with informative features a class whose row of T broke is judged by the plain vote.
             untrusted_max_class_share=detect_cfg.untrusted_max_class_share if trust.weak_features else None,
+            # A rating's curated score is its posterior mean, made with the posteriors (per block of
+            # rows: the (N, K) posteriors are never held whole).
+            class_values=scale if rating else None,
             seed=config.seed,
             progress=progress,
             engine=engine,
@@ -436,7 +439,7 @@ def audit(
             # Where the estimate is untrusted the posterior is the plain vote, which ignores the row's
             # own rating: no curation there (the given rating stands) and the vote's flags stand.
             judged = trust.trusted_classes[labels]
-            curated = np.where(judged, curated_scores(detection.posterior, scale), scale[labels])
+            curated = np.where(judged, detection.expected_value, scale[labels])
 
     with times.stage("findings"):
         names = codec.names()

@@ -9,7 +9,7 @@ engine is unchanged; the adapter adds:
   (:func:`jump_cost`). (Measured: charging two-step moves too biased T when they were real, e.g.
   20 % of the moves in the injected benchmark noise, raising T's error at 40 % noise from 0.049 to 0.094.);
 - the curated score of each row, the posterior expected rating  Σ_c P(true = c | label, neighbours)·scale[c]
-  (:func:`curated_scores`);
+  (detection's ``class_values``: made per block of rows with the posteriors);
 - flags keep the engine's meaning (the true rating is another point of the scale). A further
   "curated score at least half a step away" filter was measured and left out: it cut flag F1 on
   the synthetic ordered benchmark from 0.886 to 0.72 (the posterior mean leans to the given rating).
@@ -114,23 +114,6 @@ def jump_cost(scale: np.ndarray, strength: float) -> np.ndarray:
     ranks = np.arange(len(scale))
     steps = np.abs(ranks[:, None] - ranks[None, :])
     return strength * np.maximum(steps - 2, 0).astype(np.float64)
-
-
-def curated_scores(posterior: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Posterior expected rating per row.
-
-    Parameters
-    ----------
-    posterior : ndarray of shape (N, K)
-        ``posterior[x, c]`` = P(true rating of x is code c | its label, its neighbours); rows sum to 1.
-    scale : ndarray of shape (K,)
-
-    Returns
-    -------
-    ndarray of shape (N,), dtype float64
-        Σ_c posterior[x, c]·scale[c], on the scale's own units.
-    """
-    return posterior @ scale
 
 
 def expected_step_error(transition_matrix: np.ndarray, prior: np.ndarray, scale: np.ndarray) -> float:

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
+import credaudit.detect as detect_module
 from credaudit.detect import VoteScores, detect_label_errors, flag_rank, score_label_errors, suggest_labels
+from credaudit.engine import LocalEngine
 from credaudit.neighbors import NeighborGraph, build_knn_graph
 from credaudit.noise import estimate_noise
 from tests.conftest import make_clusterable, symmetric_t
@@ -80,14 +82,16 @@ def test_same_seed_same_output_and_other_seed_runs():
         np.testing.assert_array_equal(getattr(first, field), getattr(second, field))
 
 
-def scores_of(error, n_disagree, other_sim) -> VoteScores:
+def scores_of(error, n_disagree, other_sim, vote_top=None) -> VoteScores:
     n = len(error)
     return VoteScores(
-        np.asarray(error, float),
-        np.zeros((n, 2)),
-        np.asarray(n_disagree),
-        np.asarray(other_sim, float),
-        np.zeros(n, dtype=int),
+        error_score=np.asarray(error, float),
+        own_belief=np.zeros(n),
+        best_other=np.zeros(n, dtype=int),
+        best_other_belief=np.zeros(n),
+        n_disagree=np.asarray(n_disagree),
+        other_similarity=np.asarray(other_sim, float),
+        vote_top=np.zeros(n, dtype=int) if vote_top is None else np.asarray(vote_top),
     )
 
 
@@ -121,21 +125,68 @@ def test_plain_vote_is_the_similarity_weighted_share():
 
 
 def test_suggest_excludes_the_given_label_only_when_flagged():
-    labels = np.array([0, 0])
-    posterior = np.array([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]])
-    suggested, confidence = suggest_labels(labels, posterior, np.array([True, False]))
-    assert suggested.tolist() == [1, 0]
-    np.testing.assert_allclose(confidence, [0.2, 0.7])
+    # Row 0 (label 0): neighbours 1, 2, 3 labelled 1, 1, 2; the plain vote is its posterior.
+    labels = np.array([0, 1, 1, 2])
+    graph = NeighborGraph(
+        np.array([[1, 2, 3], [2, 0, 3], [1, 0, 3], [0, 1, 2]]),
+        np.array([[0.5, 0.3, 0.2]] * 4, dtype=np.float32),
+        "exact",
+    )
+    scores = score_label_errors(labels, graph, n_classes=3, propagation_steps=0)
+    assert scores.best_other[0] == 1 and scores.best_other_belief[0] == pytest.approx(0.8, abs=1e-5)
+    suggested, confidence = suggest_labels(labels[:2], scores_slice(scores, 2), np.array([True, False]))
+    assert suggested.tolist() == [1, 1], "flagged: the best other class; unflagged: its own label"
+    np.testing.assert_allclose(confidence, [0.8, 0.5], atol=1e-5)
+
+
+def scores_slice(scores: VoteScores, n: int) -> VoteScores:
+    return VoteScores(**{f: None if v is None else v[:n] for f, v in vars(scores).items()})
+
+
+def dense_beliefs(labels, graph, n_classes, t, steps):
+    """The scoring's math with dense arrays, row by row: the reference the blocks must match."""
+    n = len(labels)
+    w = np.zeros((n, n))
+    for x in range(n):
+        sims = np.clip(graph.similarities[x].astype(float), 0, None) + 1e-6
+        for r, s in zip(graph.indices[x], sims / sims.sum(), strict=True):
+            w[x, r] += s
+    belief = np.eye(n_classes)[labels]
+    if steps == 0:
+        return w @ belief
+    for _ in range(steps):
+        belief = (w @ belief) * np.clip(t, 1e-4, None)[:, labels].T
+        belief /= belief.sum(axis=1, keepdims=True)
+    return belief
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3])
+def test_scores_are_the_posterior_of_the_math(steps):
+    x, _, observed = make_clusterable(300, 3, symmetric_t(3, 0.3), 2, spread=0.8)
+    graph = build_knn_graph(x, k=6)
+    t = symmetric_t(3, 0.3)
+    values = np.array([1.0, 2.0, 5.0])
+    posterior = dense_beliefs(observed, graph, 3, t, steps)
+    scores = score_label_errors(
+        observed, graph, n_classes=3, transition_matrix=t, propagation_steps=steps, class_values=values
+    )
+    rows = np.arange(len(observed))
+    np.testing.assert_allclose(scores.own_belief, posterior[rows, observed], atol=1e-9)
+    np.testing.assert_allclose(scores.error_score, 1 - posterior[rows, observed], atol=1e-9)
+    np.testing.assert_allclose(scores.expected_value, posterior @ values, atol=1e-9)
+    masked = posterior.copy()
+    masked[rows, observed] = -1
+    np.testing.assert_array_equal(scores.best_other, masked.argmax(axis=1))
+    np.testing.assert_allclose(scores.best_other_belief, masked.max(axis=1), atol=1e-9)
 
 
 def test_rank_budget_is_capped_by_the_vote_and_floored_by_the_score():
     labels = np.zeros(8, dtype=int)
-    scores = VoteScores(
-        np.array([0.9, 0.8, 0.7, 0.6, 0.15, 0.1, 0.05, 0.0]),
-        np.zeros((8, 2)),
-        np.array([8, 7, 6, 5, 2, 1, 1, 0]),
+    scores = scores_of(
+        [0.9, 0.8, 0.7, 0.6, 0.15, 0.1, 0.05, 0.0],
+        [8, 7, 6, 5, 2, 1, 1, 0],
         np.full(8, 0.5),
-        np.array([1, 0, 0, 0, 0, 0, 0, 0]),  # only row 0 is outvoted
+        vote_top=[1, 0, 0, 0, 0, 0, 0, 0],  # only row 0 is outvoted
     )
     rate = np.array([1.0, 0.0])  # a wildly wrong budget: every row of class 0
     assert flag_rank(labels, scores, rate, n_classes=2).sum() == 7, "no cap, no floor: all rows with a dissenter"
@@ -202,18 +253,20 @@ def test_threshold_flags_by_score():
 
 
 @pytest.mark.parametrize("steps", [0, 1, 3])
-def test_scores_made_block_by_block_equal_one_pass_over_all_rows(steps):
+def test_scores_made_block_by_block_equal_one_pass_over_all_rows(steps, monkeypatch):
     # Each row is scored from its neighbours only, so splitting the rows into engine blocks
     # (each propagation step one map over them) must change nothing, bit for bit.
     x, _, observed = make_clusterable(1500, 4, symmetric_t(4, 0.25), 5, spread=0.6)
     graph = build_knn_graph(x, k=10)
     t = symmetric_t(4, 0.25)
-    whole = score_label_errors(observed, graph, n_classes=4, transition_matrix=t, propagation_steps=steps)
-    for block_rows in (97, 1500):
-        blocked = score_label_errors(
-            observed, graph, n_classes=4, transition_matrix=t, propagation_steps=steps, block_rows=block_rows
-        )
-        for field in ("error_score", "posterior", "n_disagree", "other_similarity", "vote_top"):
+    args = dict(n_classes=4, transition_matrix=t, propagation_steps=steps, class_values=np.arange(4.0))
+    whole = score_label_errors(observed, graph, **args)
+    # Beliefs held as blocks of 300 rows (as on Ray), each step gathering its rows' neighbours'
+    # beliefs from them, 7 rows at a time: the same sums in the same order.
+    monkeypatch.setattr(detect_module, "_GATHER_VALUES", 7 * 10 * 4)
+    for block_rows, engine in ((97, None), (1500, None), (97, LocalEngine(block_rows=300))):
+        blocked = score_label_errors(observed, graph, block_rows=block_rows, engine=engine or LocalEngine(), **args)
+        for field in vars(whole):
             np.testing.assert_array_equal(getattr(blocked, field), getattr(whole, field))
 
 

@@ -46,6 +46,15 @@ def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
     monkeypatch.setattr("credaudit.neighbors._LISTS_PER_BLOCK", 4)
     x, labels = make_noisy(3000, seed=11)
     frame = pl.DataFrame({"label": labels})
+    n_classes = len(np.unique(labels))
+    put = ray.put
+    driver_put = []
+
+    def recording_put(value, *args, **kwargs):
+        driver_put.extend(v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, np.ndarray))
+        return put(value, *args, **kwargs)
+
+    monkeypatch.setattr(ray, "put", recording_put)
     results = {}
     for engine in ("local", "ray"):
         # Stored by list as on a cluster of several nodes (this one has one).
@@ -71,6 +80,10 @@ def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
         assert reads["tightness_block"]["mean_sent"] < reads["tightness_block"]["mean_held"]
     else:
         assert distributed.vectors.order is None and reads["exact_block"]["mean_sent"] == 3
+    # Detection's beliefs passed between propagation steps as object-store blocks (3 of them),
+    # never put from the driver whole.
+    assert reads["propagate_block"]["tasks"] >= 6 and reads["propagate_block"]["mean_held"] == 3
+    assert driver_put and not [v for v in driver_put if v.dtype == np.float64 and v.shape[1:] == (n_classes,)]
 
 
 def test_ray_actor_pool_embeds_the_same_vectors_as_the_local_encoder(tmp_path, monkeypatch):

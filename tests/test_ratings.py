@@ -11,7 +11,7 @@ import pytest
 from credaudit import audit
 from credaudit.config import merge
 from credaudit.errors import InputError
-from credaudit.ratings import curated_scores, expected_step_error, jump_cost, rating_codec
+from credaudit.ratings import expected_step_error, jump_cost, rating_codec
 from tests.conftest import write_table
 from tests.helpers import invoke
 
@@ -57,9 +57,7 @@ def test_jump_cost_is_free_up_to_two_steps():
     np.testing.assert_array_equal(cost, cost.T)
 
 
-def test_curated_score_is_the_posterior_mean_and_step_error_reads_t():
-    posterior = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
-    np.testing.assert_allclose(curated_scores(posterior, np.array([1.0, 2.0, 3.0])), [1.5, 3.0])
+def test_step_error_reads_t():
     t = np.array([[0.8, 0.2, 0.0], [0.1, 0.8, 0.1], [0.0, 0.0, 1.0]])
     assert expected_step_error(t, np.array([0.5, 0.5, 0.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(0.2)
     assert expected_step_error(np.eye(3), np.full(3, 1 / 3), np.arange(3.0)) == 0.0

@@ -121,6 +121,27 @@ def test_a_task_reads_only_the_blocks_it_was_sent(data):
     np.testing.assert_array_equal(rows.parts_of(np.array([[0, 1499], [401, 3]])), [0, 1, 2])
 
 
+def _doubled(item, x, layout, *parts):
+    start, stop = item
+    return 2 * read_rows(layout, *parts)[start:stop], stop - start
+
+
+def test_map_rows_keeps_new_rows_where_the_engine_keeps_rows(data):
+    x, _ = data
+    blocks = [(0, 700), (700, 1400), (1400, 1500)]
+    for engine, n_parts in ((LocalEngine(), 1), (LocalEngine(block_rows=500), 3)):
+        rows = engine.place(x)
+        made, sizes = engine.map_rows(_doubled, blocks, x, dim=x.shape[1], rows=rows)
+        assert sizes == [700, 700, 100] and len(made.parts) == n_parts and made.n_rows == 1500
+        reader = read_rows(*made.shared())
+        np.testing.assert_array_equal(reader[:], 2 * x)
+        # One array in row order is read in place; blocks, or rows stored in another order, are not.
+        assert (reader.whole() is made.parts[0]) == (n_parts == 1)
+    arranged = LocalEngine(block_rows=1500).place(x)
+    LocalEngine(block_rows=1500).arrange(arranged, np.arange(1500)[::-1].copy())
+    assert len(arranged.parts) == 1 and read_rows(*arranged.shared()).whole() is None
+
+
 def test_arranged_blocks_hold_the_rows_in_the_new_order_and_read_by_row_number(data):
     x, _ = data
     engine = LocalEngine(block_rows=256)
