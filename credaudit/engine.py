@@ -256,9 +256,13 @@ class RowReader:
         flat = stored.ravel()
         part = np.searchsorted(self.offsets, flat, side="right") - 1
         out = np.empty((flat.size, self.dim), dtype=self.dtype)
-        # One fancy index per block the rows fall in (a few dozen blocks per million rows).
-        for p in np.unique(part):
-            mine = part == p
+        # One fancy index per block the rows fall in (a few dozen blocks per million rows), the rows
+        # grouped by block: slices where they come sorted (detection's steps read their rows'
+        # neighbours as a sorted index), else one stable argsort; never a mask pass per block.
+        by = None if flat.size < 2 or (part[1:] >= part[:-1]).all() else np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part if by is None else part[by], np.arange(len(self.parts) + 1))
+        for p in np.flatnonzero(np.diff(bounds)):
+            mine = slice(bounds[p], bounds[p + 1]) if by is None else by[bounds[p] : bounds[p + 1]]
             out[mine] = self._part(p)[flat[mine] - self.offsets[p]]
         return out.reshape(*stored.shape, self.dim)
 
