@@ -507,18 +507,19 @@ class LocalEngine:
         value): the arrays as :class:`Rows` of N rows, and the small values in order. By default
         the arrays are copied into one (N, dim) array as they come (one block, as :meth:`place`);
         with ``block_rows`` they are kept as blocks, one per range."""
-        parts, small = [], []
-        whole = None if self.block_rows is not None else np.empty((blocks[-1][1] if blocks else 0, dim))
+        parts, small, whole = [], [], None
         for item in blocks:
             part, value = fn(item, *shared, *self.reads.arguments(fn, item, rows, reads))
-            if whole is None:
-                parts.append(part)
-            else:
-                whole[item[0] : item[1]] = part
             small.append(value)
-        if whole is not None:
-            return Rows((whole,), np.array([0, len(whole)], dtype=np.int64), dim), small
-        return Rows(tuple(parts), block_offsets(b - a for a, b in blocks), dim), small
+            if self.block_rows is not None:
+                parts.append(part)
+                continue
+            if whole is None:
+                whole = np.empty((blocks[-1][1], dim), dtype=part.dtype)
+            whole[item[0] : item[1]] = part
+        if self.block_rows is not None:
+            return Rows(tuple(parts), block_offsets(b - a for a, b in blocks), dim), small
+        return self.place(whole if whole is not None else np.zeros((0, dim))), small
 
     def take_blocks(self, rows: Rows, index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> Rows:
         """New rows whose row i is ``rows``' row ``index[i]`` (repeats allowed), ``fn`` applied to
