@@ -463,12 +463,13 @@ class LocalEngine:
         return Rows(tuple(array[a:b] for a, b in bounds), block_offsets(b - a for a, b in bounds), array.shape[1])
 
     def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int) -> Rows:
-        """Blocks of (n, d) vectors in row order, ``n_rows`` in all, placed as :meth:`place`
-        places one array: copied into it as they come, so that only one block is held twice."""
+        """Blocks of (n, d) rows in row order, ``n_rows`` in all, placed as :meth:`place`
+        places one array (of the blocks' dtype): copied into it as they come, so that only one
+        block is held twice."""
         out, start = None, 0
         for block in blocks:
             if out is None:
-                out = np.empty((n_rows, block.shape[1]), dtype=np.float32)
+                out = np.empty((n_rows, block.shape[1]), dtype=block.dtype)
             if start + len(block) > n_rows:
                 raise ValueError(f"the blocks hold more than the {n_rows} rows announced")
             out[start : start + len(block)] = block
@@ -504,22 +505,17 @@ class LocalEngine:
     ) -> tuple[Rows, list[Any]]:
         """``fn((start, stop), *shared, *rows' arguments)`` for the consecutive row ranges
         ``blocks`` (rows 0..N in order), each returning (an (stop - start, ``dim``) array, a small
-        value): the arrays as :class:`Rows` of N rows, and the small values in order. By default
-        the arrays are copied into one (N, dim) array as they come (one block, as :meth:`place`);
-        with ``block_rows`` they are kept as blocks, one per range."""
-        parts, small, whole = [], [], None
-        for item in blocks:
-            part, value = fn(item, *shared, *self.reads.arguments(fn, item, rows, reads))
-            small.append(value)
-            if self.block_rows is not None:
-                parts.append(part)
-                continue
-            if whole is None:
-                whole = np.empty((blocks[-1][1], dim), dtype=part.dtype)
-            whole[item[0] : item[1]] = part
-        if self.block_rows is not None:
-            return Rows(tuple(parts), block_offsets(b - a for a, b in blocks), dim), small
-        return self.place(whole if whole is not None else np.zeros((0, dim))), small
+        value): the arrays placed as they come (:meth:`place_blocks`: one (N, dim) array, or
+        blocks of ``block_rows``), and the small values in order."""
+        small = []
+
+        def made() -> Iterator[np.ndarray]:
+            for item in blocks:
+                part, value = fn(item, *shared, *self.reads.arguments(fn, item, rows, reads))
+                small.append(value)
+                yield part
+
+        return self.place_blocks(made(), blocks[-1][1] if blocks else 0), small
 
     def take_blocks(self, rows: Rows, index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> Rows:
         """New rows whose row i is ``rows``' row ``index[i]`` (repeats allowed), ``fn`` applied to
