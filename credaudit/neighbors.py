@@ -34,6 +34,9 @@ _LISTS_PER_BLOCK = 32
 # 32.9 s against 25.9 s, recall 1.000 both (one run each, benchmarks/scale.py data).
 _FLAT_LISTS = 256
 _ASSIGN_ROWS = 65_536
+# Rows per block when a detection round restricts the graph to its subsample (the sort's
+# temporaries are a few times the block's part of the graph).
+_RESTRICT_ROWS = 16_384
 # Extra candidates of the exact search whose similarities are recomputed exactly (_exact_block).
 _RESCORE_MARGIN = 8
 # Proposed rows this close to the cut count as tied with it (float32 rounding of a unit-vector
@@ -185,16 +188,17 @@ def build_knn_graph(
             progress.advance()
         progress.finish()
     elif use_ivf:
-        sims, idx = _ivf_graph(
+        _ivf_graph(
             rows,
-            k + 1,
+            k,
+            indices,
+            similarities,
             probe_share=ivf_probe_share,
             max_probes=ivf_max_probes,
             seed=seed,
             progress=progress,
             engine=engine,
         )
-        _drop_self(idx, sims, np.arange(n_rows), k, indices, similarities)
     else:
         blocks = [(start, min(start + block_rows, n_rows), k + 1) for start in range(0, n_rows, block_rows)]
         progress.start("neighbours", total=len(blocks))
@@ -474,12 +478,20 @@ def restrict_graph(
     """
     n_keep = int(keep.sum())
     k = min(k, n_keep - 1)
-    inside = keep[graph.indices]
-    # A stable argsort on "not inside" lists the kept neighbours first, nearest first.
-    order = np.argsort(~inside, axis=1, kind="stable")[:, :k]
-    indices = np.take_along_axis(graph.indices, order, axis=1)
-    similarities = np.take_along_axis(graph.similarities, order, axis=1)
-    short = np.flatnonzero(keep & (inside.sum(axis=1) < k))
+    n_rows = len(keep)
+    indices = np.empty((n_rows, k), dtype=np.int64)
+    similarities = np.empty((n_rows, k), dtype=np.float32)
+    n_inside = np.empty(n_rows, dtype=np.int64)
+    # By blocks of rows: the sort's (N, graph.k) temporaries would otherwise be several times the
+    # result (about 0.3 GB at 1,000,000 rows, once per detection round).
+    for start, stop in row_blocks(n_rows, _RESTRICT_ROWS):
+        inside = keep[graph.indices[start:stop]]
+        n_inside[start:stop] = inside.sum(axis=1)
+        # A stable argsort on "not inside" lists the kept neighbours first, nearest first.
+        order = np.argsort(~inside, axis=1, kind="stable")[:, :k]
+        indices[start:stop] = np.take_along_axis(graph.indices[start:stop], order, axis=1)
+        similarities[start:stop] = np.take_along_axis(graph.similarities[start:stop], order, axis=1)
+    short = np.flatnonzero(keep & (n_inside < k))
     if short.size:
         sims, idx = search_rows(engine.place(embeddings), short, keep, k + 1, engine=engine)
         fixed_idx = np.empty((short.size, k), dtype=np.int64)
@@ -607,7 +619,9 @@ def _flat_searcher(base: np.ndarray):
 
 def _ivf_graph(
     base: Rows,
-    n: int,
+    k: int,
+    indices: np.ndarray,
+    similarities: np.ndarray,
     *,
     probe_share: float,
     max_probes: int | None,
@@ -615,7 +629,8 @@ def _ivf_graph(
     progress: Progress,
     engine: Engine = LOCAL,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every row's ``n`` most similar rows among the rows of its list's probed lists (itself included).
+    """Fill ``indices`` and ``similarities`` (N, k) with every row's ``k`` most similar other rows
+    among the rows of its list's probed lists.
 
     Cluster blocks: the rows are split into k-means lists of about ``_LIST_ROWS`` rows; each list
     is compared, as one matrix product, with the rows of the ``n_probe`` lists whose centroids are
@@ -630,15 +645,14 @@ def _ivf_graph(
     probes need more candidates than per-row ones for the same recall; the recall is measured on
     every run. Time is O(N · n_probe · _LIST_ROWS · d).
 
-    Returns
-    -------
-    similarities : ndarray of shape (N, n), float32
-        Most similar first; -inf where a row had fewer than ``n`` candidates.
-    indices : ndarray of shape (N, n), int64
-        -1 where a row had fewer than ``n`` candidates.
-    """
+    Each block of lists comes back finished (ordered, the row itself dropped) and is written into
+    the graph, so the search holds no (N, k + 1) arrays besides it: at 1,000,000 rows those and
+    their reordering were about 0.6 GB on top of the graph.
 
-    n_rows = base.n_rows
+    Rows with fewer than ``k`` other candidates get similarity -inf and index -1 in the missing
+    places, most similar first; equal similarities in index order, so the graph does not depend
+    on list order.
+    """
     home, probes = ivf_lists(base, probe_share=probe_share, max_probes=max_probes, seed=seed, engine=engine)
     home, probes = _near_lists_adjacent(home, probes)
     n_lists = len(probes)
@@ -655,19 +669,14 @@ def _ivf_graph(
         lists = lists[lists >= 0]
         return base.parts_of(np.concatenate([by_list[list_start[j] : list_start[j + 1]] for j in lists]))
 
-    best_sims = np.full((n_rows, n), -np.inf, dtype=np.float32)
-    best_idx = np.full((n_rows, n), -1, dtype=np.int64)
-    blocks = [(first, min(first + _LISTS_PER_BLOCK, n_lists), n) for first in range(0, n_lists, _LISTS_PER_BLOCK)]
+    blocks = [(first, min(first + _LISTS_PER_BLOCK, n_lists), k) for first in range(0, n_lists, _LISTS_PER_BLOCK)]
     plan = engine.share((by_list, list_start, probes))
     progress.start("neighbours", total=len(blocks))
     for members, sims, idx in engine.map(_search_lists, blocks, plan, rows=base, reads=reads):
-        best_sims[members] = sims
-        best_idx[members] = idx
+        similarities[members] = sims
+        indices[members] = idx
         progress.advance()
     progress.finish()
-    # Most similar first; equal similarities in index order, so the graph does not depend on list order.
-    order = np.lexsort((best_idx, -best_sims), axis=1)
-    return np.take_along_axis(best_sims, order, axis=1), np.take_along_axis(best_idx, order, axis=1)
 
 
 def _near_lists_adjacent(home: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -826,14 +835,17 @@ def _search_lists(
     layout,
     *parts: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lists [first, last) against their probed lists: (their rows, top-``n`` similarities, row numbers).
+    """Lists [first, last) against their probed lists: (their rows, (R, k) similarities, (R, k) row
+    numbers), each row's ``k`` nearest other rows, most similar first, equal similarities in row
+    order; -inf / -1 where a row had fewer candidates.
 
     One engine block of :func:`_ivf_graph`. ``plan`` = (rows sorted by list, list starts, each
     list's probed lists nearest first).
     """
     import torch
 
-    first, last, n = item
+    first, last, k = item
+    n = k + 1  # the row itself is among its own list's candidates
     by_list, list_start, probes = plan
     base = read_rows(layout, *parts)
     rows, out_sims, out_idx = [], [], []
@@ -855,8 +867,14 @@ def _search_lists(
         out_sims.append(block_sims)
         out_idx.append(block_idx)
     if not rows:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, n), dtype=np.float32), np.zeros((0, n), dtype=np.int64)
-    return np.concatenate(rows), np.concatenate(out_sims), np.concatenate(out_idx)
+        return np.zeros(0, dtype=np.int64), np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+    members, sims, idx = np.concatenate(rows), np.concatenate(out_sims), np.concatenate(out_idx)
+    order = np.lexsort((idx, -sims), axis=1)
+    sims, idx = np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
+    found_idx = np.empty((members.size, k), dtype=np.int64)
+    found_sims = np.empty((members.size, k), dtype=np.float32)
+    _drop_self(idx, sims, members, k, found_idx, found_sims)
+    return members, found_sims, found_idx
 
 
 def _torch_searcher(base: np.ndarray, device: str):

@@ -174,3 +174,33 @@ def test_normalize_rows_decides_each_row_on_its_own():
     np.testing.assert_array_equal(blocks, whole)
     unit = normalize_rows(x[::3])
     assert np.shares_memory(unit, x) or np.array_equal(unit, x[::3])
+
+
+def _traced_peak(fn):
+    """(result, peak bytes newly allocated by numpy and Python while ``fn`` ran)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_search_and_the_restriction_hold_little_beside_the_graph():
+    # The driver of a large scan holds the graph; what the search and a detection round make
+    # besides it must not grow with the rows: the search's blocks come back finished and are
+    # written into the graph, and a round restricts the graph block by block. (Before: (N, k + 1)
+    # arrays, their reordering and (N, k) sort temporaries, several times the graph at 1M rows.)
+    rng = np.random.default_rng(0)
+    x = normalize_rows(rng.normal(size=(24, 8))[rng.integers(0, 24, size=200_000)] + rng.normal(size=(200_000, 8)))
+    build_knn_graph(x[:2000], k=17, index="ivf")  # imports (torch) are not what is measured
+    graph, peak = _traced_peak(lambda: build_knn_graph(x, k=17, index="ivf"))
+    graph_bytes = graph.indices.nbytes + graph.similarities.nbytes
+    assert peak < 1.6 * graph_bytes
+    keep = rng.random(len(x)) < 0.9
+    sub, peak = _traced_peak(lambda: restrict_graph(graph, x, keep, k=10))
+    # Beside its result, less than one (N, graph.k) array of row numbers (the whole-graph sort's).
+    assert peak - (sub.indices.nbytes + sub.similarities.nbytes) < graph.indices.nbytes
