@@ -47,8 +47,11 @@ What still runs on the driver: the reading of the input (a parquet input's ``--e
 column is read block by block, each block put as it is read, and never held whole; a CSV or JSONL
 one is read whole and put from there) and the embedding cache (each chunk of fresh vectors passes
 through it to be written there); the finished graph (N x k), the per-row scores, suggestions and
-every row's flags come back to it (never an N x K array). ``select`` and the crowd and pair
-adapters gather the vectors whole (``gather``). See benchmarks/SCALE.md for what this means for sizing a cluster.
+every row's flags come back to it (never an N x K array; each block of the search comes back
+finished and is written into the graph). ``select`` reads the vectors where they are (its
+coverage k-means trains on a sample taken from the blocks, and rows are assigned block by
+block); the crowd and pair adapters gather the vectors whole (``gather``). See
+benchmarks/SCALE.md for what this means for sizing a cluster.
 """
 
 from __future__ import annotations

@@ -766,9 +766,7 @@ def ivf_lists(
         n_lists = len(centroids)
         assign = (centroids, coarse, first_list)
     del train
-    home = np.empty(n_rows, dtype=np.int64)
-    for numbers, found in map_stored(engine, _nearest_list, base, *assign, block_rows=_ASSIGN_ROWS):
-        home[numbers] = found
+    home = nearest_centroids(base, *assign, engine=engine)
     n_probe = max(1, math.ceil(probe_share * n_lists))
     if max_probes is not None:
         n_probe = min(n_probe, max_probes)
@@ -785,6 +783,28 @@ def ivf_lists(
     before = np.cumsum(sizes[near], axis=1) - sizes[near]
     probes = np.where(before < budget, near, -1)
     return home, probes[:, : int((probes >= 0).sum(axis=1).max())]
+
+
+def nearest_centroids(
+    rows: Rows,
+    centroids: np.ndarray,
+    coarse: np.ndarray | None = None,
+    first_list: np.ndarray | None = None,
+    *,
+    engine: Engine = LOCAL,
+) -> np.ndarray:
+    """Each row's most similar centroid (inner product), shape (N,) int64, found block by block
+    where ``engine`` keeps ``rows`` (each task sent its own block; only the numbers come back).
+
+    With ``coarse`` and ``first_list`` (two-level k-means, :func:`ivf_lists`), the nearest
+    centroid within the nearest coarse cell; ``first_list[c]`` is cell c's first centroid.
+    """
+    home = np.empty(rows.n_rows, dtype=np.int64)
+    for numbers, found in map_stored(
+        engine, _nearest_list, rows, centroids, coarse, first_list, block_rows=_ASSIGN_ROWS
+    ):
+        home[numbers] = found
+    return home
 
 
 def _kmeans(rows: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:

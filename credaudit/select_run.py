@@ -22,6 +22,7 @@ import polars as pl
 from credaudit import __version__
 from credaudit.config import ScanConfig
 from credaudit.crowd import crowd_shape
+from credaudit.engine import Rows
 from credaudit.errors import UsageError
 from credaudit.hygiene import dedupe_mask
 from credaudit.io import (
@@ -36,7 +37,7 @@ from credaudit.io import (
     write_outputs,
     write_text,
 )
-from credaudit.pipeline import StageTimes, audit, knn_graph
+from credaudit.pipeline import StageTimes, audit, config_engine, knn_graph
 from credaudit.progress import NullProgress, Progress
 from credaudit.selection import (
     cluster_coverage,
@@ -128,7 +129,7 @@ class _Audited:
     tier_names: list[str]
     groups: np.ndarray
     group_title: str
-    vectors: np.ndarray
+    vectors: np.ndarray | Rows
     indices: np.ndarray
     similarities: np.ndarray
     noise: dict[str, Any]
@@ -173,7 +174,7 @@ def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Au
         tier_names=["credible", "near-duplicate of a kept row", "flagged as a label error"],
         groups=names[labels],
         group_title=title,
-        vectors=result.embeddings,
+        vectors=result.vectors,  # where the engine keeps them (on Ray, the object store)
         indices=result.graph.indices[:, :k],
         similarities=result.graph.similarities[:, :k],
         noise=_noise(result.report.noise),
@@ -281,7 +282,9 @@ def select(
         # At least ten rows per cluster and no more clusters than chosen items, else "covered"
         # says little.
         clusters = max(2, min(cfg.clusters, budget, n // 10))
-        coverage = cluster_coverage(audited.vectors, chosen, n_clusters=clusters, seed=config.seed)
+        coverage = cluster_coverage(
+            audited.vectors, chosen, n_clusters=clusters, seed=config.seed, engine=config_engine(config)
+        )
     times.seconds["total"] = round(time.perf_counter() - started, 4)
     selection = pl.DataFrame(
         {

@@ -41,6 +41,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from credaudit.engine import LOCAL, Engine, Rows, take_rows
+from credaudit.neighbors import nearest_centroids
+
 
 def label_quality(error_score: np.ndarray) -> np.ndarray:
     """Quality of single-label rows: the credibility of the given label.
@@ -227,19 +230,32 @@ def select_diverse(
 
 
 def cluster_coverage(
-    embeddings: np.ndarray, selected: np.ndarray, *, n_clusters: int, seed: int = 0
+    embeddings: np.ndarray | Rows,
+    selected: np.ndarray,
+    *,
+    n_clusters: int,
+    seed: int = 0,
+    engine: Engine = LOCAL,
 ) -> dict[str, float | int]:
     """How much of the embedding space a selection covers, against a random selection of its size.
 
-    The rows are grouped by k-means (faiss, seeded, trained on at most 256 rows per cluster); a
-    cluster is covered when at least one selected row lies in it.
+    The rows are grouped by k-means (faiss, seeded, trained on at most 256 rows per cluster: a
+    seeded sample of that many rows when there are more); a cluster is covered when at least one
+    selected row lies in it.
 
     Parameters
     ----------
-    embeddings : ndarray of shape (N, d), unit rows
+    embeddings : ndarray of shape (N, d), unit rows, or Rows
+        As :class:`~credaudit.engine.Rows`, the blocks where ``engine`` keeps them: only the
+        training sample comes to this process, and each row's cluster is found block by block
+        (:func:`~credaudit.neighbors.nearest_centroids`).
     selected : ndarray of shape (N,), dtype bool
     n_clusters : int
         Capped at N.
+    seed : int
+        Seeds the sample and the k-means.
+    engine : Engine
+        Where ``embeddings`` are kept.
 
     Returns
     -------
@@ -251,15 +267,17 @@ def cluster_coverage(
     import faiss
     from scipy.special import gammaln
 
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    n, d = x.shape
+    rows = engine.place(embeddings)
+    n, d = rows.shape
     n_clusters = max(1, min(int(n_clusters), n))
+    rng = np.random.default_rng(seed)
+    train = take_rows(engine, rows, np.sort(rng.choice(n, size=min(n, 256 * n_clusters), replace=False)))
     kmeans = faiss.Kmeans(d, n_clusters, niter=20, seed=int(seed) + 1, spherical=True, verbose=False)
     kmeans.cp.max_points_per_centroid = 256
     kmeans.cp.min_points_per_centroid = 1  # small data: no faiss warning on stderr
-    kmeans.train(x)
-    _, assign = kmeans.index.search(x, 1)
-    assign = assign[:, 0]
+    kmeans.train(train)
+    del train
+    assign = nearest_centroids(rows, kmeans.centroids, engine=engine)
     sizes = np.bincount(assign, minlength=n_clusters)
     covered = np.unique(assign[np.asarray(selected, dtype=bool)]).size
     b = int(np.count_nonzero(selected))

@@ -262,3 +262,24 @@ def test_hygiene_on_ray_reads_the_blocks_like_the_local_engine(tmp_path, monkeyp
     leaked = distributed.issues.filter(pl.col("leaked_from").is_not_null())
     assert set(leaked["row_id"]) == {7, 250}
     assert distributed.hygiene.outliers.is_outlier.sum() == 8
+
+
+def test_select_on_ray_chooses_the_local_engines_rows_without_gathering_the_vectors(monkeypatch):
+    # Blocks of 500 rows: the coverage's k-means sample and cluster assignment are Ray tasks, and
+    # the vectors never come to the driver whole.
+    from credaudit.engine_ray import RayEngine
+    from credaudit.select_run import select
+
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 500)
+    x, labels = make_noisy(2000, seed=5)
+    gathered = []
+    gather = RayEngine.gather
+    monkeypatch.setattr(RayEngine, "gather", lambda self, rows: gathered.append(rows) or gather(self, rows))
+    results = {}
+    for engine in ("local", "ray"):
+        config = merge({"engine": {"name": engine}, "select": {"budget": 200, "clusters": 20}})
+        results[engine] = select(pl.DataFrame({"label": labels}), config, embeddings=x)
+    assert results["ray"].selection.equals(results["local"].selection)
+    assert results["ray"].report["coverage"] == results["local"].report["coverage"]
+    assert results["ray"].report["coverage"]["clusters"] == 20
+    assert not gathered

@@ -98,6 +98,28 @@ def test_budget_as_count_or_share_and_random_coverage():
     assert cluster_coverage(x, one, n_clusters=20)["coverage"] == pytest.approx(1 / 20)
 
 
+def test_coverage_reads_the_rows_where_the_engine_keeps_them():
+    # Blocks of 300 rows: the k-means is trained on rows taken from the blocks and each row's
+    # cluster found block by block; the figures are those of one array.
+    import faiss
+
+    from credaudit.engine import LocalEngine
+
+    rng = np.random.default_rng(3)
+    x = normalize_rows(rng.normal(size=(8, 16))[rng.integers(0, 8, 2000)] + 0.4 * rng.normal(size=(2000, 16)))
+    selected = rng.random(2000) < 0.05
+    engine = LocalEngine(block_rows=300)
+    for n_clusters in (5, 20):  # 5 x 256 rows: a sample of the 2,000; 20 x 256: every row
+        whole = cluster_coverage(x, selected, n_clusters=n_clusters, seed=4)
+        assert cluster_coverage(engine.place(x), selected, n_clusters=n_clusters, seed=4, engine=engine) == whole
+    # Where every row trains the k-means, the clusters are faiss' own over the whole array.
+    kmeans = faiss.Kmeans(16, 20, niter=20, seed=5, spherical=True, verbose=False, min_points_per_centroid=1)
+    kmeans.train(x)
+    assign = kmeans.index.search(x, 1)[1][:, 0]
+    assert whole["covered"] == np.unique(assign[selected]).size
+    assert whole["clusters"] == np.unique(assign).size
+
+
 def test_select_ratings_prefers_truly_high_ratings():
     x, true, noisy = ordinal_data(1500, 0.2, seed=5)
     config = merge({"ratings": {"ordinal": True}, "select": {"budget": 0.1}})
