@@ -142,7 +142,10 @@ def score_outliers(
     Outliers
     """
     k = min(k, graph.k)
-    knn_distance = 1.0 - graph.similarities[:, :k].astype(np.float64).mean(axis=1)
+    # By blocks of rows: the float64 copy of every row's similarities would be 0.8 GB at 10M rows.
+    knn_distance = np.empty(graph.indices.shape[0])
+    for start, stop in row_blocks(len(knn_distance)):
+        knn_distance[start:stop] = 1.0 - graph.similarities[start:stop, :k].astype(np.float64).mean(axis=1)
     rows = engine.place(embeddings)
     sums = sum((s for _, s in map_stored(engine, _class_sums, rows, engine.share(labels), n_classes)), np.zeros(1))
     centroids32 = np.asarray(sums, dtype=np.float32)

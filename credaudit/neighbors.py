@@ -628,7 +628,7 @@ def _ivf_graph(
     seed: int,
     progress: Progress,
     engine: Engine = LOCAL,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> None:
     """Fill ``indices`` and ``similarities`` (N, k) with every row's ``k`` most similar other rows
     among the rows of its list's probed lists.
 

@@ -86,7 +86,7 @@ from credaudit.review import (
     review_frame,
     write_review_csv,
 )
-from credaudit.trust import TrustAssessment, assess_trust, widen_untrusted
+from credaudit.trust import TrustAssessment, assess_trust, knn_label_agreement, widen_untrusted
 
 # Spare neighbours so that, after a 90 % subsample, nearly every row still has k of them stored.
 _GRAPH_MARGIN = 5
@@ -387,7 +387,7 @@ def audit(
 
         # Trust is judged before detection, which must not read an untrusted T.
         k_used = min(config.detect.k, graph.k)
-        knn_agreement = float((labels[graph.indices[:, :k_used]] == labels[:, None]).mean())
+        knn_agreement = knn_label_agreement(labels, graph.indices, k_used)
         trust = assess_trust(estimate, knn_agreement, class_names=codec.names(), min_kappa=noise_cfg.min_kappa)
         if not trust.trusted:
             estimate = widen_untrusted(estimate)

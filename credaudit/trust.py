@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from credaudit.engine import row_blocks
 from credaudit.noise import Interval, NoiseEstimate
 
 
@@ -87,6 +88,21 @@ class TrustAssessment:
             "min_kappa": self.min_kappa,
             "classes_judged_by_vote": int((~self.trusted_classes).sum()),
         }
+
+
+def knn_label_agreement(labels: np.ndarray, neighbor_indices: np.ndarray, k: int) -> float:
+    """The share of (row, neighbour) pairs, over each row's ``k`` nearest neighbours, in which the
+    neighbour carries the row's label.
+
+    ``labels`` (N,) label codes; ``neighbor_indices`` (N, >= k), nearest first. Counted by blocks
+    of rows: the labels of every row's neighbours at once would be an (N, k) array (0.8 GB of
+    int64 at 10M rows and k = 10).
+    """
+    agreeing = sum(
+        int(np.count_nonzero(labels[neighbor_indices[start:stop, :k]] == labels[start:stop, None]))
+        for start, stop in row_blocks(len(labels))
+    )
+    return agreeing / (len(labels) * k)
 
 
 def chance_corrected_agreement(knn_agreement: float, observed_prior: np.ndarray) -> tuple[float, float]:

@@ -12,7 +12,7 @@ from credaudit.neighbors import build_knn_graph
 from credaudit.noise import estimate_noise
 from credaudit.report.markdown import render_markdown
 from credaudit.report.terminal import render_quiet, render_terminal
-from credaudit.trust import assess_trust, chance_corrected_agreement
+from credaudit.trust import assess_trust, chance_corrected_agreement, knn_label_agreement
 from tests.conftest import make_clusterable, make_imbalanced_weak, symmetric_t, write_table
 from tests.helpers import invoke
 
@@ -24,6 +24,16 @@ def test_chance_agreement_follows_the_class_balance():
     chance, kappa = chance_corrected_agreement(0.8, np.array([0.88, 0.12]))
     assert chance == pytest.approx(0.7888) and kappa == pytest.approx((0.8 - 0.7888) / (1 - 0.7888))
     assert chance_corrected_agreement(1.0, np.array([0.3, 0.7]))[1] == pytest.approx(1.0)
+
+
+def test_knn_label_agreement_counted_by_blocks_is_the_share_of_agreeing_pairs(monkeypatch):
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 7)  # many blocks, the last one short
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=100)
+    indices = rng.integers(0, 100, size=(100, 6))
+    expected = np.mean(labels[indices[:, :4]] == labels[:, None])
+    assert knn_label_agreement(labels, indices, 4) == expected
+    assert knn_label_agreement(np.zeros(100, dtype=np.int64), indices, 6) == 1.0
 
 
 @pytest.mark.parametrize(("seed", "separation"), [(0, 1.0), (1, 1.0), (2, 0.5), (0, 1.5)])
