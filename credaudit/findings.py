@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,12 @@ class Finding:
 
 
 def find_conflicting_duplicates(
-    texts: list[str] | None, labels: np.ndarray, row_ids: list[Any], class_names: list[str], *, max_examples: int = 10
+    texts: list[str] | None,
+    labels: np.ndarray,
+    row_ids: Sequence[Any],
+    class_names: list[str],
+    *,
+    max_examples: int = 10,
 ) -> Finding | None:
     """Groups of identical non-empty texts whose rows carry more than one label.
 
@@ -56,7 +62,7 @@ def find_conflicting_duplicates(
         Per-row texts (None: no text column, nothing to compare).
     labels : ndarray of shape (N,), dtype int64
         Label codes.
-    row_ids : list
+    row_ids : sequence
         Per-row identifiers shown in the examples.
     class_names : list of str
         Display name of each code.

@@ -29,6 +29,7 @@ always among them); the groups are the connected components of the links.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -387,7 +388,7 @@ def outlier_summary(
     outliers: Outliers,
     labels: np.ndarray,
     class_names: list[str],
-    row_ids: list[Any],
+    row_ids: Sequence[Any],
     texts: list[str] | None,
     *,
     top: int,
@@ -424,7 +425,7 @@ def duplicate_summary(
     groups: np.ndarray,
     labels: np.ndarray,
     class_names: list[str],
-    row_ids: list[Any],
+    row_ids: Sequence[Any],
     texts: list[str] | None,
     *,
     threshold: float,

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -115,8 +115,9 @@ class Table:
         exists (precomputed embeddings only).
     label_values : list
         Per row, the label as the user wrote it (Python scalars).
-    row_ids : list
-        Per row, the ``--id-col`` value or the 0-based input row number.
+    row_ids : sequence
+        Per row, the ``--id-col`` value or the 0-based input row number (a ``range`` when no
+        row was dropped).
     embeddings : ndarray of shape (N, d), dtype float32, or None
         From ``--embedding-col``: for a float32 column a read-only view of ``frame``'s buffer,
         otherwise a float32 copy (which the audit normalises in place). On an engine other than
@@ -143,7 +144,7 @@ class Table:
     frame: pl.DataFrame
     texts: list[str] | None
     label_values: list[Any]
-    row_ids: list[Any]
+    row_ids: Sequence[Any]
     embeddings: np.ndarray | None
     n_empty_texts: int
     n_dropped_unlabelled: int
@@ -672,7 +673,8 @@ def read_table(
     if id_col is not None:
         row_ids = unique_ids(frame, id_col, name)
     else:
-        row_ids = list(range(frame.height)) if not n_dropped else (~null_labels).arg_true().to_list()
+        # A range, not a list: a million Python ints would be 36 MB held for the whole run.
+        row_ids = range(frame.height) if not n_dropped else (~null_labels).arg_true().to_list()
 
     texts = None
     n_empty = 0
@@ -1003,7 +1005,7 @@ class Reference:
     path : Path
     texts : list of str, or None
         The text columns joined as for the input; None when the file has none of them.
-    row_ids : list
+    row_ids : sequence
         The ``--id-col`` value where the file has that column, else the 0-based row number.
     embeddings : ndarray of shape (M, d), float32, or None
         From ``--reference-embedding-col``; None when the reference is to be embedded.
@@ -1011,7 +1013,7 @@ class Reference:
 
     path: Path
     texts: list[str] | None
-    row_ids: list[Any]
+    row_ids: Sequence[Any]
     embeddings: np.ndarray | None
 
 

@@ -9,6 +9,7 @@ over the reference's unit vectors) with the link rule of the near-duplicate chec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,7 +139,7 @@ def _reference_block(
 
 
 def leakage_summary(
-    leakage: Leakage, row_ids: list[Any], texts: list[str] | None, *, top: int, excerpt_chars: int
+    leakage: Leakage, row_ids: Sequence[Any], texts: list[str] | None, *, top: int, excerpt_chars: int
 ) -> dict[str, Any]:
     """The report's ``hygiene.leakage`` section: per reference, the leaked rows and examples."""
     from credaudit.report.format import excerpt

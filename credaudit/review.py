@@ -23,6 +23,7 @@ import csv
 import io
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ def neighbour_label_summary(neighbour_labels: np.ndarray, class_names: list[str]
 def review_frame(
     rows: np.ndarray,
     *,
-    row_ids: list[Any],
+    row_ids: Sequence[Any],
     given: list[Any],
     suggested: list[Any],
     suggestion_confidence: np.ndarray,
@@ -333,7 +334,7 @@ class AppliedReview:
 def apply_decisions(
     frame: pl.DataFrame,
     *,
-    row_ids: list[Any],
+    row_ids: Sequence[Any],
     label_values: list[Any],
     label_col: str,
     review: ReviewDecisions,
@@ -344,7 +345,7 @@ def apply_decisions(
     ----------
     frame : polars.DataFrame
         The data as read for the scan (same row order as ``row_ids``).
-    row_ids : list
+    row_ids : sequence
         Per row of ``frame``, its row id (the ``--id-col`` value or the row number).
     label_values : list
         Per row, its label as written.
