@@ -65,6 +65,10 @@ def test_labels_keep_their_type_and_nulls_can_be_dropped(tmp_path):
     assert table.label_values == [True, False, True, False]
     assert table.row_ids == [0, 1, 3, 4], "row ids stay those of the input"
     assert table.n_dropped_unlabelled == 1
+    # Without an id column and with every row kept, the ids are the row numbers, held as a range
+    # (a list would hold a Python int per row for the whole run).
+    every = read_table(write_table(frame.drop_nulls(), tmp_path / "e.parquet"))
+    assert every.row_ids == range(4) and list(every.row_ids) == [0, 1, 2, 3]
 
 
 def test_several_text_columns_are_joined_and_empty_texts_counted(tmp_path):
