@@ -11,6 +11,7 @@ rank), ``report.json`` and ``report.md``.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ import polars as pl
 from credaudit import __version__
 from credaudit.config import ScanConfig
 from credaudit.crowd import crowd_shape
-from credaudit.engine import Rows
+from credaudit.engine import LOCAL, Engine, Rows
 from credaudit.errors import UsageError
 from credaudit.hygiene import dedupe_mask
 from credaudit.io import (
@@ -123,7 +124,7 @@ class _Audited:
     format: DataFormat
     path: str
     sha256: str
-    row_ids: list
+    row_ids: Sequence[Any]
     quality: np.ndarray
     tiers: np.ndarray
     tier_names: list[str]
@@ -135,6 +136,7 @@ class _Audited:
     noise: dict[str, Any]
     parts: Parts | None
     source: ParquetSource | None = None
+    engine: Engine = LOCAL  # where ``vectors`` are kept
 
 
 def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Audited:
@@ -164,7 +166,7 @@ def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Au
         format=table.format,
         path=str(table.path),
         sha256=table.sha256,
-        row_ids=list(table.row_ids),
+        row_ids=table.row_ids,
         quality=quality,
         # A near-duplicate group (hygiene: same words, cosine above the threshold) counts once
         # before the budget takes its other members; rows flagged as label errors come last.
@@ -180,6 +182,7 @@ def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Au
         noise=_noise(result.report.noise),
         parts=table.parts,
         source=table.source,
+        engine=config_engine(config),
     )
 
 
@@ -199,7 +202,7 @@ def _audit_pairs(data, config: ScanConfig, vectors, progress: Progress) -> _Audi
         format=table.format,
         path=str(table.path),
         sha256=table.sha256,
-        row_ids=list(table.row_ids),
+        row_ids=table.row_ids,
         quality=pair_quality(result.issues.get_column("flip_score").to_numpy()),
         tiers=result.issues.get_column("action").replace_strict(order, return_dtype=pl.Int64).to_numpy(),
         tier_names=["keep (clear preference)", "drop (no clear preference)", "swap (probably reversed)"],
@@ -283,7 +286,7 @@ def select(
         # says little.
         clusters = max(2, min(cfg.clusters, budget, n // 10))
         coverage = cluster_coverage(
-            audited.vectors, chosen, n_clusters=clusters, seed=config.seed, engine=config_engine(config)
+            audited.vectors, chosen, n_clusters=clusters, seed=config.seed, engine=audited.engine
         )
     times.seconds["total"] = round(time.perf_counter() - started, 4)
     selection = pl.DataFrame(

@@ -44,6 +44,9 @@ import numpy as np
 from credaudit.engine import LOCAL, Engine, Rows, take_rows
 from credaudit.neighbors import nearest_centroids
 
+# Training rows per cluster of the coverage k-means (faiss' own default cap).
+_TRAIN_ROWS_PER_CLUSTER = 256
+
 
 def label_quality(error_score: np.ndarray) -> np.ndarray:
     """Quality of single-label rows: the credibility of the given label.
@@ -270,10 +273,11 @@ def cluster_coverage(
     rows = engine.place(embeddings)
     n, d = rows.shape
     n_clusters = max(1, min(int(n_clusters), n))
-    rng = np.random.default_rng(seed)
-    train = take_rows(engine, rows, np.sort(rng.choice(n, size=min(n, 256 * n_clusters), replace=False)))
+    n_train = _TRAIN_ROWS_PER_CLUSTER * n_clusters
+    sample = np.arange(n) if n <= n_train else np.sort(np.random.default_rng(seed).choice(n, n_train, replace=False))
+    train = take_rows(engine, rows, sample)
     kmeans = faiss.Kmeans(d, n_clusters, niter=20, seed=int(seed) + 1, spherical=True, verbose=False)
-    kmeans.cp.max_points_per_centroid = 256
+    kmeans.cp.max_points_per_centroid = _TRAIN_ROWS_PER_CLUSTER  # the sample already respects it
     kmeans.cp.min_points_per_centroid = 1  # small data: no faiss warning on stderr
     kmeans.train(train)
     del train
