@@ -44,6 +44,42 @@ def test_recovers_known_t_from_its_own_model(k, rate, seed):
     assert np.abs(fit.clean_prior - prior).max() <= 0.05  # K = 2 identifies p less sharply than T
 
 
+@pytest.mark.parametrize("jump,block_cells", [(False, None), (True, None), (False, 12)])
+def test_consensus_loss_and_gradient_match_the_full_tensors(jump, block_cells, monkeypatch):
+    """The loss over the pairs b <= c (and only the used ones, in blocks of pairs) is the
+    cross-entropy of the full tensors, and its gradient matches finite differences."""
+    import credaudit.noise
+    from credaudit.noise import _ConsensusLoss, _softmax
+
+    if block_cells is not None:
+        monkeypatch.setattr(credaudit.noise, "_BLOCK_CELLS", block_cells)
+
+    rng = np.random.default_rng(3)
+    k = 6
+    # Few rows, so that some cells and pairs of the third-order tensor are empty.
+    counts = model_triples(random_t(k, 0.3, rng), rng.dirichlet(np.full(k, 2.0)), 150, rng)
+    cost = rng.random((k, k)) if jump else None
+    loss = _ConsensusLoss(counts, np.float64, cost)
+    assert len(loss.first) < k * (k + 1) // 2  # some pairs are unused
+    assert len(loss.blocks) == (1 if block_cells is None else -(-len(loss.first) // 2))
+    theta = rng.normal(size=k * k + k)
+    value, grad = loss(theta)
+
+    def reference(theta: np.ndarray) -> float:
+        t, p = _softmax(theta[: k * k].reshape(k, k), axis=1), _softmax(theta[k * k :], axis=0)
+        c1, c2, c3 = counts.tensors()
+        m1 = np.einsum("i,ia->a", p, t)
+        m2 = np.einsum("i,ia,ib->ab", p, t, t)
+        m3 = np.einsum("i,ia,ib,ic->abc", p, t, t, t)
+        total = -sum(np.sum(c[c > 0] * np.log(m[c > 0])) for c, m in ((c1, m1), (c2, m2), (c3, m3)))
+        return total + (0.0 if cost is None else float(np.sum(cost * t)))
+
+    assert value == pytest.approx(reference(theta), rel=1e-12)
+    step = 1e-6
+    numeric = [(reference(theta + step * e) - reference(theta - step * e)) / (2 * step) for e in np.eye(len(theta))]
+    np.testing.assert_allclose(grad, numeric, atol=1e-7)
+
+
 def test_returned_loss_is_the_minimum_seen_and_rows_sum_to_one():
     rng = np.random.default_rng(0)
     t = random_t(6, 0.3, rng)
@@ -143,12 +179,15 @@ def test_triple_share_uses_only_the_tightest_triples():
     assert counts.n_rows == 1000
 
 
-def test_intervals_do_not_depend_on_the_number_of_workers():
+def test_fit_and_intervals_do_not_depend_on_the_number_of_workers():
     x, _, observed = make_clusterable(1500, 4, symmetric_t(4, 0.2), 0)
     graph = build_knn_graph(x, k=10)
     one = estimate_noise(observed, graph.indices, n_classes=4, n_bootstrap=6, n_workers=1)
     two = estimate_noise(observed, graph.indices, n_classes=4, n_bootstrap=6, n_workers=2)
     assert one.noise_rate == two.noise_rate and one.credibility == two.credibility
+    # The initialisations explored side by side end where they end one after the other.
+    assert one.fit.restart_losses == two.fit.restart_losses and one.fit.loss == two.fit.loss
+    np.testing.assert_array_equal(one.transition_matrix, two.transition_matrix)
 
 
 @pytest.mark.parametrize("triple_share", [1.0, 0.75])
