@@ -298,6 +298,12 @@ class EngineConfig:
     )
     ray_address: str | None = _opt(None, "the Ray cluster to join (e.g. ray://head:10001); default: start one here")
     ray_actors: int = _opt(0, "encoder actors on Ray; 0: one per GPU, or one per 4 CPUs without GPUs", low=0)
+    threads: int = _opt(
+        0,
+        "local engine: blocks of a stage run side by side on this many threads, one BLAS thread each "
+        "(0: one per core this process may use, at most 8; 1: one block at a time, BLAS on every core)",
+        low=0,
+    )
     ray_arrange: str = _opt(
         "auto",
         "on Ray, move vectors between blocks (by k-means list for the neighbour search, into row order for the "

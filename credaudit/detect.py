@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+import credaudit.engine
 from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks
 from credaudit.neighbors import NeighborGraph, restrict_graph
 from credaudit.progress import NullProgress, Progress
@@ -164,14 +165,15 @@ def score_label_errors(
         never holds an (N, K) array). A row's score depends only on its neighbours, so neither
         the engine nor the block size changes any result.
     block_rows : int, optional
-        Rows per block (default: ``credaudit.engine.BLOCK_ROWS``).
+        Rows per block (default: ``credaudit.engine.BLOCK_ROWS``, fewer beyond 32 classes so that
+        a block's (B, K) beliefs stay within 16 MB: each block in flight holds a few of them).
 
     Returns
     -------
     VoteScores
     """
     n_rows = graph.indices.shape[0]
-    blocks = row_blocks(n_rows, block_rows)
+    blocks = row_blocks(n_rows, block_rows or _default_block_rows(n_classes))
     shared = engine.share((labels, graph.indices, graph.similarities))
     # Floor T so a zero cell cannot veto a class outright; rows of the floored T still sum ~1.
     # likelihood[j] = T[:, j], the likelihood of observed label j under each true class: a row per
@@ -265,14 +267,15 @@ def _vote_block(
     flat = np.repeat(np.arange(n_rows), k) * n_classes + nbr_labels.ravel()
     vote = np.bincount(flat, weights=weights.ravel(), minlength=n_rows * n_classes).reshape(n_rows, n_classes)
 
-    plain = vote.copy()
-    plain[np.arange(n_rows), labels] += self_weight
-    own_plain = plain[np.arange(n_rows), labels]
-    # The top class; prefer the own label when it ties for the top (never flag on a tie).
-    top = plain.argmax(axis=1)
-    top = np.where(own_plain >= plain[np.arange(n_rows), top], labels, top)
+    # The top class of the plain vote, where the own label has ``self_weight`` more (>= 0, so the
+    # top is the vote's top or the own label); prefer the own label when it ties for the top
+    # (never flag on a tie).
+    rows = np.arange(n_rows)
+    top = vote.argmax(axis=1)
+    top = np.where(vote[rows, labels] + self_weight >= vote[rows, top], labels, top)
     if likelihood is None:
-        belief = plain / np.maximum(plain.sum(axis=1, keepdims=True), 1e-12)
+        vote[rows, labels] += self_weight
+        belief = vote / np.maximum(vote.sum(axis=1, keepdims=True), 1e-12)
     else:
         belief = vote * likelihood[labels]  # the likelihood T[c, ỹ_x] of the row's own label
         belief /= np.maximum(belief.sum(axis=1, keepdims=True), 1e-300)
@@ -280,11 +283,17 @@ def _vote_block(
     differs = nbr_labels != labels[:, None]
     n_disagree = np.where(inside, differs.sum(axis=1), 0)
     first_other = differs.argmax(axis=1)
-    other_similarity = np.where(
-        differs.any(axis=1), similarities[np.arange(n_rows), first_other].astype(np.float64), -np.inf
-    )
+    other_similarity = np.where(differs.any(axis=1), similarities[rows, first_other].astype(np.float64), -np.inf)
     keys = (top, n_disagree, other_similarity)
     return (belief if keep else _summarise(belief, labels, inside, values)), keys
+
+
+# Beliefs per block of rows by default (16 MB of float64): 65,536 rows up to K = 32, fewer beyond.
+_BELIEF_VALUES = 1 << 21
+
+
+def _default_block_rows(n_classes: int) -> int:
+    return min(credaudit.engine.BLOCK_ROWS, max(1024, _BELIEF_VALUES // n_classes))
 
 
 # Neighbour beliefs gathered at once by a step over blocks of rows: rows × k × K float64 values

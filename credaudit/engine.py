@@ -47,12 +47,17 @@ sums over rows (the outliers' class centroids) are added in float64, where the o
 float64 rounding only.
 
 The same function runs the same block either way, so the engines give the same graph (and
-therefore the same flags) for the same input, seed and config.
+therefore the same flags) for the same input, seed and config. The local engine runs a stage's
+blocks on a few threads side by side (``engine.threads``; one BLAS thread each), which changes
+where a block runs, never what it computes.
 """
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -433,11 +438,31 @@ def gather_parts(rows: Rows, parts: Iterable[np.ndarray]) -> np.ndarray:
     return out
 
 
+# The local engine's threads by default: each holds a block's temporaries (detection's (B, K)
+# beliefs: 100 MB at 65,536 rows and K = 200), so many cores do not mean as many threads.
+_DEFAULT_THREADS = 8
+
+
+def usable_cores() -> int:
+    """The cores this process may use (its CPU affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class LocalEngine:
-    """Everything in this process, one block after another (each block uses every core).
+    """Everything in this process: a stage's blocks one after another, or ``threads`` at a time.
 
     Parameters
     ----------
+    threads : int
+        Blocks of a stage run side by side on this many threads (``map`` and ``map_rows``), each
+        with one BLAS thread, at most ``threads`` + 1 blocks' results held at once; results come
+        back in block order, the same whatever the number. 1: one block after another, each
+        product using every core through BLAS. Much of a block's work is numpy and scipy outside
+        BLAS (detection's sparse neighbour sums, the search's partial sorts), which one thread
+        runs on one core; numpy and scipy release the GIL there.
     block_rows : int, optional
         Hold placed arrays as blocks of this many rows and really arrange them, as the Ray engine
         does (the tests use it to run every stage over arranged blocks, each task sent only the
@@ -447,8 +472,9 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, block_rows: int | None = None) -> None:
+    def __init__(self, block_rows: int | None = None, threads: int = 1) -> None:
         self.block_rows = block_rows
+        self.threads = max(1, threads)
         self.reads = ReadLog()
 
     def share(self, value: Any) -> Any:
@@ -491,8 +517,23 @@ class LocalEngine:
         rows: Rows | None = None,
         reads: Callable[[Any], Iterable[int]] | None = None,
     ) -> Iterator[Any]:
-        for item in items:
-            yield fn(item, *shared, *self.reads.arguments(fn, item, rows, reads))
+        calls = ((item, self.reads.arguments(fn, item, rows, reads)) for item in items)
+        if self.threads == 1:
+            for item, arguments in calls:
+                yield fn(item, *shared, *arguments)
+            return
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS thread per block: blocks side by side use the cores instead, and BLAS threads
+        # idle between small products would spin against the other blocks.
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(self.threads) as pool:
+            running: deque = deque()
+            for item, arguments in calls:
+                running.append(pool.submit(fn, item, *shared, *arguments))
+                if len(running) > self.threads:
+                    yield running.popleft().result()
+            while running:
+                yield running.popleft().result()
 
     def map_rows(
         self,
@@ -510,8 +551,7 @@ class LocalEngine:
         small = []
 
         def made() -> Iterator[np.ndarray]:
-            for item in blocks:
-                part, value = fn(item, *shared, *self.reads.arguments(fn, item, rows, reads))
+            for part, value in self.map(fn, blocks, *shared, rows=rows, reads=reads):
                 small.append(value)
                 yield part
 
@@ -558,17 +598,20 @@ class LocalEngine:
             yield encoder.encode(texts)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "local"}
+        return {"name": "local", "threads": self.threads}
 
 
 LOCAL = LocalEngine()
 
 
-def engine_for(name: str, *, ray_address: str | None = None, ray_actors: int = 0, ray_arrange: str = "auto") -> Engine:
-    """The engine a config names: ``local`` or ``ray`` (connects to ``ray_address``, or starts a
-    local Ray instance on this machine's cores)."""
+def engine_for(
+    name: str, *, ray_address: str | None = None, ray_actors: int = 0, ray_arrange: str = "auto", threads: int = 0
+) -> Engine:
+    """The engine a config names: ``local`` (``threads`` blocks side by side; 0: one per usable
+    core) or ``ray`` (connects to ``ray_address``, or starts a local Ray instance on this
+    machine's cores)."""
     if name == "ray":
         from credaudit.engine_ray import RayEngine
 
         return RayEngine(address=ray_address, actors=ray_actors, arrange=ray_arrange)
-    return LOCAL
+    return LocalEngine(threads=threads or min(usable_cores(), _DEFAULT_THREADS))

@@ -662,7 +662,13 @@ def row_vectors(table: Table, labels: np.ndarray, config: ScanConfig, progress: 
 def config_engine(config: ScanConfig) -> Engine:
     """The engine ``config.engine`` names (Ray is started, or joined, once per process)."""
     cfg = config.engine
-    return engine_for(cfg.name, ray_address=cfg.ray_address, ray_actors=cfg.ray_actors, ray_arrange=cfg.ray_arrange)
+    return engine_for(
+        cfg.name,
+        ray_address=cfg.ray_address,
+        ray_actors=cfg.ray_actors,
+        ray_arrange=cfg.ray_arrange,
+        threads=cfg.threads,
+    )
 
 
 def _check_device(device: str) -> None:

@@ -65,7 +65,7 @@ def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
     assert distributed.issues.equals(local.issues)
     assert distributed.report.noise["noise_rate"] == local.report.noise["noise_rate"]
     assert distributed.report.run["engine"]["name"] == "ray"
-    assert local.report.run["engine"] == {"name": "local"}
+    assert local.report.run["engine"]["name"] == "local"
     assert local.detection.is_label_error.sum() > 100  # a real audit, not an empty one
     # The driver held references to the vectors' blocks, not the vectors.
     assert len(distributed.vectors.parts) == 3

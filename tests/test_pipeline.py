@@ -93,6 +93,30 @@ def test_same_seed_same_results_other_seed_may_differ(noisy):
     assert a.report.noise == b.report.noise
 
 
+@pytest.mark.parametrize("index", ["exact", "ivf"])
+def test_threads_of_the_local_engine_change_no_result(index, monkeypatch):
+    # Blocks of 500 rows and lists of 60 searched 4 at a time, so that every stage runs as many
+    # blocks, several at a time on three threads.
+    from tests.conftest import make_noisy
+
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 500)
+    monkeypatch.setattr("credaudit.neighbors._LIST_ROWS", 60)
+    monkeypatch.setattr("credaudit.neighbors._LISTS_PER_BLOCK", 4)
+    x, labels = make_noisy(3000, seed=5)
+    frame = pl.DataFrame({"label": labels})
+    runs = {
+        threads: audit(frame, merge({"engine": {"threads": threads}, "graph": {"index": index}}), embeddings=x)
+        for threads in (1, 3)
+    }
+    one, three = runs[1], runs[3]
+    assert (one.report.run["engine"]["threads"], three.report.run["engine"]["threads"]) == (1, 3)
+    np.testing.assert_array_equal(three.graph.indices, one.graph.indices)
+    np.testing.assert_array_equal(three.graph.similarities, one.graph.similarities)
+    assert three.issues.equals(one.issues)
+    assert three.report.noise == one.report.noise
+    assert one.detection.is_label_error.sum() > 100  # a real audit, not an empty one
+
+
 def test_text_path_with_an_encoder_and_duplicate_conflicts(tmp_path):
     words = [["cat", "fur", "meow"], ["dog", "bark", "leash"]]
     texts, labels = [], []
