@@ -135,6 +135,15 @@ def make_imbalanced_weak(
     return x.astype(np.float32), true_labels, observed.astype(np.int64)
 
 
+def small_blocks(monkeypatch, block_rows: int) -> None:
+    """Engine blocks of ``block_rows`` rows, and k-means lists of 60 rows searched 4 at a time,
+    so that on a few thousand rows every stage runs as several blocks (and a block of lists reads
+    some of the blocks, not all)."""
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", block_rows)
+    monkeypatch.setattr("credaudit.neighbors._LIST_ROWS", 60)
+    monkeypatch.setattr("credaudit.neighbors._LISTS_PER_BLOCK", 4)
+
+
 def make_noisy(n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Six clusterable classes in 24 dimensions, 20 % of the labels flipped to another class:
     (vectors (N, 24), observed labels) for the engine and layout tests."""

@@ -13,7 +13,7 @@ import pytest
 from credaudit import audit
 from credaudit.config import merge
 from credaudit.features import CHUNK_TEXTS
-from tests.conftest import make_noisy, write_table
+from tests.conftest import make_noisy, small_blocks, write_table
 from tests.fakes import BagOfWordsEncoder, DiesOnceEncoder
 from tests.helpers import invoke
 
@@ -38,12 +38,9 @@ def local_cluster():
 
 @pytest.mark.parametrize("index", ["exact", "ivf"])
 def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
-    # Blocks of 1,000 rows, so the consensus counts (map, then reduce) and every detection
-    # scoring step run as several Ray tasks; lists of 60 rows searched 4 at a time, so that the
-    # search's tasks each read some of the (list-ordered) blocks.
-    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 1000)
-    monkeypatch.setattr("credaudit.neighbors._LIST_ROWS", 60)
-    monkeypatch.setattr("credaudit.neighbors._LISTS_PER_BLOCK", 4)
+    # The consensus counts (map, then reduce), every detection scoring step and the search run as
+    # several Ray tasks, the search's each reading some of the (list-ordered) blocks.
+    small_blocks(monkeypatch, 1000)
     x, labels = make_noisy(3000, seed=11)
     frame = pl.DataFrame({"label": labels})
     n_classes = len(np.unique(labels))

@@ -12,7 +12,7 @@ import pytest
 
 from credaudit import audit
 from credaudit.config import merge
-from tests.conftest import make_noisy
+from tests.conftest import make_noisy, small_blocks
 
 # CI installs the extra (.ci/run): there a missing Ray is a failure, not a skip.
 ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
@@ -38,11 +38,7 @@ def two_nodes():
 
 
 def test_on_two_nodes_auto_moves_the_rows_by_list_and_keeps_the_flags(monkeypatch):
-    # Blocks of 1,000 rows and lists of 60 rows searched 4 at a time, so that a block of lists
-    # reads some of the blocks.
-    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 1000)
-    monkeypatch.setattr("credaudit.neighbors._LIST_ROWS", 60)
-    monkeypatch.setattr("credaudit.neighbors._LISTS_PER_BLOCK", 4)
+    small_blocks(monkeypatch, 1000)
     x, labels = make_noisy(3000, seed=13)
     frame = pl.DataFrame({"label": labels})
     local = audit(frame, merge({"graph": {"index": "ivf"}}), embeddings=x)

@@ -9,7 +9,7 @@ from credaudit.config import merge
 from credaudit.report.json import render_json
 from credaudit.report.markdown import render_markdown
 from credaudit.report.terminal import render_quiet, render_terminal
-from tests.conftest import make_clusterable, symmetric_t
+from tests.conftest import make_clusterable, make_noisy, small_blocks, symmetric_t
 from tests.fakes import BagOfWordsEncoder
 
 
@@ -95,13 +95,8 @@ def test_same_seed_same_results_other_seed_may_differ(noisy):
 
 @pytest.mark.parametrize("index", ["exact", "ivf"])
 def test_threads_of_the_local_engine_change_no_result(index, monkeypatch):
-    # Blocks of 500 rows and lists of 60 searched 4 at a time, so that every stage runs as many
-    # blocks, several at a time on three threads.
-    from tests.conftest import make_noisy
-
-    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 500)
-    monkeypatch.setattr("credaudit.neighbors._LIST_ROWS", 60)
-    monkeypatch.setattr("credaudit.neighbors._LISTS_PER_BLOCK", 4)
+    # Every stage runs as many blocks, several at a time on three threads.
+    small_blocks(monkeypatch, 500)
     x, labels = make_noisy(3000, seed=5)
     frame = pl.DataFrame({"label": labels})
     runs = {
