@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 # Rows per block of the per-row stages: large enough that each block is a few vectorised array
 # operations, small enough that a 1,000,000-row audit gives every Ray worker several blocks.
@@ -438,8 +439,8 @@ def gather_parts(rows: Rows, parts: Iterable[np.ndarray]) -> np.ndarray:
     return out
 
 
-# The local engine's threads by default: each holds a block's temporaries (detection's (B, K)
-# beliefs: 100 MB at 65,536 rows and K = 200), so many cores do not mean as many threads.
+# The local engine's threads by default: each holds a block's temporaries (a block of the search's
+# candidate similarities, detection's (B, K) beliefs), so many cores do not mean as many threads.
 _DEFAULT_THREADS = 8
 
 
@@ -522,8 +523,6 @@ class LocalEngine:
             for item, arguments in calls:
                 yield fn(item, *shared, *arguments)
             return
-        from threadpoolctl import threadpool_limits
-
         # One BLAS thread per block: blocks side by side use the cores instead, and BLAS threads
         # idle between small products would spin against the other blocks.
         with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(self.threads) as pool:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from credaudit.engine import LOCAL, Engine, Rows, map_stored, read_rows, row_blocks
+from credaudit.engine import LOCAL, Engine, Rows, map_stored, read_rows, row_blocks, usable_cores
 from credaudit.progress import NullProgress, Progress
 
 
@@ -668,13 +667,9 @@ def default_workers() -> int:
     """The cores this process may use (its CPU affinity, not the machine's count), at most 4.
 
     More threads would not speed the bootstrap up on a shared box, and each holds a copy of the
-    fit's arrays (O(distinct triples + K^3)), which adds up at large K.
+    fit's arrays (O(distinct triples + K³/2)), which adds up at large K.
     """
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count() or 1
-    return max(1, min(usable, 4))
+    return max(1, min(usable_cores(), 4))
 
 
 def estimate_noise(
