@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 import credaudit.engine
-from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks
+from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks, unique_rows
 from credaudit.neighbors import NeighborGraph, restrict_graph
 from credaudit.progress import NullProgress, Progress
 
@@ -338,7 +338,7 @@ def _propagate_block(
         if whole is not None:
             source, columns = whole, nbr[a:b].ravel()
         else:
-            near, columns = np.unique(nbr[a:b], return_inverse=True)
+            near, columns = unique_rows(nbr[a:b])
             source = reader[near]
         adjacency = csr_matrix((weights[a:b].ravel(), (rows, columns.ravel())), shape=(b - a, len(source)))
         out[a:b] = adjacency @ source

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from credaudit.engine import LOCAL, LocalEngine, Rows, read_rows
+from credaudit.engine import LOCAL, LocalEngine, Rows, read_rows, unique_rows
 from credaudit.hygiene import score_outliers
 from credaudit.neighbors import build_knn_graph, estimate_recall, normalize_rows, restrict_graph, search_rows
 from credaudit.noise import consensus_counts
@@ -40,6 +40,17 @@ def test_the_reader_reads_rows_across_blocks_as_the_array(data):
     assert reader.shape == x.shape
     assert reader[1500:1500].shape == (0, x.shape[1]) and reader[700:650].shape == (0, x.shape[1])
     np.testing.assert_array_equal(reader[::-7], x[::-7])
+
+
+@pytest.mark.parametrize("high", [70_000, 1 << 33])  # past 16 bits (two radix passes), past 32 (np.unique)
+def test_unique_rows_is_numpys_unique(high):
+    index = np.random.default_rng(0).integers(0, high, size=(3000, 7))
+    index[5] = index[9]  # repeats within and across rows
+    unique, inverse = unique_rows(index)
+    expected, expected_inverse = np.unique(index, return_inverse=True)
+    np.testing.assert_array_equal(unique, expected)
+    np.testing.assert_array_equal(inverse, expected_inverse.reshape(index.shape))
+    assert unique_rows(np.zeros((0, 7), dtype=np.int64))[1].shape == (0, 7)
 
 
 @pytest.mark.parametrize("index", ["exact", "ivf"])
