@@ -79,12 +79,13 @@ class ConsensusCounts:
         counts = np.bincount(inverse, weights=np.concatenate([part.counts for part in parts]), minlength=len(unique))
         return ConsensusCounts(triples[first], np.rint(counts).astype(np.int64), n_classes)
 
-    def tensors(self, third_order: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Empirical consensus frequencies ĉ₁ (K,), ĉ₂ (K, K), ĉ₃ (K, K, K), symmetrised.
+    def tensors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Empirical consensus frequencies ĉ₁ (K,) and ĉ₂ (K, K), symmetrised; the third order
+        is :meth:`folded_third_order`.
 
         The model's tensors are symmetric in their indices (the three draws are exchangeable),
         so the empirical ones are averaged over index permutations: the same data, less variance.
-        Each sums to 1. ``third_order=False`` skips the (K, K, K) tensor (None is returned).
+        Each sums to 1.
         """
         n = self.n_classes
         total = max(self.n_rows, 1)
@@ -95,12 +96,7 @@ class ConsensusCounts:
             pair = np.bincount(columns[x] * n + columns[y], weights=self.counts, minlength=n * n).reshape(n, n)
             c2 += pair + pair.T
         c2 /= 6.0 * total
-        if not third_order:
-            return c1, c2, None
-        c3 = np.zeros((n, n, n))
-        np.add.at(c3, (columns[0], columns[1], columns[2]), self.counts)
-        c3 = sum(c3.transpose(axes) for axes in _PERMUTATIONS) / (6.0 * total)
-        return c1, c2, c3
+        return c1, c2
 
     def folded_third_order(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """ĉ₃ over the pairs b ≤ c its occupied cells use, folded: (first (P,), second (P,), F (K, P)).
@@ -125,9 +121,6 @@ class ConsensusCounts:
         used = np.flatnonzero(folded.any(axis=0))
         first, second = np.triu_indices(n)
         return first[used], second[used], folded[:, used]
-
-
-_PERMUTATIONS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 
 
 def count_consensus(labels: np.ndarray, neighbor_indices: np.ndarray, *, n_classes: int) -> ConsensusCounts:
@@ -439,7 +432,7 @@ class _ConsensusLoss:
         self.n = counts.n_classes
         self.jump_cost = None if jump_cost is None else np.asarray(jump_cost, dtype=dtype)
         self.dtype = dtype
-        c1, c2, _ = counts.tensors(third_order=False)
+        c1, c2 = counts.tensors()
         self.c1, self.c2 = c1.astype(dtype), c2.astype(dtype)
         self.first, self.second, folded = counts.folded_third_order()
         flat = folded.T.ravel()  # pair by pair: cell (a, q) at q·K + a
