@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import resource
 import sys
 import time
@@ -27,7 +26,7 @@ from credaudit import __version__
 from credaudit.baseline import compare_reports, load_report
 from credaudit.cleaning import CleaningPlan, plan_cleaning
 from credaudit.config import InputConfig, ScanConfig
-from credaudit.detect import Detection, detect_label_errors
+from credaudit.detect import Detection, detect_label_errors, stored_neighbours
 from credaudit.encoders.base import Encoder, resolve_device
 from credaudit.engine import LOCAL, Engine, Rows, engine_for
 from credaudit.errors import DataReadError, InputError, UsageError
@@ -87,9 +86,6 @@ from credaudit.review import (
     write_review_csv,
 )
 from credaudit.trust import TrustAssessment, assess_trust, knn_label_agreement, widen_untrusted
-
-# Spare neighbours so that, after a 90 % subsample, nearly every row still has k of them stored.
-_GRAPH_MARGIN = 5
 
 
 @dataclass
@@ -339,10 +335,7 @@ def audit(
 
     with times.stage("graph"):
         detect_cfg = config.detect
-        graph_k = detect_cfg.k
-        if detect_cfg.subsample_rate < 1:
-            graph_k = math.ceil(detect_cfg.k / detect_cfg.subsample_rate) + _GRAPH_MARGIN
-        graph_k = max(2, graph_k)  # the consensus triples need two neighbours
+        graph_k = stored_neighbours(detect_cfg.k, detect_cfg.subsample_rate)
         graph = knn_graph(vectors, config, k=graph_k, device=device, engine=engine, progress=progress)
 
         # An approximate graph says how approximate: recall@k against an exact search of a sample.
