@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from credaudit.engine import Engine, Rows, read_rows, row_blocks
 from credaudit.errors import EmptyDataError, InputError
 from credaudit.io import (
     MIN_ROWS,
@@ -237,26 +238,88 @@ def preference_directions(chosen: np.ndarray, rejected: np.ndarray) -> tuple[np.
     return (diff / np.maximum(norm, 1e-12)).astype(np.float32), similarity, normalize_rows(c + r)
 
 
-def explode(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The engine's rows: each direction as given (code 0) and reversed (code 1).
+def pair_rows(engine: Engine, vectors: Rows, order: np.ndarray) -> tuple[Rows, np.ndarray, Rows]:
+    """The engine's rows of a pair audit, made where ``engine`` keeps the responses' vectors.
+
+    Every step is a map over blocks of rows, so on Ray the vectors never come to this process.
+
+    Parameters
+    ----------
+    engine : Engine
+    vectors : Rows of shape (2P, d)
+        The chosen responses' vectors (rows 0..P-1), then the rejected ones' (rows P..2P-1), any scale.
+    order : ndarray of shape (P,), int64
+        The pairs in the order the engine is to see them (:func:`canonical_order`).
 
     Returns
     -------
-    vectors : ndarray of shape (2P, d)
-        ``vectors[:P] = directions``, ``vectors[P:] = -directions``.
-    labels : ndarray of shape (2P,), dtype int64
+    rows : Rows of shape (2P, d), unit float32 rows
+        Row i is the preference direction of pair ``order[i]`` (code ``AS_GIVEN``), row P + i the
+        same direction reversed (code ``REVERSED``): the labels of :func:`pair_labels`.
+    similarity : ndarray of shape (P,)
+        cos(chosen, rejected) of each pair, in input order.
+    topics : Rows of shape (P, d)
+        Each pair's topic (:func:`preference_directions`), in input order.
     """
-    n = len(directions)
-    labels = np.concatenate([np.full(n, AS_GIVEN), np.full(n, REVERSED)]).astype(np.int64)
-    return np.concatenate([directions, -directions]), labels
+    n = len(order)
+    pairs = row_blocks(n)
+
+    def reads(block: tuple[int, int]) -> np.ndarray:  # a block of pairs: its chosen and its rejected rows
+        a, b = block
+        return vectors.parts_of(np.r_[a:b, n + a : n + b])
+
+    directions, similarity = engine.map_rows(
+        _pair_block, pairs, n, "directions", dim=vectors.dim, rows=vectors, reads=reads
+    )
+    topics, _ = engine.map_rows(_pair_block, pairs, n, "topics", dim=vectors.dim, rows=vectors, reads=reads)
+    # Into the engine's order (where the engine moves rows between nodes, a shuffle), then each
+    # block of directions twice: as given, and reversed, each task reading its own block.
+    ordered = engine.take_blocks(directions, order)
+    del directions
+    halves = pairs + [(n + a, n + b) for a, b in pairs]
+    rows, _ = engine.map_rows(
+        _mirror_block,
+        halves,
+        n,
+        dim=vectors.dim,
+        rows=ordered,
+        reads=lambda block: ordered.parts_of(np.arange(block[0], block[1]) % n),
+    )
+    return rows, np.concatenate(similarity), topics
 
 
-def canonical_order(table: PairTable, chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:
+def _pair_block(
+    item: tuple[int, int], n_pairs: int, what: str, layout: Any, *parts: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pairs [a, b): their directions and similarities, or their topics (a block of :func:`pair_rows`)."""
+    a, b = item
+    reader = read_rows(layout, *parts)
+    directions, similarity, topics = preference_directions(reader[a:b], reader[n_pairs + a : n_pairs + b])
+    return (topics, None) if what == "topics" else (directions, similarity)
+
+
+def _mirror_block(
+    item: tuple[int, int], n_pairs: int, layout: Any, *parts: np.ndarray | None
+) -> tuple[np.ndarray, None]:
+    """Rows [start, stop) of :func:`pair_rows`: ordered directions as given, or reversed past P."""
+    start, stop = item
+    reader = read_rows(layout, *parts)
+    if start < n_pairs:
+        return normalize_rows(reader[start:stop]), None
+    return normalize_rows(-reader[start - n_pairs : stop - n_pairs]), None
+
+
+def pair_labels(n_pairs: int) -> np.ndarray:
+    """The codes of :func:`pair_rows`' rows: (2P,) int64, ``AS_GIVEN`` then ``REVERSED``."""
+    return np.concatenate([np.full(n_pairs, AS_GIVEN), np.full(n_pairs, REVERSED)]).astype(np.int64)
+
+
+def canonical_order(table: PairTable, chosen: np.ndarray | None, rejected: np.ndarray | None) -> np.ndarray:
     """A permutation of the pairs that does not depend on their input order.
 
     Pairs are sorted by their content (prompt, chosen, rejected texts when there are any, else the
-    vectors' bytes), with input position only breaking ties between identical pairs (whose results
-    are then identical).
+    vectors' bytes: ``chosen`` and ``rejected``, (P, d), read only for pairs without texts), with
+    input position only breaking ties between identical pairs (whose results are then identical).
     """
     if table.chosen is not None and table.rejected is not None:
         keys = pl.DataFrame(

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from credaudit.config import ScanConfig
+from credaudit.engine import Engine, Rows, row_blocks
 from credaudit.errors import InputError, UsageError
 from credaudit.gates import evaluate_gates, verdict
 from credaudit.io import Table, detect_format, frame_output, write_text
@@ -24,15 +25,16 @@ from credaudit.pairs import (
     DIRECTION_NAMES,
     PairTable,
     canonical_order,
-    explode,
     pair_actions,
-    preference_directions,
+    pair_labels,
+    pair_rows,
     read_pairs,
 )
 from credaudit.pipeline import (
     AuditResult,
     StageTimes,
     audit,
+    config_engine,
     output_names,
     prepare_outputs,
     row_vectors,
@@ -57,16 +59,16 @@ class PairsResult:
         One row per input pair, in input order: ``row_id``, ``flip_score``, ``is_reversed``,
         ``action``, ``response_similarity``, ``neighbour_agreement``.
     report : AuditReport
-    content : ndarray of shape (P, d), dtype float32
+    content : Rows of shape (P, d), float32
         Each pair's topic: the unit mean of its two unit response vectors, in input order (what
-        ``credaudit select`` spreads its choice over).
+        ``credaudit select`` spreads its choice over), where the run's engine keeps them.
     """
 
     table: PairTable
     config: ScanConfig
     issues: pl.DataFrame
     report: AuditReport
-    content: np.ndarray
+    content: Rows
 
     def cleaned(self) -> pl.DataFrame:
         """The input with reversed pairs handled per ``--clean``.
@@ -145,16 +147,27 @@ def cleaning_plan(config: ScanConfig, actions: np.ndarray, trusted: bool) -> Pai
 
 
 def _vectors(
-    table: PairTable, config: ScanConfig, chosen: np.ndarray | None, rejected: np.ndarray | None, progress: Progress
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    table: PairTable,
+    config: ScanConfig,
+    chosen: np.ndarray | None,
+    rejected: np.ndarray | None,
+    engine: Engine,
+    progress: Progress,
+) -> tuple[Rows, np.ndarray, dict[str, Any]]:
+    """The responses' vectors where ``engine`` keeps them (chosen rows 0..P-1, then rejected), the
+    engine's order of the pairs (:func:`canonical_order`) and what made the vectors."""
     if chosen is not None or rejected is not None:
         if chosen is None or rejected is None or np.shape(chosen) != np.shape(rejected):
             raise InputError("chosen and rejected embeddings must both be given, with the same shape")
         if len(chosen) != table.n_pairs:
             raise InputError(f"embeddings have {len(chosen)} rows; the data has {table.n_pairs} pairs")
-        return np.asarray(chosen), np.asarray(rejected), {"name": "precomputed", "source": "audit_pairs() arrays"}
+        return _placed(engine, np.asarray(chosen), np.asarray(rejected), table) + (
+            {"name": "precomputed", "source": "audit_pairs() arrays"},
+        )
     if table.chosen_vectors is not None:
-        return table.chosen_vectors, table.rejected_vectors, {"name": "precomputed", "source": "embedding columns"}
+        return _placed(engine, table.chosen_vectors, table.rejected_vectors, table) + (
+            {"name": "precomputed", "source": "embedding columns"},
+        )
     # One embedding pass over both responses (the feature stage of pipeline.py, cache included).
     texts = table.chosen + table.rejected
     n = table.n_pairs
@@ -172,7 +185,14 @@ def _vectors(
         text_cols=(config.pairs.chosen_col, config.pairs.rejected_col),
     )
     vectors, summary = row_vectors(both, np.array(both.label_values), config, progress)
-    return vectors[:n], vectors[n:], summary
+    return engine.place(vectors), canonical_order(table, None, None), summary
+
+
+def _placed(engine: Engine, chosen: np.ndarray, rejected: np.ndarray, table: PairTable) -> tuple[Rows, np.ndarray]:
+    """Vectors given whole in this process: placed block by block, and the pairs' order (read from
+    the vectors when the pairs have no texts)."""
+    blocks = (v[a:b] for v in (chosen, rejected) for a, b in row_blocks(len(v)))
+    return engine.place_blocks(blocks, 2 * len(chosen)), canonical_order(table, chosen, rejected)
 
 
 def audit_pairs(
@@ -210,12 +230,11 @@ def audit_pairs(
             precomputed=chosen_embeddings is not None,
             encoding=config.input.encoding,
         )
+    engine = config_engine(config)
     with times.stage("embed"):
-        chosen, rejected, encoder = _vectors(table, config, chosen_embeddings, rejected_embeddings, progress)
-        directions, similarity, content = preference_directions(chosen, rejected)
-        order = canonical_order(table, chosen, rejected)
-        del chosen, rejected
-        vectors, labels = explode(directions[order])
+        vectors, order, encoder = _vectors(table, config, chosen_embeddings, rejected_embeddings, engine, progress)
+        rows, similarity, content = pair_rows(engine, vectors, order)
+        del vectors
 
     # The directions' audit: the engine's own defaults, with the neighbour count of the pair config
     # (preference is a broad, nearly global direction: measured on SST-5 pairs, AUROC 0.78 at k = 10,
@@ -227,13 +246,14 @@ def audit_pairs(
         hygiene=dataclasses.replace(config.hygiene, reference=()),
         ratings=dataclasses.replace(config.ratings, ordinal=False, label_order=()),
     )
-    engine = audit(pl.DataFrame({"label": labels}), engine_config, embeddings=vectors, progress=progress)
-    for stage, seconds in engine.report.run["stage_seconds"].items():
+    labels = pair_labels(table.n_pairs)
+    directions = audit(pl.DataFrame({"label": labels}), engine_config, embeddings=rows, progress=progress)
+    for stage, seconds in directions.report.run["stage_seconds"].items():
         if stage not in ("read", "embed", "total"):
             times.seconds[stage] = seconds
 
     n = table.n_pairs
-    det = engine.detection
+    det = directions.detection
     flip = np.empty(n)
     reversed_ = np.empty(n, dtype=bool)
     # Both rows of a pair are mirror images; a row can still miss a round the other was in.
@@ -255,7 +275,7 @@ def audit_pairs(
         }
     )
     times.seconds["total"] = round(time.perf_counter() - started, 4)
-    report = _report(table, config, engine, issues, encoder, times)
+    report = _report(table, config, directions, issues, encoder, times)
     return PairsResult(table, config, issues, report, content)
 
 

@@ -258,7 +258,7 @@ def audit(
     data: str | Path | pl.DataFrame,
     config: ScanConfig | None = None,
     *,
-    embeddings: np.ndarray | None = None,
+    embeddings: np.ndarray | Rows | None = None,
     encoder: Encoder | None = None,
     progress: Progress | None = None,
 ) -> AuditResult:
@@ -273,7 +273,9 @@ def audit(
         Defaults to ``ScanConfig()``.
     embeddings : ndarray of shape (N, d), optional
         Precomputed vectors, row-aligned with the data (the Python-API equivalent of
-        ``--embedding-col``); the encoder is then not used.
+        ``--embedding-col``); the encoder is then not used. Or :class:`~credaudit.engine.Rows` of
+        unit vectors already placed on the engine ``config.engine`` names (adapters' rows, used
+        as they are).
     encoder : Encoder, optional
         An encoder instance to use instead of ``config.encoder.name``.
     progress : Progress, optional
@@ -638,18 +640,19 @@ def _read(data: str | Path | pl.DataFrame, cfg: InputConfig, *, precomputed: boo
     )
 
 
-def row_vectors(table: Table, labels: np.ndarray, config: ScanConfig, progress: Progress) -> tuple[np.ndarray, dict]:
+def row_vectors(
+    table: Table, labels: np.ndarray, config: ScanConfig, progress: Progress
+) -> tuple[np.ndarray | Rows, dict]:
     """Unit vectors of ``table``'s rows and a summary of what made them: the feature stage, for other adapters.
 
     ``labels`` (N,) are only read by ``--encoder auto``, which picks the encoder that separates them best.
-    The vectors come back whole, in this process, on any engine (the crowd and pair adapters read them
-    as one array).
+    The (N, d) vectors stay where the engine ``config.engine`` names keeps them (on Ray, blocks in
+    the object store): the crowd and pair adapters pass them on to stages run on that engine.
     """
     device = resolve_device(config.encoder.device)
     _check_device(device)
-    engine = config_engine(config)
-    vectors, summary, _ = _features(table, labels, config, None, None, device, progress, engine)
-    return engine.gather(vectors), dataclasses.asdict(summary)
+    vectors, summary, _ = _features(table, labels, config, None, None, device, progress, config_engine(config))
+    return vectors, dataclasses.asdict(summary)
 
 
 def config_engine(config: ScanConfig) -> Engine:
@@ -691,7 +694,7 @@ def _features(
     table: Table,
     labels: np.ndarray,
     config: ScanConfig,
-    embeddings: np.ndarray | None,
+    embeddings: np.ndarray | Rows | None,
     encoder: Encoder | None,
     device: str,
     progress: Progress,
@@ -706,6 +709,15 @@ def _features(
     On an engine other than the local one, the chunks are encoded where the engine runs them, by
     encoders built there from the same settings (or copies of ``encoder``).
     """
+    if isinstance(embeddings, Rows):
+        # Unit vectors an adapter made where the engine keeps them (the pair audit's directions).
+        if embeddings.n_rows != table.n_rows:
+            raise InputError(f"embeddings have {embeddings.n_rows} rows; the data has {table.n_rows}")
+        return (
+            embeddings,
+            EncoderSummary("precomputed", "rows made by an adapter", embeddings.dim, "n/a", None, 0, 0),
+            None,
+        )
     if embeddings is not None:
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or embeddings.shape[0] != table.n_rows:

@@ -209,6 +209,7 @@ def _audit_pairs(data, config: ScanConfig, vectors, progress: Progress) -> _Audi
         groups=actions.astype(object),
         group_title="pair action",
         vectors=result.content,
+        engine=config_engine(config),
         indices=graph.indices,
         similarities=graph.similarities,
         noise=_noise(result.report.noise),

@@ -280,3 +280,87 @@ def test_select_on_ray_chooses_the_local_engines_rows_without_gathering_the_vect
     assert results["ray"].report["coverage"] == results["local"].report["coverage"]
     assert results["ray"].report["coverage"]["clusters"] == 20
     assert not gathered
+
+
+@pytest.mark.parametrize("source", ["vectors", "texts"])
+def test_pairs_on_ray_give_the_local_engines_results_without_gathering_the_vectors(source, monkeypatch):
+    # Blocks of 500 rows: the directions, their reordering and their mirror images are made by
+    # Ray tasks over the responses' blocks, and the audit of the directions runs over their blocks.
+    from credaudit.engine_ray import RayEngine
+    from credaudit.pairs_run import audit_pairs
+    from tests.test_pairs import make_pairs
+
+    small_blocks(monkeypatch, 500)
+    chosen, rejected, truth = make_pairs(1200, 0.2, seed=4)
+    if source == "texts":
+        # Words standing for the responses' content: a topic, a filler and a quality word.
+        topic = [f"topic{t}" for t in np.argmax(chosen[:, :6], axis=1)]
+        good, bad = np.where(truth, "bad", "good"), np.where(truth, "good", "bad")
+        frame = pl.DataFrame(
+            {
+                "chosen": [f"{t} w{i % 13} {q}" for i, (t, q) in enumerate(zip(topic, good, strict=True))],
+                "rejected": [f"{t} w{i % 13} {q}" for i, (t, q) in enumerate(zip(topic, bad, strict=True))],
+            }
+        )
+        vectors = {}
+        encoder = {"name": "tfidf", "cache": False}
+    else:
+        frame = pl.DataFrame({"chosen": [f"c{i}" for i in range(1200)], "rejected": [f"r{i}" for i in range(1200)]})
+        vectors = {"chosen_embeddings": chosen, "rejected_embeddings": rejected}
+        encoder = {}
+    gathered = []
+    gather = RayEngine.gather
+    monkeypatch.setattr(RayEngine, "gather", lambda self, rows: gathered.append(rows) or gather(self, rows))
+    results = {}
+    for engine in ("local", "ray"):
+        config = merge(
+            {
+                "engine": {"name": engine},
+                "encoder": encoder,
+                "pairs": {"chosen_col": "chosen", "rejected_col": "rejected"},
+            }
+        )
+        results[engine] = audit_pairs(frame, config, **vectors)
+    assert not gathered
+    local, distributed = results["local"], results["ray"]
+    assert distributed.issues.equals(local.issues)
+    assert distributed.report.noise["noise_rate"] == local.report.noise["noise_rate"]
+    assert distributed.report.run["engine"]["name"] == "ray"
+    assert local.issues["is_reversed"].sum() > 150  # a real audit
+    assert all(isinstance(part, ray.ObjectRef) for part in distributed.content.parts)
+    np.testing.assert_array_equal(np.concatenate(ray.get(list(distributed.content.parts))), local.content.parts[0])
+
+
+def test_crowd_on_ray_gives_the_local_engines_consensus(tmp_path, monkeypatch):
+    # The items' texts are embedded on the engine into blocks of 100 rows and their neighbour
+    # graph is searched there, never gathered; the consensus is the local engine's.
+    from credaudit.crowd_run import audit_crowd
+    from credaudit.engine_ray import RayEngine
+    from tests.test_crowd import planted_crowd
+
+    small_blocks(monkeypatch, 100)
+    answers, gold, _, _, _ = planted_crowd(n_items=300, answers_per_item=1)
+    frame = pl.DataFrame(
+        {"item": answers.item, "worker": [f"w{w}" for w in answers.annotator], "answer": answers.label}
+    )
+    frame.write_parquet(tmp_path / "answers.parquet")
+    texts = [f"topic{c} filler{i % 11}" for i, c in enumerate(gold)]
+    pl.DataFrame({"item": np.arange(300), "text": texts}).write_parquet(tmp_path / "items.parquet")
+    gathered = []
+    gather = RayEngine.gather
+    monkeypatch.setattr(RayEngine, "gather", lambda self, rows: gathered.append(rows) or gather(self, rows))
+    results = {}
+    for engine in ("local", "ray"):
+        config = merge(
+            {
+                "engine": {"name": engine},
+                "input": {"label_col": "answer"},
+                "encoder": {"name": "tfidf", "cache": False},
+                "crowd": {"item_col": "item", "annotator_col": "worker", "items": str(tmp_path / "items.parquet")},
+            }
+        )
+        results[engine] = audit_crowd(tmp_path / "answers.parquet", config)
+    assert not gathered
+    local, distributed = results["local"], results["ray"]
+    assert distributed.items.equals(local.items)
+    assert distributed.report.run["features"]["neighbor_weight"] > 0.3  # the graph was used

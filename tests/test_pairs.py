@@ -9,10 +9,12 @@ import polars as pl
 import pytest
 
 from credaudit.config import merge
+from credaudit.engine import LocalEngine
 from credaudit.errors import InputError
-from credaudit.pairs import _shared_prefix_length, explode, preference_directions, split_shared_prefix
+from credaudit.neighbors import normalize_rows
+from credaudit.pairs import _shared_prefix_length, pair_labels, pair_rows, preference_directions, split_shared_prefix
 from credaudit.pairs_run import _cleaning_summary, audit_pairs, cleaning_plan
-from tests.conftest import write_table
+from tests.conftest import small_blocks, write_table
 from tests.helpers import invoke
 
 
@@ -39,13 +41,24 @@ def pairs_config(**extra):
     return merge({"pairs": {"chosen_col": "chosen", "rejected_col": "rejected", **extra}})
 
 
-def test_explode_mirrors_every_direction():
+@pytest.mark.parametrize("block_rows", [None, 7])
+def test_pair_rows_are_the_ordered_directions_then_their_reverses(block_rows, monkeypatch):
+    # Over blocks of 7 rows (blocks of pairs straddle the chosen / rejected boundary of the
+    # vectors' blocks), the rows are those made from whole arrays.
+    if block_rows:
+        small_blocks(monkeypatch, block_rows)
     chosen, rejected, _ = make_pairs(20, 0.0, seed=1)
-    directions, similarity, _ = preference_directions(chosen, rejected)
-    vectors, labels = explode(directions)
-    assert vectors.shape == (40, chosen.shape[1])
-    np.testing.assert_allclose(vectors[20:], -vectors[:20])
-    assert labels.tolist() == [0] * 20 + [1] * 20
+    directions, similarity, topics = preference_directions(chosen, rejected)
+    order = np.random.default_rng(0).permutation(20)
+    engine = LocalEngine(block_rows=block_rows)
+    rows, sim, top = pair_rows(engine, engine.place(np.concatenate([chosen, rejected])), order)
+    vectors = engine.gather(rows)
+    assert vectors.shape == (40, chosen.shape[1]) and len(rows.parts) == (1 if block_rows is None else 6)
+    np.testing.assert_array_equal(vectors[:20], normalize_rows(directions[order]))
+    np.testing.assert_array_equal(vectors[20:], -vectors[:20])
+    np.testing.assert_array_equal(sim, similarity)
+    np.testing.assert_array_equal(engine.gather(top), topics)
+    assert pair_labels(20).tolist() == [0] * 20 + [1] * 20
     np.testing.assert_allclose(np.linalg.norm(directions, axis=1), 1.0, rtol=1e-5)
     assert (similarity < 1.0).all()
 
