@@ -38,6 +38,7 @@ import polars as pl
 from benchmarks.data import data_dir
 from benchmarks.encoders import write_section
 from benchmarks.methods import run_datalab, run_vote
+from benchmarks.run import _machine
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -259,7 +260,7 @@ def render(ratings: list[dict], pairs: list[dict], hh: dict | None) -> str:
     lines = [
         "## Ratings and preference pairs",
         "",
-        "`python -m benchmarks.preferences` (Intel Xeon, 2 cores). Same embeddings for every method; seed 0.",
+        f"`python -m benchmarks.preferences` on {_machine()}. Same embeddings for every method; seed 0.",
         "",
         "### Ratings: injected ordinal noise (±1 step with p 0.8, ±2 with 0.2)",
         "",
