@@ -86,7 +86,7 @@ def find_conflicting_duplicates(
         counts: dict[str, int] = defaultdict(int)
         for r in rows:
             counts[class_names[labels[r]]] += 1
-        examples.append({"text": text[:200], "labels": dict(counts), "row_ids": [row_ids[r] for r in rows[:20]]})
+        examples.append({"text": text[:200], "labels": dict(counts), "row_ids": [row_ids[int(r)] for r in rows[:20]]})
     return Finding(
         kind="conflicting_duplicates",
         severity="warning",

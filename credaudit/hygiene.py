@@ -409,7 +409,7 @@ def outlier_summary(
         ][:top],
         "top_rows": [
             {
-                "row_id": row_ids[i],
+                "row_id": row_ids[int(i)],
                 "label": class_names[labels[i]],
                 "outlier_score": round(float(outliers.score[i]), 4),
                 "knn_distance": round(float(outliers.knn_distance[i]), 4),
@@ -458,7 +458,7 @@ def duplicate_summary(
             "group": group,
             "size": int(sizes[group]),
             "labels": counts,
-            "row_ids": [row_ids[r] for r in rows[:10]],
+            "row_ids": [row_ids[int(r)] for r in rows[:10]],
             "excerpts": [excerpt(texts[r], excerpt_chars) for r in rows[:3]] if texts is not None else None,
         }
 

@@ -113,11 +113,12 @@ class Table:
     texts : list of str, or None
         Per row, the text columns joined with a newline (null -> ""); None when no text column
         exists (precomputed embeddings only).
-    label_values : list
-        Per row, the label as the user wrote it (Python scalars).
-    row_ids : sequence
-        Per row, the ``--id-col`` value or the 0-based input row number (a ``range`` when no
-        row was dropped).
+    label_values : polars.Series
+        Per row, the label as the user wrote it: the frame's label column, not a copy (a Python
+        list of a million string labels held 68 MB beside it).
+    row_ids : polars.Series or range
+        Per row, the ``--id-col`` value (the frame's id column) or the 0-based input row number (a
+        ``range`` when no row was dropped).
     embeddings : ndarray of shape (N, d), dtype float32, or None
         From ``--embedding-col``: for a float32 column a read-only view of ``frame``'s buffer,
         otherwise a float32 copy (which the audit normalises in place). On an engine other than
@@ -143,8 +144,8 @@ class Table:
     format: DataFormat
     frame: pl.DataFrame
     texts: list[str] | None
-    label_values: list[Any]
-    row_ids: Sequence[Any]
+    label_values: pl.Series
+    row_ids: pl.Series | range
     embeddings: np.ndarray | None
     n_empty_texts: int
     n_dropped_unlabelled: int
@@ -662,8 +663,8 @@ def read_table(
     if frame.height < MIN_ROWS:
         raise EmptyDataError(f"{name} has {frame.height} labelled row(s); an audit needs at least {MIN_ROWS}")
 
-    label_values = frame.get_column(label_col).to_list()
-    distinct = frame.get_column(label_col).unique()
+    label_values = frame.get_column(label_col)
+    distinct = label_values.unique()
     if len(distinct) < 2:
         raise SingleClassError(
             f"all {frame.height} labelled rows of {name} have the label {distinct[0]!r}; "
@@ -674,7 +675,7 @@ def read_table(
         row_ids = unique_ids(frame, id_col, name)
     else:
         # A range, not a list: a million Python ints would be 36 MB held for the whole run.
-        row_ids = range(frame.height) if not n_dropped else (~null_labels).arg_true().to_list()
+        row_ids = range(frame.height) if not n_dropped else (~null_labels).arg_true().cast(pl.Int64)
 
     texts = None
     n_empty = 0
@@ -712,15 +713,15 @@ def read_table(
     )
 
 
-def unique_ids(frame: pl.DataFrame, id_col: str, name: str) -> list[Any]:
-    """The ``--id-col`` values, or an InputError naming the first value that repeats (every output
+def unique_ids(frame: pl.DataFrame, id_col: str, name: str) -> pl.Series:
+    """The ``--id-col`` column, or an InputError naming the first value that repeats (every output
     is keyed by them, so a repeated id would make two rows one)."""
     ids = frame.get_column(id_col)
     duplicated = ids.is_duplicated()
     if bool(duplicated.any()):
         first = int(duplicated.arg_true()[0])
         raise InputError(f"column '{id_col}' (--id-col) in {name} is not unique: {ids[first]!r} appears more than once")
-    return ids.to_list()
+    return ids
 
 
 def _embedding_matrix(frame: pl.DataFrame, column: str, name: str, flag: str = "--embedding-col") -> np.ndarray:

@@ -158,7 +158,7 @@ def leakage_summary(
         "rate": float(leaked.size / len(leakage.source)) if len(leakage.source) else 0.0,
         "examples": [
             {
-                "row_id": row_ids[i],
+                "row_id": row_ids[int(i)],
                 "reference": leakage.references[leakage.source[i]],
                 "reference_row_id": leakage.row_id[i],
                 "similarity": round(float(leakage.similarity[i]), 4),

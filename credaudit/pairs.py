@@ -40,7 +40,6 @@ from credaudit.io import (
     require_columns,
     unique_ids,
 )
-from credaudit.labels import as_scalar
 from credaudit.neighbors import normalize_rows
 
 AS_GIVEN, REVERSED = 0, 1
@@ -64,7 +63,7 @@ class PairTable:
         The responses compared (the tails, when the prompt came from a shared prefix).
     chosen_vectors, rejected_vectors : ndarray of shape (P, d) or None
         From ``--chosen-embedding-col`` / ``--rejected-embedding-col`` or the Python API.
-    row_ids : list, length P
+    row_ids : polars.Series (the ``--id-col`` column) or range, length P
     prompt_source : str
         ``column``, ``shared_prefix`` or ``none``.
     sha256 : str
@@ -80,7 +79,7 @@ class PairTable:
     rejected: list[str] | None
     chosen_vectors: np.ndarray | None
     rejected_vectors: np.ndarray | None
-    row_ids: list[Any]
+    row_ids: pl.Series | range
     prompt_source: str
     sha256: str
     parts: Parts | None = None
@@ -162,7 +161,7 @@ def read_pairs(
     require_columns(frame, wanted, name)
     if frame.height < MIN_ROWS:
         raise EmptyDataError(f"{name} has {frame.height} pairs; an audit needs at least {MIN_ROWS}")
-    row_ids = unique_ids(frame, id_col, name) if id_col else list(range(frame.height))
+    row_ids = unique_ids(frame, id_col, name) if id_col else range(frame.height)
 
     def texts(column: str | None, flag: str) -> list[str] | None:
         if column is None or column not in frame.columns:
@@ -172,7 +171,7 @@ def read_pairs(
             raise InputError(f"{name}: column '{column}' ({flag}) must hold text; it holds {series.dtype}")
         nulls = series.is_null().arg_true()
         if len(nulls):
-            raise InputError(f"{name}: row {row_ids[nulls[0]]!r} has no value in column '{column}' ({flag})")
+            raise InputError(f"{name}: row {row_ids[int(nulls[0])]!r} has no value in column '{column}' ({flag})")
         return series.to_list()
 
     chosen = texts(chosen_col, "--chosen-col")
@@ -183,7 +182,7 @@ def read_pairs(
         same = [i for i, (c, r) in enumerate(zip(chosen, rejected, strict=True)) if c.strip() == r.strip()]
         if same:
             raise InputError(
-                f"{name}: row {row_ids[same[0]]!r} has the same text as chosen and rejected "
+                f"{name}: row {row_ids[int(same[0])]!r} has the same text as chosen and rejected "
                 f"({len(same)} such pair(s)); a pair must compare two different responses"
             )
         if prompts is None:
@@ -206,7 +205,7 @@ def read_pairs(
         rejected=rejected,
         chosen_vectors=chosen_vectors,
         rejected_vectors=rejected_vectors,
-        row_ids=[as_scalar(r) for r in row_ids],
+        row_ids=row_ids,
         prompt_source=prompt_source,
         sha256=sha,
         parts=parquet_parts(path, fmt),

@@ -176,15 +176,15 @@ def _vectors(
         format=table.format,
         frame=pl.DataFrame(),
         texts=texts,
-        label_values=[0] * n + [1] * n,
-        row_ids=list(range(2 * n)),
+        label_values=pl.Series(np.repeat(np.array([0, 1]), n)),
+        row_ids=range(2 * n),
         embeddings=None,
         n_empty_texts=sum(1 for t in texts if not t.strip()),
         n_dropped_unlabelled=0,
         sha256=table.sha256,
         text_cols=(config.pairs.chosen_col, config.pairs.rejected_col),
     )
-    vectors, summary = row_vectors(both, np.array(both.label_values), config, progress)
+    vectors, summary = row_vectors(both, both.label_values.to_numpy(), config, progress)
     return engine.place(vectors), canonical_order(table, None, None), summary
 
 
@@ -362,7 +362,7 @@ def flagged_pairs(table: PairTable, issues: pl.DataFrame, limit: int, chars: int
 
     return [
         {
-            "row_id": table.row_ids[i],
+            "row_id": table.row_ids[int(i)],
             "given_label": "as given",
             "suggested_label": "swap",
             "suggestion_confidence": round(float(flip[i]), 4),

@@ -1016,8 +1016,8 @@ def _build_report(
         ],
         "top_flagged": [
             {
-                "row_id": table.row_ids[i],
-                "given_label": table.label_values[i],
+                "row_id": table.row_ids[int(i)],
+                "given_label": table.label_values[int(i)],
                 "suggested_label": codec.values[detection.suggested_label[i]],
                 "suggestion_confidence": round(float(detection.suggestion_confidence[i]), 4),
                 "error_score": round(float(detection.error_score[i]), 4),
@@ -1097,8 +1097,8 @@ def suspicious_rows(result: AuditResult, limit: int) -> list[dict[str, Any]]:
     order = _ranked_flags(detection)[:limit]
     return [
         {
-            "row_id": table.row_ids[i],
-            "given_label": table.label_values[i],
+            "row_id": table.row_ids[int(i)],
+            "given_label": table.label_values[int(i)],
             "suggested_label": result.codec.values[detection.suggested_label[i]],
             "suggestion_confidence": float(detection.suggestion_confidence[i]),
             "error_score": float(detection.error_score[i]),

@@ -21,13 +21,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from credaudit.errors import InputError
-from credaudit.labels import LabelCodec, as_scalar
+from credaudit.labels import LabelCodec, as_scalar, distinct_values
 
 
 def rating_codec(
-    label_values: np.ndarray | list, *, label_order: Sequence[str] | None, column: str, row_ids: Sequence[Any]
+    label_values: pl.Series | np.ndarray | list,
+    *,
+    label_order: Sequence[str] | None,
+    column: str,
+    row_ids: Sequence[Any] | pl.Series,
 ) -> tuple[LabelCodec, np.ndarray]:
     """The codec of a rating column, in scale order, and each code's scale value.
 
@@ -54,12 +59,11 @@ def rating_codec(
     InputError
         A rating outside ``label_order``, or a non-numeric rating without it; the message names the row.
     """
-    values = [as_scalar(v) for v in label_values]
-    distinct = set(values)
+    distinct = set(distinct_values(label_values))
 
-    def first_bad(is_bad) -> int:
+    def first_bad(is_bad) -> tuple[int, Any]:
         # Validation reads the few distinct values; only an error walks the rows to name one.
-        return next(i for i, v in enumerate(values) if is_bad(v))
+        return next((i, v) for i, v in enumerate(map(as_scalar, label_values)) if is_bad(v))
 
     if label_order is not None:
         order = [str(v).strip() for v in label_order]
@@ -71,9 +75,9 @@ def rating_codec(
             return str(v) not in position
 
         if any(off_scale(v) for v in distinct):
-            i = first_bad(off_scale)
+            i, value = first_bad(off_scale)
             raise InputError(
-                f"row {row_ids[i]!r}: rating {values[i]!r} in column '{column}' is not on the declared scale "
+                f"row {row_ids[i]!r}: rating {value!r} in column '{column}' is not on the declared scale "
                 f"--label-order {','.join(order)}"
             )
         # Codes follow the declared order; the codec keeps the values as the column spells them.
@@ -85,12 +89,12 @@ def rating_codec(
         return isinstance(v, bool) or not isinstance(v, (int, float)) or v != v
 
     if any(not_number(v) for v in distinct):
-        i = first_bad(not_number)
+        i, value = first_bad(not_number)
         raise InputError(
-            f"row {row_ids[i]!r}: rating {values[i]!r} in column '{column}' is not a number; --ordinal needs "
+            f"row {row_ids[i]!r}: rating {value!r} in column '{column}' is not a number; --ordinal needs "
             'numeric ratings or the scale spelled out with --label-order "low,...,high"'
         )
-    codec = LabelCodec.fit(values)
+    codec = LabelCodec.fit(label_values)
     return codec, np.array(codec.values, dtype=np.float64)
 
 

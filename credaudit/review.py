@@ -111,8 +111,8 @@ def review_frame(
     return pl.DataFrame(
         {
             "rank": np.arange(1, len(rows) + 1),
-            "row_id": [str(row_ids[i]) for i in rows],
-            "given_label": [str(given[i]) for i in rows],
+            "row_id": [str(row_ids[int(i)]) for i in rows],
+            "given_label": [str(given[int(i)]) for i in rows],
             "suggested_label": [str(suggested[i]) for i in rows],
             "suggestion_confidence": np.round(suggestion_confidence[rows], 4),
             "error_score": np.round(error_score[rows], 4),

@@ -1,5 +1,6 @@
 import gzip
 from dataclasses import replace
+from datetime import date
 
 import numpy as np
 import polars as pl
@@ -27,8 +28,8 @@ def test_each_format_reads_with_order_and_columns_kept(tmp_path, small_frame, na
     path = write_table(frame, tmp_path / name)
     table = read_table(path, id_col="id", embedding_col=None if name.endswith(".csv") else "emb")
     assert table.frame.columns == frame.columns
-    assert table.row_ids == frame["id"].to_list()
-    assert table.label_values == frame["label"].to_list()
+    assert list(table.row_ids) == frame["id"].to_list()
+    assert table.label_values.to_list() == frame["label"].to_list()
     assert table.texts == frame["text"].to_list()
     if not name.endswith(".csv"):
         np.testing.assert_allclose(table.embeddings, np.array(frame["emb"].to_list()), rtol=1e-6)
@@ -54,7 +55,7 @@ def test_directory_of_parquet_files(tmp_path, small_frame):
     small_frame[30:].write_parquet(folder / "b.parquet")
     table = read_table(folder, id_col="id")
     assert table.format == DataFormat("parquet-dir")
-    assert table.row_ids == small_frame["id"].to_list()
+    assert list(table.row_ids) == small_frame["id"].to_list()
 
 
 def test_labels_keep_their_type_and_nulls_can_be_dropped(tmp_path):
@@ -62,8 +63,8 @@ def test_labels_keep_their_type_and_nulls_can_be_dropped(tmp_path):
     with pytest.raises(InputError, match=r"column 'label' in d\.parquet has 1 null label\(s\), the first at row 2"):
         read_table(write_table(frame, tmp_path / "d.parquet"))
     table = read_table(tmp_path / "d.parquet", drop_unlabelled=True)
-    assert table.label_values == [True, False, True, False]
-    assert table.row_ids == [0, 1, 3, 4], "row ids stay those of the input"
+    assert table.label_values.to_list() == [True, False, True, False]
+    assert list(table.row_ids) == [0, 1, 3, 4], "row ids stay those of the input"
     assert table.n_dropped_unlabelled == 1
     # Without an id column and with every row kept, the ids are the row numbers, held as a range
     # (a list would hold a Python int per row for the whole run).
@@ -90,7 +91,7 @@ def test_jsonl_with_blank_lines_is_fine(tmp_path):
     path.write_bytes(
         gzip.compress(b'{"text": "a", "label": 1}\n\n{"text": "b", "label": 2}\n{"text": "c", "label": 1}\n')
     )
-    assert read_table(path).label_values == [1, 2, 1]
+    assert read_table(path).label_values.to_list() == [1, 2, 1]
 
 
 def test_duplicate_ids_are_refused(tmp_path, small_frame):
@@ -157,7 +158,7 @@ def test_a_vector_column_left_in_its_files_reads_as_blocks_and_rows(tmp_path, sm
     labelled = frame.filter(pl.col("label").is_not_null())
     assert table.embeddings is None and table.source is not None
     assert table.frame.columns == ["id", "text", "label"]
-    assert table.row_ids == labelled["id"].to_list()
+    assert list(table.row_ids) == labelled["id"].to_list()
     assert table.source.counts == (19, 0, 33)
     blocks = list(table.source.vector_blocks(block_rows=7))
     assert [len(b) for b in blocks] == [7] * 7 + [3]
@@ -278,9 +279,31 @@ def test_a_float_label_column_with_nan_drops_the_same_rows_from_the_vectors_and_
     path = write_table(frame, tmp_path / "d.parquet")
     table = read_table(path, embedding_col="emb", drop_unlabelled=True, vectors_in_files=True)
     kept = np.setdiff1d(np.arange(60), [0, 7, 8])
-    assert table.row_ids == kept.tolist()
+    assert list(table.row_ids) == kept.tolist()
     np.testing.assert_array_equal(
         np.concatenate(list(table.source.vector_blocks(block_rows=16))),
         np.array(frame["emb"].to_list(), dtype=np.float32)[kept],
     )
     assert table.rows().collect().equals(frame[kept.tolist()])
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pl.Series(["b", "a", "c", "a", "b"]),
+        pl.Series([3, 1, 2, 1, 3]),
+        pl.Series([2.5, 0.5, 2.5, 1.0, 0.5]),
+        pl.Series([True, False, True, True, False]),
+        pl.Series(["x", "y", "x", "z", "y"], dtype=pl.Categorical),
+        pl.Series([date(2024, 1, 2), date(2023, 5, 1), date(2024, 1, 2), date(2023, 5, 1), date(2022, 1, 1)]),
+    ],
+)
+def test_a_label_column_is_coded_as_its_values_are(column):
+    # The column is coded by polars (its distinct values, then a replace), its values by a Python
+    # loop: the same codec and the same codes.
+    from credaudit.labels import LabelCodec
+
+    codec = LabelCodec.fit(column)
+    assert codec == LabelCodec.fit(column.to_list())
+    np.testing.assert_array_equal(codec.encode(column), codec.encode(column.to_list()))
+    assert [codec.values[c] for c in codec.encode(column)] == column.to_list()
