@@ -103,7 +103,7 @@ class CrowdTable:
             self.path,
             self.format,
             frame,
-            self.texts,
+            None if self.texts is None else pl.Series(self.texts, dtype=pl.String),
             pl.Series(np.zeros(frame.height, dtype=np.int64)),
             frame.get_column("item_id"),
             self.embeddings,

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 from credaudit import engine as engines
 from credaudit.encoders.base import Encoder
@@ -45,8 +46,20 @@ class Embeddings:
     n_embedded: int
 
 
+def distinct_texts(texts: Sequence[str] | pl.Series) -> tuple[list[str], np.ndarray]:
+    """The distinct texts, in code-point order, and each text's position among them, (N,) int64.
+
+    Found by polars, so that N texts need not become a numpy array of Python objects (whose sort
+    took 1.4 s at a million texts, against 0.7 s).
+    """
+    series = texts if isinstance(texts, pl.Series) else pl.Series(texts, dtype=pl.String)
+    # Both sort strings by their UTF-8 bytes, which is code-point order, as Python compares them.
+    inverse = (series.rank("dense") - 1).to_numpy().astype(np.int64)
+    return series.unique().sort().to_list(), inverse
+
+
 def embed_texts(
-    texts: Sequence[str],
+    texts: Sequence[str] | pl.Series,
     encoder: Encoder,
     *,
     cache: EmbeddingCache | None = None,
@@ -58,7 +71,7 @@ def embed_texts(
 
     Parameters
     ----------
-    texts : sequence of str, length N
+    texts : sequence of str or polars.Series, length N
     encoder : Encoder
     cache : EmbeddingCache, optional
         None disables caching.
@@ -82,8 +95,7 @@ def embed_texts(
     """
     progress = progress or NullProgress()
     engine = engine or LOCAL
-    unique_texts, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-    unique_texts = unique_texts.tolist()
+    unique_texts, inverse = distinct_texts(texts)
     if getattr(encoder, "whole_corpus", False):
         # Fitted on the corpus itself (TF-IDF): one call with every text, nothing cached per text.
         progress.start("embedding", total=len(unique_texts))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from credaudit.noise import NoiseEstimate
 from credaudit.trust import TrustAssessment
@@ -47,9 +48,9 @@ class Finding:
 
 
 def find_conflicting_duplicates(
-    texts: list[str] | None,
+    texts: pl.Series | list[str] | None,
     labels: np.ndarray,
-    row_ids: Sequence[Any],
+    row_ids: Sequence[Any] | pl.Series,
     class_names: list[str],
     *,
     max_examples: int = 10,
@@ -58,7 +59,7 @@ def find_conflicting_duplicates(
 
     Parameters
     ----------
-    texts : list of str, or None
+    texts : polars.Series or list of str, or None
         Per-row texts (None: no text column, nothing to compare).
     labels : ndarray of shape (N,), dtype int64
         Label codes.
@@ -69,16 +70,18 @@ def find_conflicting_duplicates(
     """
     if texts is None:
         return None
-    groups: dict[str, list[int]] = defaultdict(list)
-    for row, text in enumerate(texts):
-        if text.strip():
-            groups[text].append(row)
-    conflicts = []
-    for text, rows in groups.items():
-        if len(rows) > 1 and len(set(labels[rows].tolist())) > 1:
-            conflicts.append((text, rows))
-    if not conflicts:
+    # Grouped by polars, not a Python dict over every row: each non-empty text's rows (ascending)
+    # and how many labels they carry.
+    frame = pl.DataFrame({"text": pl.Series(texts, dtype=pl.String), "label": labels}).with_row_index("row")
+    groups = (
+        frame.filter(pl.col("text").str.strip_chars() != "")
+        .group_by("text")
+        .agg(pl.col("row"), pl.col("label").n_unique().alias("n_labels"))
+        .filter((pl.col("n_labels") > 1) & (pl.col("row").list.len() > 1))
+    )
+    if not groups.height:
         return None
+    conflicts = [(text, rows) for text, rows in zip(groups["text"].to_list(), groups["row"].to_list(), strict=True)]
     conflicts.sort(key=lambda item: (-len(item[1]), item[1][0]))
     n_rows = sum(len(rows) for _, rows in conflicts)
     examples = []

@@ -277,7 +277,7 @@ def _first_with_same_text(texts: pl.Series) -> np.ndarray:
 
 def near_duplicate_groups(
     graph: NeighborGraph,
-    texts: list[str] | None = None,
+    texts: Sequence[str] | pl.Series | None = None,
     *,
     threshold: float = 0.93,
     min_overlap: float = 0.8,
@@ -389,7 +389,7 @@ def outlier_summary(
     labels: np.ndarray,
     class_names: list[str],
     row_ids: Sequence[Any],
-    texts: list[str] | None,
+    texts: Sequence[str] | pl.Series | None,
     *,
     top: int,
     excerpt_chars: int,
@@ -414,7 +414,7 @@ def outlier_summary(
                 "outlier_score": round(float(outliers.score[i]), 4),
                 "knn_distance": round(float(outliers.knn_distance[i]), 4),
                 "centroid_distance": round(float(outliers.centroid_distance[i]), 4),
-                "excerpt": excerpt(texts[i], excerpt_chars) if texts is not None else None,
+                "excerpt": excerpt(texts[int(i)], excerpt_chars) if texts is not None else None,
             }
             for i in shown
         ],
@@ -426,7 +426,7 @@ def duplicate_summary(
     labels: np.ndarray,
     class_names: list[str],
     row_ids: Sequence[Any],
-    texts: list[str] | None,
+    texts: Sequence[str] | pl.Series | None,
     *,
     threshold: float,
     top: int,
@@ -459,7 +459,7 @@ def duplicate_summary(
             "size": int(sizes[group]),
             "labels": counts,
             "row_ids": [row_ids[int(r)] for r in rows[:10]],
-            "excerpts": [excerpt(texts[r], excerpt_chars) for r in rows[:3]] if texts is not None else None,
+            "excerpts": [excerpt(texts[int(r)], excerpt_chars) for r in rows[:3]] if texts is not None else None,
         }
 
     largest = [describe(int(j)) for j in np.argsort(-sizes, kind="stable")[:top] if n_groups]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from credaudit.engine import LOCAL, Engine, Rows, map_stored, read_rows
 from credaudit.hygiene import linked, text_hashes
@@ -58,7 +59,7 @@ class Leakage:
 
 def find_leakage(
     vectors: np.ndarray | Rows,
-    texts: list[str] | None,
+    texts: Sequence[str] | pl.Series | None,
     references: list[Reference],
     *,
     threshold: float,
@@ -139,7 +140,7 @@ def _reference_block(
 
 
 def leakage_summary(
-    leakage: Leakage, row_ids: Sequence[Any], texts: list[str] | None, *, top: int, excerpt_chars: int
+    leakage: Leakage, row_ids: Sequence[Any], texts: Sequence[str] | pl.Series | None, *, top: int, excerpt_chars: int
 ) -> dict[str, Any]:
     """The report's ``hygiene.leakage`` section: per reference, the leaked rows and examples."""
     from credaudit.report.format import excerpt
@@ -163,7 +164,7 @@ def leakage_summary(
                 "reference_row_id": leakage.row_id[i],
                 "similarity": round(float(leakage.similarity[i]), 4),
                 "exact": bool(leakage.exact[i]),
-                "excerpt": excerpt(texts[i], excerpt_chars) if texts is not None else None,
+                "excerpt": excerpt(texts[int(i)], excerpt_chars) if texts is not None else None,
             }
             for i in order[:top]
         ],

@@ -169,7 +169,7 @@ def _vectors(
             {"name": "precomputed", "source": "embedding columns"},
         )
     # One embedding pass over both responses (the feature stage of pipeline.py, cache included).
-    texts = table.chosen + table.rejected
+    texts = pl.Series(table.chosen + table.rejected, dtype=pl.String)
     n = table.n_pairs
     both = Table(
         path=table.path,
@@ -179,7 +179,7 @@ def _vectors(
         label_values=pl.Series(np.repeat(np.array([0, 1]), n)),
         row_ids=range(2 * n),
         embeddings=None,
-        n_empty_texts=sum(1 for t in texts if not t.strip()),
+        n_empty_texts=int((texts.str.strip_chars() == "").sum()),
         n_dropped_unlabelled=0,
         sha256=table.sha256,
         text_cols=(config.pairs.chosen_col, config.pairs.rejected_col),

@@ -528,7 +528,7 @@ def _hygiene(
     vectors: Rows,
     labels: np.ndarray,
     graph: NeighborGraph,
-    texts: list[str] | None,
+    texts: Sequence[str] | pl.Series | None,
     references: list[Reference],
     *,
     n_classes: int,
@@ -1021,7 +1021,7 @@ def _build_report(
                 "suggested_label": codec.values[detection.suggested_label[i]],
                 "suggestion_confidence": round(float(detection.suggestion_confidence[i]), 4),
                 "error_score": round(float(detection.error_score[i]), 4),
-                "excerpt": excerpt(texts[i] if texts is not None else None, config.output.excerpt_chars),
+                "excerpt": excerpt(texts[int(i)] if texts is not None else None, config.output.excerpt_chars),
             }
             for i in top
         ],
@@ -1103,7 +1103,7 @@ def suspicious_rows(result: AuditResult, limit: int) -> list[dict[str, Any]]:
             "suggestion_confidence": float(detection.suggestion_confidence[i]),
             "error_score": float(detection.error_score[i]),
             "neighbour_agreement": float(detection.neighbour_agreement[i]),
-            "excerpt": excerpt(table.texts[i] if table.texts is not None else None, 300),
+            "excerpt": excerpt(table.texts[int(i)] if table.texts is not None else None, 300),
         }
         for i in order
     ]

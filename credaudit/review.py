@@ -102,7 +102,7 @@ def review_frame(
     error_score: np.ndarray,
     neighbour_agreement: np.ndarray,
     neighbour_labels: list[str],
-    texts: list[str] | None,
+    texts: Sequence[str] | pl.Series | None,
 ) -> pl.DataFrame:
     """The review queue as a table, one line per row of ``rows`` (in that order).
 
@@ -118,7 +118,7 @@ def review_frame(
             "error_score": np.round(error_score[rows], 4),
             "neighbour_agreement": np.round(neighbour_agreement[rows], 4),
             "neighbour_labels": neighbour_labels,
-            "text": [texts[i] if texts is not None else "" for i in rows],
+            "text": [texts[int(i)] if texts is not None else "" for i in rows],
             "decision": [""] * len(rows),
             "corrected_label": [""] * len(rows),
         },

@@ -4,11 +4,12 @@ import signal
 import time
 
 import numpy as np
+import polars as pl
 import pytest
 
 from credaudit.encoders.cache import EmbeddingCache, text_keys
 from credaudit.engine import LocalEngine
-from credaudit.features import embed_texts
+from credaudit.features import distinct_texts, embed_texts
 from credaudit.neighbors import normalize_rows
 from tests.fakes import BagOfWordsEncoder
 
@@ -102,7 +103,8 @@ def _slow_embed(root: str) -> None:
 
 
 def test_a_killed_run_leaves_a_usable_cache_and_the_next_run_resumes(tmp_path):
-    process = multiprocessing.get_context("fork").Process(target=_slow_embed, args=(str(tmp_path),))
+    # Spawned, not forked: polars' thread pool, already running here, does not survive a fork.
+    process = multiprocessing.get_context("spawn").Process(target=_slow_embed, args=(str(tmp_path),))
     process.start()
     folder = tmp_path / BagOfWordsEncoder().fingerprint
     deadline = time.time() + 30
@@ -119,7 +121,7 @@ def test_a_killed_run_leaves_a_usable_cache_and_the_next_run_resumes(tmp_path):
 
 
 def test_two_writers_at_once(tmp_path):
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # not fork: see the test above
     workers = [ctx.Process(target=_slow_embed, args=(str(tmp_path),)) for _ in range(2)]
     for w in workers:
         w.start()
@@ -161,3 +163,16 @@ def test_key_search_handles_tiny_shards(tmp_path, n):
     cache.add(text_keys(texts(n)), encoder.encode(texts(n)))
     found, vectors = cache.lookup(text_keys(texts(n + 2)))
     assert found.tolist() == [True] * n + [False, False]
+
+
+def test_distinct_texts_are_numpys_unique_of_the_texts():
+    # Found by polars over a column (or a list), in the order np.unique gives: code points,
+    # whatever the script, accents, emoji, combining marks or empty texts.
+    rng = np.random.default_rng(0)
+    alphabet = ["a", "Z", "é", "ß", "中", "😀", "\u0301", " ", "\n", "Ä", "z"]
+    texts = ["".join(rng.choice(alphabet, size=rng.integers(0, 5))) for _ in range(5000)]
+    unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+    for given in (texts, pl.Series(texts)):
+        found, positions = distinct_texts(given)
+        assert found == unique.tolist()
+        np.testing.assert_array_equal(positions, inverse)

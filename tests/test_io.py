@@ -30,7 +30,7 @@ def test_each_format_reads_with_order_and_columns_kept(tmp_path, small_frame, na
     assert table.frame.columns == frame.columns
     assert list(table.row_ids) == frame["id"].to_list()
     assert table.label_values.to_list() == frame["label"].to_list()
-    assert table.texts == frame["text"].to_list()
+    assert table.texts.to_list() == frame["text"].to_list()
     if not name.endswith(".csv"):
         np.testing.assert_allclose(table.embeddings, np.array(frame["emb"].to_list()), rtol=1e-6)
 
@@ -75,7 +75,7 @@ def test_labels_keep_their_type_and_nulls_can_be_dropped(tmp_path):
 def test_several_text_columns_are_joined_and_empty_texts_counted(tmp_path):
     frame = pl.DataFrame({"title": ["t1", None, "t3"], "body": ["b1", None, ""], "label": [0, 1, 0]})
     table = read_table(write_table(frame, tmp_path / "d.parquet"), text_cols=("title", "body"))
-    assert table.texts == ["t1\nb1", "\n", "t3\n"]
+    assert table.texts.to_list() == ["t1\nb1", "\n", "t3\n"]
     assert table.n_empty_texts == 1
 
 

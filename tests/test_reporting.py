@@ -322,3 +322,17 @@ def test_html_shows_the_confusions_not_the_diagonal(tmp_path):
     assert "diagonal masked" in html
     table = html.split('id="confusions"', 1)[1].split("</table>", 1)[0]
     assert table.count("<tr>") >= 2, "a ranked table of the most confused class pairs"
+
+
+def test_conflicting_duplicates_group_identical_texts_with_several_labels():
+    from credaudit.findings import find_conflicting_duplicates
+
+    texts = pl.Series(["a", "b", "a", " ", " ", "c", "a", "b", "c", "b"])
+    labels = np.array([0, 1, 1, 0, 1, 2, 0, 1, 2, 0])
+    finding = find_conflicting_duplicates(texts, labels, [f"r{i}" for i in range(10)], ["x", "y", "z"])
+    # "a" (rows 0, 2, 6) and "b" (1, 7, 9) carry two labels; blank texts and "c" (one label) do not count.
+    assert finding.details["groups"] == 2 and finding.details["rows"] == 6
+    first, second = finding.details["examples"]
+    assert first == {"text": "a", "labels": {"x": 2, "y": 1}, "row_ids": ["r0", "r2", "r6"]}
+    assert second == {"text": "b", "labels": {"y": 2, "x": 1}, "row_ids": ["r1", "r7", "r9"]}
+    assert find_conflicting_duplicates(texts, np.zeros(10, dtype=np.int64), list(range(10)), ["x"]) is None

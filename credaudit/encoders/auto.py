@@ -93,7 +93,7 @@ def choose_encoder(
         No candidate could be built.
     """
     sample = stratified_sample(labels, sample_size, seed)
-    sample_texts = [texts[i] for i in sample]
+    sample_texts = [texts[int(i)] for i in sample]
     results: list[Candidate] = []
     built: dict[str, Encoder] = {}
     for name in candidates:
