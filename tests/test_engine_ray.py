@@ -23,6 +23,16 @@ ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ra
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def record_gathers(monkeypatch) -> list:
+    """Every array the Ray engine gathers to the driver from now on (the list fills as it does)."""
+    from credaudit.engine_ray import RayEngine
+
+    gathered = []
+    gather = RayEngine.gather
+    monkeypatch.setattr(RayEngine, "gather", lambda self, rows: gathered.append(rows) or gather(self, rows))
+    return gathered
+
+
 @pytest.fixture(scope="module", autouse=True)
 def local_cluster():
     # Workers import tests.fakes (the test encoder) from the checkout.
@@ -264,14 +274,11 @@ def test_hygiene_on_ray_reads_the_blocks_like_the_local_engine(tmp_path, monkeyp
 def test_select_on_ray_chooses_the_local_engines_rows_without_gathering_the_vectors(monkeypatch):
     # Blocks of 500 rows: the coverage's k-means sample and cluster assignment are Ray tasks, and
     # the vectors never come to the driver whole.
-    from credaudit.engine_ray import RayEngine
     from credaudit.select_run import select
 
     monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 500)
     x, labels = make_noisy(2000, seed=5)
-    gathered = []
-    gather = RayEngine.gather
-    monkeypatch.setattr(RayEngine, "gather", lambda self, rows: gathered.append(rows) or gather(self, rows))
+    gathered = record_gathers(monkeypatch)
     results = {}
     for engine in ("local", "ray"):
         config = merge({"engine": {"name": engine}, "select": {"budget": 200, "clusters": 20}})
@@ -286,7 +293,6 @@ def test_select_on_ray_chooses_the_local_engines_rows_without_gathering_the_vect
 def test_pairs_on_ray_give_the_local_engines_results_without_gathering_the_vectors(source, monkeypatch):
     # Blocks of 500 rows: the directions, their reordering and their mirror images are made by
     # Ray tasks over the responses' blocks, and the audit of the directions runs over their blocks.
-    from credaudit.engine_ray import RayEngine
     from credaudit.pairs_run import audit_pairs
     from tests.test_pairs import make_pairs
 
@@ -308,9 +314,7 @@ def test_pairs_on_ray_give_the_local_engines_results_without_gathering_the_vecto
         frame = pl.DataFrame({"chosen": [f"c{i}" for i in range(1200)], "rejected": [f"r{i}" for i in range(1200)]})
         vectors = {"chosen_embeddings": chosen, "rejected_embeddings": rejected}
         encoder = {}
-    gathered = []
-    gather = RayEngine.gather
-    monkeypatch.setattr(RayEngine, "gather", lambda self, rows: gathered.append(rows) or gather(self, rows))
+    gathered = record_gathers(monkeypatch)
     results = {}
     for engine in ("local", "ray"):
         config = merge(
@@ -335,7 +339,6 @@ def test_crowd_on_ray_gives_the_local_engines_consensus(tmp_path, monkeypatch):
     # The items' texts are embedded on the engine into blocks of 100 rows and their neighbour
     # graph is searched there, never gathered; the consensus is the local engine's.
     from credaudit.crowd_run import audit_crowd
-    from credaudit.engine_ray import RayEngine
     from tests.test_crowd import planted_crowd
 
     small_blocks(monkeypatch, 100)
@@ -346,9 +349,7 @@ def test_crowd_on_ray_gives_the_local_engines_consensus(tmp_path, monkeypatch):
     frame.write_parquet(tmp_path / "answers.parquet")
     texts = [f"topic{c} filler{i % 11}" for i, c in enumerate(gold)]
     pl.DataFrame({"item": np.arange(300), "text": texts}).write_parquet(tmp_path / "items.parquet")
-    gathered = []
-    gather = RayEngine.gather
-    monkeypatch.setattr(RayEngine, "gather", lambda self, rows: gathered.append(rows) or gather(self, rows))
+    gathered = record_gathers(monkeypatch)
     results = {}
     for engine in ("local", "ray"):
         config = merge(
