@@ -140,7 +140,12 @@ def _reference_block(
 
 
 def leakage_summary(
-    leakage: Leakage, row_ids: Sequence[Any], texts: Sequence[str] | pl.Series | None, *, top: int, excerpt_chars: int
+    leakage: Leakage,
+    row_ids: Sequence[Any] | pl.Series,
+    texts: Sequence[str] | pl.Series | None,
+    *,
+    top: int,
+    excerpt_chars: int,
 ) -> dict[str, Any]:
     """The report's ``hygiene.leakage`` section: per reference, the leaked rows and examples."""
     from credaudit.report.format import excerpt

@@ -161,13 +161,11 @@ def _vectors(
             raise InputError("chosen and rejected embeddings must both be given, with the same shape")
         if len(chosen) != table.n_pairs:
             raise InputError(f"embeddings have {len(chosen)} rows; the data has {table.n_pairs} pairs")
-        return _placed(engine, np.asarray(chosen), np.asarray(rejected), table) + (
-            {"name": "precomputed", "source": "audit_pairs() arrays"},
-        )
+        vectors, order = _placed(engine, np.asarray(chosen), np.asarray(rejected), table)
+        return vectors, order, {"name": "precomputed", "source": "audit_pairs() arrays"}
     if table.chosen_vectors is not None:
-        return _placed(engine, table.chosen_vectors, table.rejected_vectors, table) + (
-            {"name": "precomputed", "source": "embedding columns"},
-        )
+        vectors, order = _placed(engine, table.chosen_vectors, table.rejected_vectors, table)
+        return vectors, order, {"name": "precomputed", "source": "embedding columns"}
     # One embedding pass over both responses (the feature stage of pipeline.py, cache included).
     texts = pl.Series(table.chosen + table.rejected, dtype=pl.String)
     n = table.n_pairs
@@ -184,7 +182,7 @@ def _vectors(
         sha256=table.sha256,
         text_cols=(config.pairs.chosen_col, config.pairs.rejected_col),
     )
-    vectors, summary = row_vectors(both, both.label_values.to_numpy(), config, progress)
+    vectors, summary = row_vectors(both, both.label_values.to_numpy(), config, progress, engine)
     return engine.place(vectors), canonical_order(table, None, None), summary
 
 

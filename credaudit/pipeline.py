@@ -641,17 +641,19 @@ def _read(data: str | Path | pl.DataFrame, cfg: InputConfig, *, precomputed: boo
 
 
 def row_vectors(
-    table: Table, labels: np.ndarray, config: ScanConfig, progress: Progress
+    table: Table, labels: np.ndarray, config: ScanConfig, progress: Progress, engine: Engine | None = None
 ) -> tuple[np.ndarray | Rows, dict]:
     """Unit vectors of ``table``'s rows and a summary of what made them: the feature stage, for other adapters.
 
     ``labels`` (N,) are only read by ``--encoder auto``, which picks the encoder that separates them best.
-    The (N, d) vectors stay where the engine ``config.engine`` names keeps them (on Ray, blocks in
-    the object store): the crowd and pair adapters pass them on to stages run on that engine.
+    The (N, d) vectors stay where ``engine`` (default: the one ``config.engine`` names) keeps them
+    (on Ray, blocks in the object store): the crowd and pair adapters pass them on to stages run
+    on that engine.
     """
     device = resolve_device(config.encoder.device)
     _check_device(device)
-    vectors, summary, _ = _features(table, labels, config, None, None, device, progress, config_engine(config))
+    engine = engine or config_engine(config)
+    vectors, summary, _ = _features(table, labels, config, None, None, device, progress, engine)
     return vectors, dataclasses.asdict(summary)
 
 

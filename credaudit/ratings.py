@@ -94,7 +94,7 @@ def rating_codec(
             f"row {row_ids[i]!r}: rating {value!r} in column '{column}' is not a number; --ordinal needs "
             'numeric ratings or the scale spelled out with --label-order "low,...,high"'
         )
-    codec = LabelCodec.fit(label_values)
+    codec = LabelCodec.fit(list(distinct))  # the same codec as the column's, without a second pass over it
     return codec, np.array(codec.values, dtype=np.float64)
 
 

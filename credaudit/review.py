@@ -95,8 +95,8 @@ def neighbour_label_summary(neighbour_labels: np.ndarray, class_names: list[str]
 def review_frame(
     rows: np.ndarray,
     *,
-    row_ids: Sequence[Any],
-    given: list[Any],
+    row_ids: Sequence[Any] | pl.Series,
+    given: Sequence[Any] | pl.Series,
     suggested: list[Any],
     suggestion_confidence: np.ndarray,
     error_score: np.ndarray,
