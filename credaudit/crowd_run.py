@@ -34,7 +34,7 @@ from credaudit.io import (
     frame_output,
     write_text,
 )
-from credaudit.pipeline import StageTimes, knn_graph, prepare_outputs, row_vectors, write_output_set
+from credaudit.pipeline import StageTimes, config_engine, knn_graph, prepare_outputs, row_vectors, write_output_set
 from credaudit.progress import NullProgress, Progress
 from credaudit.report.model import T_ORIENTATION
 
@@ -146,11 +146,12 @@ def audit_crowd(data: str | Path, config: ScanConfig, *, progress: Progress | No
     graph, encoder = None, None
     has_features = table.texts is not None or table.embeddings is not None
     if cfg.use_texts and has_features:
+        engine = config_engine(config)
         with times.stage("embed"):
             majority = _majority(answers.item, answers.label, answers.n_items, answers.n_classes, None)
-            vectors, encoder = row_vectors(table.item_table(), majority, config, progress)
+            vectors, encoder = row_vectors(table.item_table(), majority, config, progress, engine)
         with times.stage("graph"):
-            graph = knn_graph(vectors, config, k=config.detect.k, progress=progress)
+            graph = knn_graph(vectors, config, k=config.detect.k, engine=engine, progress=progress)
 
     def estimate(of):
         return estimate_crowd(

@@ -62,6 +62,8 @@ class PairsResult:
     content : Rows of shape (P, d), float32
         Each pair's topic: the unit mean of its two unit response vectors, in input order (what
         ``credaudit select`` spreads its choice over), where the run's engine keeps them.
+    engine : Engine
+        The engine the audit ran on (it keeps ``content``).
     """
 
     table: PairTable
@@ -69,6 +71,7 @@ class PairsResult:
     issues: pl.DataFrame
     report: AuditReport
     content: Rows
+    engine: Engine
 
     def cleaned(self) -> pl.DataFrame:
         """The input with reversed pairs handled per ``--clean``.
@@ -245,7 +248,9 @@ def audit_pairs(
         ratings=dataclasses.replace(config.ratings, ordinal=False, label_order=()),
     )
     labels = pair_labels(table.n_pairs)
-    directions = audit(pl.DataFrame({"label": labels}), engine_config, embeddings=rows, progress=progress)
+    directions = audit(
+        pl.DataFrame({"label": labels}), engine_config, embeddings=rows, progress=progress, engine=engine
+    )
     for stage, seconds in directions.report.run["stage_seconds"].items():
         if stage not in ("read", "embed", "total"):
             times.seconds[stage] = seconds
@@ -274,7 +279,7 @@ def audit_pairs(
     )
     times.seconds["total"] = round(time.perf_counter() - started, 4)
     report = _report(table, config, directions, issues, encoder, times)
-    return PairsResult(table, config, issues, report, content)
+    return PairsResult(table, config, issues, report, content, engine)
 
 
 def _report(

@@ -144,6 +144,8 @@ class AuditResult:
     hygiene : Hygiene
     trust : TrustAssessment
         Whether the estimate (and each class's row of T) can be trusted.
+    engine : Engine
+        The engine the audit ran on (it keeps :attr:`vectors`).
     """
 
     report: AuditReport
@@ -160,6 +162,7 @@ class AuditResult:
     config: ScanConfig
     hygiene: Hygiene
     trust: TrustAssessment
+    engine: Engine
 
     @property
     def verdict(self) -> str:
@@ -169,7 +172,7 @@ class AuditResult:
     def embeddings(self) -> np.ndarray:
         """The unit vectors, shape (N, d) float32, in one array here (on Ray: fetched from the
         object store into this process)."""
-        return config_engine(self.config).gather(self.vectors)
+        return self.engine.gather(self.vectors)
 
     def cleaning_plan(self, mode: str | None = None, min_confidence: float | None = None) -> CleaningPlan:
         """Which flagged rows the cleaned data drops or relabels, after the guards (cleaning.py)."""
@@ -261,6 +264,7 @@ def audit(
     embeddings: np.ndarray | Rows | None = None,
     encoder: Encoder | None = None,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> AuditResult:
     """Audit a labelled dataset.
 
@@ -274,12 +278,14 @@ def audit(
     embeddings : ndarray of shape (N, d), optional
         Precomputed vectors, row-aligned with the data (the Python-API equivalent of
         ``--embedding-col``); the encoder is then not used. Or :class:`~credaudit.engine.Rows` of
-        unit vectors already placed on the engine ``config.engine`` names (adapters' rows, used
-        as they are).
+        unit vectors already placed on the run's engine (adapters' rows, used as they are).
     encoder : Encoder, optional
         An encoder instance to use instead of ``config.encoder.name``.
     progress : Progress, optional
         Receives stage progress; nothing is printed otherwise.
+    engine : Engine, optional
+        The engine to run on (an adapter passes its own, which holds its rows); default: the one
+        ``config.engine`` names.
 
     Returns
     -------
@@ -321,7 +327,7 @@ def audit(
 
     device = resolve_device(config.encoder.device)
     _check_device(device)
-    engine = config_engine(config)
+    engine = engine or config_engine(config)
     with times.stage("embed"):
         vectors, encoder_summary, used_encoder = _features(
             table, labels, config, embeddings, encoder, device, progress, engine
@@ -504,6 +510,7 @@ def audit(
         config=config,
         hygiene=hygiene,
         trust=trust,
+        engine=engine,
     )
 
 
@@ -603,12 +610,12 @@ def knn_graph(
     config: ScanConfig,
     *,
     k: int,
+    engine: Engine,
     device: str = "cpu",
-    engine: Engine | None = None,
     progress: Progress | None = None,
 ) -> NeighborGraph:
     """The k-NN graph of unit ``vectors`` with the search settings of ``config.graph`` (and its seed),
-    on ``engine`` (default: the one ``config.engine`` names)."""
+    on ``engine`` (the run's, which keeps ``vectors``)."""
     return build_knn_graph(
         vectors,
         k=k,
@@ -619,7 +626,7 @@ def knn_graph(
         device=device,
         seed=config.seed,
         progress=progress,
-        engine=engine or config_engine(config),
+        engine=engine,
     )
 
 
@@ -641,18 +648,17 @@ def _read(data: str | Path | pl.DataFrame, cfg: InputConfig, *, precomputed: boo
 
 
 def row_vectors(
-    table: Table, labels: np.ndarray, config: ScanConfig, progress: Progress, engine: Engine | None = None
+    table: Table, labels: np.ndarray, config: ScanConfig, progress: Progress, engine: Engine
 ) -> tuple[np.ndarray | Rows, dict]:
     """Unit vectors of ``table``'s rows and a summary of what made them: the feature stage, for other adapters.
 
     ``labels`` (N,) are only read by ``--encoder auto``, which picks the encoder that separates them best.
-    The (N, d) vectors stay where ``engine`` (default: the one ``config.engine`` names) keeps them
+    The (N, d) vectors stay where ``engine`` (the run's) keeps them
     (on Ray, blocks in the object store): the crowd and pair adapters pass them on to stages run
     on that engine.
     """
     device = resolve_device(config.encoder.device)
     _check_device(device)
-    engine = engine or config_engine(config)
     vectors, summary, _ = _features(table, labels, config, None, None, device, progress, engine)
     return vectors, dataclasses.asdict(summary)
 

@@ -38,7 +38,7 @@ from credaudit.io import (
     write_outputs,
     write_text,
 )
-from credaudit.pipeline import StageTimes, audit, config_engine, knn_graph
+from credaudit.pipeline import StageTimes, audit, knn_graph
 from credaudit.progress import NullProgress, Progress
 from credaudit.selection import (
     cluster_coverage,
@@ -182,7 +182,7 @@ def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Au
         noise=_noise(result.report.noise),
         parts=table.parts,
         source=table.source,
-        engine=config_engine(config),
+        engine=result.engine,
     )
 
 
@@ -194,7 +194,13 @@ def _audit_pairs(data, config: ScanConfig, vectors, progress: Progress) -> _Audi
     result = audit_pairs(data, config, chosen_embeddings=chosen, rejected_embeddings=rejected, progress=progress)
     actions = result.issues.get_column("action").to_numpy()
     order = {"keep": 0, "drop": 1, "swap": 2}
-    graph = knn_graph(result.content, config, k=min(config.select.k, result.table.n_pairs - 1), progress=progress)
+    graph = knn_graph(
+        result.content,
+        config,
+        k=min(config.select.k, result.table.n_pairs - 1),
+        engine=result.engine,
+        progress=progress,
+    )
     table = result.table
     return _Audited(
         kind="preference_pairs",
@@ -209,7 +215,7 @@ def _audit_pairs(data, config: ScanConfig, vectors, progress: Progress) -> _Audi
         groups=actions.astype(object),
         group_title="pair action",
         vectors=result.content,
-        engine=config_engine(config),
+        engine=result.engine,
         indices=graph.indices,
         similarities=graph.similarities,
         noise=_noise(result.report.noise),

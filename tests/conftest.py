@@ -151,3 +151,19 @@ def make_noisy(n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     flip = rng.random(n_rows) < 0.2
     return x, np.where(flip, (true + rng.integers(1, 6, n_rows)) % 6, true)
+
+
+@pytest.fixture
+def engines_made(monkeypatch):
+    """How many engines a run makes (each stage must run on the run's one engine, which keeps its rows)."""
+    import credaudit.pipeline
+
+    made = []
+    real = credaudit.pipeline.engine_for
+
+    def counting(*args, **kwargs):
+        made.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(credaudit.pipeline, "engine_for", counting)
+    return made

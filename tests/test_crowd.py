@@ -346,7 +346,7 @@ def test_shuffled_rows_give_the_same_consensus(tmp_path):
     np.testing.assert_allclose(results[0]["consensus_confidence"], results[1]["consensus_confidence"], atol=1e-8)
 
 
-def test_texts_from_an_items_file(tmp_path):
+def test_texts_from_an_items_file(tmp_path, engines_made):
     answers, gold, kinds, _, vectors = planted_crowd(n_items=300, answers_per_item=1, with_vectors=True)
     frame = pl.DataFrame(
         {"item": answers.item, "worker": [f"w{w}" for w in answers.annotator], "answer": answers.label}
@@ -378,6 +378,7 @@ def test_texts_from_an_items_file(tmp_path):
     assert report["run"]["features"]["neighbor_weight"] > 0.3
     items = pl.read_parquet(tmp_path / "out" / "items.parquet").sort("item_id")
     assert (items.get_column("consensus_label").to_numpy() == gold).mean() > 0.8
+    assert len(engines_made) == 1  # the item vectors and their graph on one engine
 
 
 @pytest.mark.parametrize(

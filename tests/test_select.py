@@ -120,7 +120,7 @@ def test_coverage_reads_the_rows_where_the_engine_keeps_them():
     assert whole["clusters"] == np.unique(assign).size
 
 
-def test_select_ratings_prefers_truly_high_ratings():
+def test_select_ratings_prefers_truly_high_ratings(engines_made):
     x, true, noisy = ordinal_data(1500, 0.2, seed=5)
     config = merge({"ratings": {"ordinal": True}, "select": {"budget": 0.1}})
     result = select(pl.DataFrame({"label": noisy}), config, embeddings=x)
@@ -131,9 +131,10 @@ def test_select_ratings_prefers_truly_high_ratings():
     assert (true[chosen] == 5).mean() > top_raw
     assert result.report["run"]["kind"] == "ratings"
     assert [g["group"] for g in result.report["groups"]] == ["1", "2", "3", "4", "5"]
+    assert len(engines_made) == 1
 
 
-def test_select_pairs_leaves_reversed_pairs_out():
+def test_select_pairs_leaves_reversed_pairs_out(engines_made):
     chosen, rejected, truth = make_pairs(800, 0.2, seed=7)
     frame = pl.DataFrame({"chosen": [f"c{i}" for i in range(800)], "rejected": [f"r{i}" for i in range(800)]})
     config = merge({"pairs": {"chosen_col": "chosen", "rejected_col": "rejected"}, "select": {"budget": 200}})
@@ -143,6 +144,7 @@ def test_select_pairs_leaves_reversed_pairs_out():
     assert truth[picked].mean() < 0.03  # 20 % reversed in the data
     assert result.report["run"]["kind"] == "preference_pairs"
     assert result.selected().height == 200
+    assert len(engines_made) == 1
 
 
 def test_cli_select_single_labels_writes_the_set_and_checks_the_budget(tmp_path):
