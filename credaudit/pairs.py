@@ -46,6 +46,12 @@ AS_GIVEN, REVERSED = 0, 1
 DIRECTION_NAMES = ["as given", "reversed"]
 # Turn markers after which a transcript's final response starts (HH-RLHF: "\n\nAssistant:").
 TURN_MARKERS = ("\n\nAssistant:", "\nAssistant:", "Assistant:", "\n\nassistant:", "<|assistant|>")
+# What Python's str.strip() strips (str.isspace): polars' strip_chars() alone strips Unicode White_Space,
+# which leaves out the separators \x1c-\x1f. The prompts and responses are cut as str.strip() cut them.
+PY_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,10 @@ class PairTable:
     format : DataFormat
     frame : polars.DataFrame
         The input as read (the cleaned copy is built from it).
-    prompts : list of str or None, length P
-    chosen, rejected : list of str or None, length P
-        The responses compared (the tails, when the prompt came from a shared prefix).
+    prompts : polars.Series of str or None, length P
+    chosen, rejected : polars.Series of str or None, length P
+        The responses compared (the tails, when the prompt came from a shared prefix): the frame's
+        own columns (Arrow), not a Python copy of every text.
     chosen_vectors, rejected_vectors : ndarray of shape (P, d) or None
         From ``--chosen-embedding-col`` / ``--rejected-embedding-col`` or the Python API.
     row_ids : polars.Series (the ``--id-col`` column) or range, length P
@@ -74,9 +81,9 @@ class PairTable:
     path: Path
     format: DataFormat
     frame: pl.DataFrame
-    prompts: list[str] | None
-    chosen: list[str] | None
-    rejected: list[str] | None
+    prompts: pl.Series | None
+    chosen: pl.Series | None
+    rejected: pl.Series | None
     chosen_vectors: np.ndarray | None
     rejected_vectors: np.ndarray | None
     row_ids: pl.Series | range
@@ -105,31 +112,40 @@ def _shared_prefix_length(a: str, b: str) -> int:
     return low
 
 
-def split_shared_prefix(chosen: list[str], rejected: list[str]) -> tuple[list[str], list[str], list[str]] | None:
+def _last_turn_end(text: str, stop: int) -> int:
+    """Where the last turn marker inside ``text[:stop]`` ends (0: none there)."""
+    ends = [text.rfind(m, 0, stop) + len(m) for m in TURN_MARKERS]
+    return max((end for end, m in zip(ends, TURN_MARKERS, strict=True) if end >= len(m)), default=0)
+
+
+def split_shared_prefix(chosen: pl.Series, rejected: pl.Series) -> tuple[pl.Series, pl.Series, pl.Series] | None:
     """Split whole transcripts into the shared conversation and the two final responses.
 
     Returns (prompts, chosen_tails, rejected_tails) when at least half of the pairs share a prefix
     that contains a turn marker (:data:`TURN_MARKERS`); each pair is cut right after the last
     marker inside its shared prefix (a pair without one keeps its texts whole, prompt ""). None
     when the texts are not transcripts.
+
+    Only the cut is found per pair (polars has no common-prefix expression); the pieces are cut
+    and stripped as columns.
     """
-    prompts, tails_c, tails_r = [], [], []
-    n_split = 0
-    for c, r in zip(chosen, rejected, strict=True):
-        shared = c[: _shared_prefix_length(c, r)]
-        cut = max((shared.rfind(m) + len(m) if shared.rfind(m) >= 0 else -1) for m in TURN_MARKERS)
-        if cut > 0:
-            n_split += 1
-            prompts.append(c[:cut].strip())
-            tails_c.append(c[cut:].strip())
-            tails_r.append(r[cut:].strip())
-        else:
-            prompts.append("")
-            tails_c.append(c)
-            tails_r.append(r)
-    if n_split * 2 < max(len(chosen), 1):
+    pairs = zip(chosen.to_list(), rejected.to_list(), strict=True)  # Python strings only while cutting
+    cut = pl.Series([_last_turn_end(c, _shared_prefix_length(c, r)) for c, r in pairs], dtype=pl.Int64)
+    if int((cut > 0).sum()) * 2 < max(len(chosen), 1):
         return None
-    return prompts, tails_c, tails_r
+    split = cut > 0
+
+    def tail(texts: pl.Series) -> pl.Series:
+        return (
+            pl.select(pl.when(split).then(texts.str.slice(cut).str.strip_chars(PY_WHITESPACE)).otherwise(texts))
+            .to_series()
+            .alias(texts.name)
+        )
+
+    prompts = pl.select(
+        pl.when(split).then(chosen.str.slice(0, cut).str.strip_chars(PY_WHITESPACE)).otherwise(pl.lit(""))
+    ).to_series()
+    return prompts.alias("prompt"), tail(chosen), tail(rejected)
 
 
 def read_pairs(
@@ -163,7 +179,7 @@ def read_pairs(
         raise EmptyDataError(f"{name} has {frame.height} pairs; an audit needs at least {MIN_ROWS}")
     row_ids = unique_ids(frame, id_col, name) if id_col else range(frame.height)
 
-    def texts(column: str | None, flag: str) -> list[str] | None:
+    def texts(column: str | None, flag: str) -> pl.Series | None:
         if column is None or column not in frame.columns:
             return None
         series = frame.get_column(column)
@@ -172,15 +188,15 @@ def read_pairs(
         nulls = series.is_null().arg_true()
         if len(nulls):
             raise InputError(f"{name}: row {row_ids[int(nulls[0])]!r} has no value in column '{column}' ({flag})")
-        return series.to_list()
+        return series
 
     chosen = texts(chosen_col, "--chosen-col")
     rejected = texts(rejected_col, "--rejected-col")
     prompts = texts(prompt_col, "--prompt-col")
     prompt_source = "column" if prompts is not None else "none"
     if chosen is not None and rejected is not None:
-        same = [i for i, (c, r) in enumerate(zip(chosen, rejected, strict=True)) if c.strip() == r.strip()]
-        if same:
+        same = (chosen.str.strip_chars(PY_WHITESPACE) == rejected.str.strip_chars(PY_WHITESPACE)).arg_true()
+        if len(same):
             raise InputError(
                 f"{name}: row {row_ids[int(same[0])]!r} has the same text as chosen and rejected "
                 f"({len(same)} such pair(s)); a pair must compare two different responses"
@@ -323,7 +339,7 @@ def canonical_order(table: PairTable, chosen: np.ndarray | None, rejected: np.nd
     if table.chosen is not None and table.rejected is not None:
         keys = pl.DataFrame(
             {
-                "prompt": table.prompts if table.prompts is not None else [""] * table.n_pairs,
+                "prompt": table.prompts if table.prompts is not None else pl.repeat("", table.n_pairs, eager=True),
                 "chosen": table.chosen,
                 "rejected": table.rejected,
             }

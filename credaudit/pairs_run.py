@@ -170,7 +170,7 @@ def _vectors(
         vectors, order = _placed(engine, table.chosen_vectors, table.rejected_vectors, table)
         return vectors, order, {"name": "precomputed", "source": "embedding columns"}
     # One embedding pass over both responses (the feature stage of pipeline.py, cache included).
-    texts = pl.Series(table.chosen + table.rejected, dtype=pl.String)
+    texts = pl.concat([table.chosen, table.rejected])
     n = table.n_pairs
     both = Table(
         path=table.path,

@@ -113,10 +113,22 @@ def test_clean_pairs_have_no_reversals():
 def test_transcripts_split_at_the_last_shared_assistant_turn():
     chosen = ["\n\nHuman: hi\n\nAssistant: hello\n\nHuman: help me\n\nAssistant: Sure, here is how."]
     rejected = ["\n\nHuman: hi\n\nAssistant: hello\n\nHuman: help me\n\nAssistant: Surely not."]
-    prompts, c, r = split_shared_prefix(chosen, rejected)
-    assert prompts == ["Human: hi\n\nAssistant: hello\n\nHuman: help me\n\nAssistant:"]
-    assert c == ["Sure, here is how."] and r == ["Surely not."]
-    assert split_shared_prefix(["good answer"], ["bad answer"]) is None
+    # A pair without a shared marker keeps its texts whole, with an empty prompt; the pieces are
+    # stripped of what str.strip() strips (the separator \x1c too), characters counted, not bytes.
+    chosen += [" plain a ", "\n\nHuman: é🙂\n\nAssistant:\x1c ça\u3000"]
+    rejected += [" plain b ", "\n\nHuman: é🙂\n\nAssistant: non"]
+    prompts, c, r = split_shared_prefix(pl.Series(chosen), pl.Series(rejected))
+    assert prompts.to_list() == [
+        "Human: hi\n\nAssistant: hello\n\nHuman: help me\n\nAssistant:",
+        "",
+        "Human: é🙂\n\nAssistant:",
+    ]
+    assert c.to_list() == ["Sure, here is how.", " plain a ", "ça"] and r.to_list() == [
+        "Surely not.",
+        " plain b ",
+        "non",
+    ]
+    assert split_shared_prefix(pl.Series(["good answer"]), pl.Series(["bad answer"])) is None
 
 
 def test_same_chosen_and_rejected_is_an_error_naming_the_row():
