@@ -15,10 +15,11 @@ local engine (credaudit/engine.py), spread over a Ray cluster:
   those, not every block (``run.engine.blocks_read`` in report.json counts them per stage). On a
   cluster of more than one node (``engine.ray_arrange``), rows also move so that the blocks a
   task reads are few: the embedding's row blocks are a shuffle of the held blocks (each split by
-  destination, each destination assembled from its pieces), and the search first stores the
-  rows by k-means list (``arrange``, the same shuffle; lists numbered so that probed lists are
-  near each other). On one node every task reads the one object store in place, so nothing
-  moves;
+  destination, each destination assembled from its pieces; in two rounds where one round's
+  pieces would be small enough for Ray to pass them through the driver, :func:`shuffle_rounds`),
+  and the search first stores the rows by k-means list (``arrange``, the same shuffle; lists
+  numbered so that probed lists are near each other). On one node every task reads the one
+  object store in place, so nothing moves;
 - neighbour search: one Ray task per block of k-means lists, sent the blocks holding its lists
   and their probed lists (the exact search of small inputs: one per block of rows, sent every
   block); the k-means sample (one task per block holding sample rows) and the rows' list
@@ -50,8 +51,8 @@ through it to be written there); the finished graph (N x k), the per-row scores,
 every row's flags come back to it (never an N x K array; each block of the search comes back
 finished and is written into the graph). ``select`` reads the vectors where they are (its
 coverage k-means trains on a sample taken from the blocks, and rows are assigned block by
-block); the crowd and pair adapters gather the vectors whole (``gather``). See
-benchmarks/SCALE.md for what this means for sizing a cluster.
+block); the crowd and pair adapters keep theirs on the cluster too (the pair directions are made
+by maps and a take over blocks). See benchmarks/SCALE.md for what this means for sizing a cluster.
 """
 
 from __future__ import annotations
@@ -74,17 +75,39 @@ from credaudit.engine import (
     row_blocks,
     shuffle_plan,
     split_block,
+    staged_shuffle,
 )
 from credaudit.errors import UsageError
+
+# A shuffle goes in two rounds (engine.staged_shuffle) where one round's pieces (a piece per source
+# and destination block) would be smaller than Ray's inline limit, max_direct_call_object_size
+# (100 KiB by default): Ray returns such an object to its owner, this process, and sends it on from
+# there, so every row would pass through the driver's memory (measured: a one-round shuffle of
+# 1,000,000 x 384 rows in blocks of 4,096, 25 KB pieces, took the driver's private memory up by
+# 2.1 GB; two rounds, 0.13 GB). Small shuffles (below SHUFFLE_DRIVER_BYTES in all) stay in one
+# round, which is faster on one node. With the default blocks of 65,536 rows and 384-d float32
+# vectors, pieces fall below the limit at about 64M rows (shuffle_rounds).
+INLINE_BYTES = 100 * 1024
+SHUFFLE_DRIVER_BYTES = 2**30
+
+
+def shuffle_rounds(n_sources: int, n_rows: int, dim: int) -> int:
+    """1 or 2: the rounds of a shuffle of ``n_rows`` rows of ``dim`` float32 values from
+    ``n_sources`` blocks into blocks of :data:`~credaudit.engine.BLOCK_ROWS` (see :data:`INLINE_BYTES`)."""
+    row_bytes = 4 * dim  # the float16 rows of the embedding's take make smaller pieces still
+    piece_bytes = row_bytes * n_rows / max(n_sources, 1) / max(len(row_blocks(n_rows)), 1)
+    return 2 if piece_bytes < INLINE_BYTES and row_bytes * n_rows > SHUFFLE_DRIVER_BYTES else 1
 
 
 def _same(value: Any) -> Any:
     return value
 
 
-def _split_one(take: tuple[np.ndarray, np.ndarray], part: np.ndarray) -> np.ndarray:
-    """A shuffle's map task when there is one destination block."""
-    return split_block(take, part)[0]
+def _split_nonempty(take: tuple[np.ndarray, np.ndarray], part: np.ndarray) -> np.ndarray | list[np.ndarray]:
+    """A shuffle's map task: the source block's non-empty pieces, one object each (a task with one
+    return stores what it returns as that one object, not a list of one)."""
+    pieces = [piece for piece in split_block(take, part) if len(piece)]
+    return pieces[0] if len(pieces) == 1 else pieces
 
 
 def _take_block(index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None, layout: Any, *parts: Any):
@@ -333,31 +356,50 @@ class RayEngine:
     def _shuffle(
         self, rows: Rows, index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None, *, release: bool
     ) -> Rows:
-        takes, sources, offsets = shuffle_plan(rows, index)
-        n_dest = len(sources)
-        if n_dest == 0:
+        """The shuffle of ``take_blocks``: in one round, or in two (:func:`~credaudit.engine.staged_shuffle`)
+        where one round's pieces would pass through this process (:data:`INLINE_BYTES`)."""
+        if shuffle_rounds(len(rows.parts), len(index), rows.dim) == 1:
+            return self._shuffle_round(rows, index, fn, release=release)
+        first, offsets, second = staged_shuffle(rows, index)
+        middle = self._shuffle_round(rows, first, None, release=release, offsets=offsets)
+        return self._shuffle_round(middle, second, fn, release=True)
+
+    def _shuffle_round(
+        self,
+        rows: Rows,
+        index: np.ndarray,
+        fn: Callable[[np.ndarray], np.ndarray] | None,
+        *,
+        release: bool,
+        offsets: np.ndarray | None = None,
+    ) -> Rows:
+        takes, sources, offsets = shuffle_plan(rows, index, offsets=offsets)
+        if not sources:
             return Rows((), offsets, rows.dim)
-        # A task with one return stores what it returns as that one object (not a list of one).
-        split = self._task(_split_one) if n_dest == 1 else self._task(split_block, num_returns=n_dest)
-        pieces, take, part = [], None, None
+        split = self._task(_split_nonempty)
+        # pieces[p][q]: source block p's rows for destination block q; only non-empty pieces are made.
+        pieces: list[dict[int, Any]] = []
+        take, part = None, None
         for take, part in zip(takes, rows.parts, strict=True):
-            made = split.remote(take, part)
-            pieces.append([made] if n_dest == 1 else list(made))
+            local, cuts = take
+            fed = np.flatnonzero(np.diff(np.r_[0, cuts, len(local)])).tolist()
+            made = split.options(num_returns=len(fed)).remote(take, part) if fed else []
+            pieces.append(dict(zip(fed, [made] if len(fed) == 1 else made, strict=True)))
         del take, part  # the loop's last source block, released with the others below
         if release:
-            made = [piece for source in pieces for piece in source]
-            self._ray.wait(made, num_returns=len(made), fetch_local=False)
+            made = [piece for source in pieces for piece in source.values()]
+            if made:
+                self._ray.wait(made, num_returns=len(made), fetch_local=False)
             del made
             rows.parts = ()
         assemble = self._task(_sized_block, num_returns=2)
         parts, counts = [], []
         for q, source in enumerate(sources):
             present = [int(p) for p in np.unique(source)]
-            block, count = assemble.remote(source, present, fn, *(pieces[p][q] for p in present))
+            # The task holds its pieces until it has run.
+            block, count = assemble.remote(source, present, fn, *(pieces[p].pop(q) for p in present))
             parts.append(block)
             counts.append(count)
-            for p in range(len(pieces)):
-                pieces[p][q] = None  # the task holds its pieces until it has run
         self._check_sizes(counts, offsets)
         return Rows(tuple(parts), offsets, rows.dim)
 

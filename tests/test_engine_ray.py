@@ -175,6 +175,48 @@ def test_on_one_node_auto_leaves_the_rows_where_they_are(monkeypatch):
         assert (rows.order is not None) is arranged and len(rows.parts) == 3
 
 
+def test_a_shuffle_goes_in_two_rounds_where_its_pieces_would_pass_through_the_driver(monkeypatch):
+    from credaudit.engine_ray import shuffle_rounds
+
+    def blocks(n: int) -> int:
+        return -(-n // 65_536)
+
+    # 384-d float32 rows in blocks of 65,536: one round up to about 64M rows (pieces of 100 KiB).
+    assert [shuffle_rounds(blocks(n), n, 384) for n in (3_000, 1_000_000, 10**7, 6 * 10**7)] == [1, 1, 1, 1]
+    assert shuffle_rounds(blocks(10**8), 10**8, 384) == 2
+    # Small blocks make small pieces; a small shuffle stays in one round all the same.
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 4_096)
+    assert shuffle_rounds(245, 1_000_000, 384) == 2
+    assert shuffle_rounds(3, 10_000, 384) == 1
+
+
+def test_a_shuffle_of_many_blocks_goes_in_two_rounds_and_takes_the_same_rows(monkeypatch):
+    # Blocks of 100 rows, pieces of a few rows, and no size below which one round is kept: both
+    # take_blocks (with repeats and a block function) and arrange run the staged shuffle, and make
+    # the rows numpy's take makes.
+    import credaudit.engine_ray
+    from credaudit.engine_ray import RayEngine
+
+    monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 100)
+    monkeypatch.setattr(credaudit.engine_ray, "SHUFFLE_DRIVER_BYTES", 0)
+    rounds = []
+    staged = credaudit.engine_ray.staged_shuffle
+    monkeypatch.setattr(credaudit.engine_ray, "staged_shuffle", lambda *a: rounds.append(1) or staged(*a))
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2_000, 4)).astype(np.float32)
+    engine = RayEngine(arrange="always")
+    rows = engine.place(x)
+    index = rng.integers(0, len(x), size=1_500)
+    taken = engine.take_blocks(rows, index, fn=lambda block: 2 * block)
+    assert [len(part) for part in map(ray.get, taken.parts)] == [100] * 15
+    np.testing.assert_array_equal(engine.gather(taken), 2 * x[index])
+    order = rng.permutation(len(x))
+    engine.arrange(rows, order)
+    np.testing.assert_array_equal(np.concatenate(ray.get(list(rows.parts))), x[order])
+    np.testing.assert_array_equal(engine.gather(rows), x)
+    assert len(rounds) == 2
+
+
 def _dies_once(item: int, marker_dir: str) -> int:
     """An engine block whose worker process dies the first time it runs (a lost worker)."""
     marker = Path(marker_dir) / f"{item}.started"

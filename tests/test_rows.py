@@ -9,7 +9,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-from credaudit.engine import LOCAL, LocalEngine, Rows, read_rows, unique_rows
+from credaudit.engine import (
+    LOCAL,
+    LocalEngine,
+    Rows,
+    assemble_block,
+    read_rows,
+    shuffle_plan,
+    split_block,
+    staged_shuffle,
+    unique_rows,
+)
 from credaudit.hygiene import score_outliers
 from credaudit.neighbors import build_knn_graph, estimate_recall, normalize_rows, restrict_graph, search_rows
 from credaudit.noise import consensus_counts
@@ -173,6 +183,45 @@ def test_arranged_blocks_hold_the_rows_in_the_new_order_and_read_by_row_number(d
     np.testing.assert_array_equal(engine.gather(rows), x)
     with pytest.raises(ValueError, match="each of the 1500 rows once"):
         engine.arrange(rows, np.r_[0, np.arange(len(x) - 1)])  # row 0 twice, the last row never
+
+
+def _shuffle_round(rows: Rows, index: np.ndarray, block_rows: int, offsets=None) -> tuple[Rows, int]:
+    """One round of the blocks' shuffle (as the engines run it), and how many non-empty pieces it made."""
+    takes, sources, offsets = shuffle_plan(rows, index, block_rows, offsets)
+    pieces = [split_block(take, part) for take, part in zip(takes, rows.parts, strict=True)]
+    made = sum(len(piece) > 0 for source in pieces for piece in source)
+    parts = []
+    for q, source in enumerate(sources):
+        present = [int(p) for p in np.unique(source)]
+        parts.append(assemble_block(source, present, None, *(pieces[p][q] for p in present)))
+    return Rows(tuple(parts), offsets, rows.dim), made
+
+
+@pytest.mark.parametrize("kind", ["permutation", "repeats", "in place", "few rows"])
+def test_a_shuffle_in_two_rounds_takes_the_same_rows_with_fewer_pieces(kind):
+    # 100 source blocks into 100 destination blocks: one round makes a piece for (nearly) every
+    # pair of blocks, two rounds about P·√Q + √P·Q, and no intermediate block exceeds the block size.
+    rng = np.random.default_rng(3)
+    n, size = 40_000 if kind != "few rows" else 7, 400
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    rows = LocalEngine(block_rows=size).place(x)
+    index = {
+        "permutation": rng.permutation(n),
+        "repeats": rng.integers(0, n, size=n),
+        "in place": np.arange(n),
+        "few rows": rng.permutation(n),
+    }[kind]
+    first, offsets, second = staged_shuffle(rows, index, size)
+    assert offsets[0] == 0 and offsets[-1] == n and np.diff(offsets).min() > 0 and np.diff(offsets).max() <= size
+    middle, made_first = _shuffle_round(rows, first, size, offsets)
+    final, made_second = _shuffle_round(middle, second, size)
+    np.testing.assert_array_equal(np.concatenate(final.parts), x[index])
+    assert [len(part) for part in final.parts] == [len(part) for part in _shuffle_round(rows, index, size)[0].parts]
+    one_round = _shuffle_round(rows, index, size)[1]
+    if kind in ("permutation", "repeats"):
+        assert one_round > 9_000 and made_first + made_second < 2_600
+    elif kind == "in place":  # each block to itself: one piece per block and round
+        assert one_round == 100 and made_first + made_second == 200
 
 
 def test_an_audit_over_arranged_blocks_gives_the_flags_of_the_one_array(monkeypatch):
