@@ -456,10 +456,17 @@ def _text_scans(args) -> None:
     write_section(HERE / "SCALE.md", f"texts-{args.texts}{_arrange_key(args)}", "\n".join(lines) + "\n")
 
 
-def _run_one(method: str, args, engine: str = "local", index: str = "auto") -> dict:
+def _run_one(method: str, args, engine: str = "local", index: str = "auto", timeout: float | None = None) -> dict:
+    """One run in a fresh process; ``{"timed_out": timeout}`` where it ran past ``timeout`` seconds."""
     command = [sys.executable, "-m", "benchmarks.scale", "--one", method, "--rows", str(args.rows)]
     command += ["--classes", str(args.classes), "--engine", engine, "--index", index]
-    out = subprocess.run(command, cwd=HERE.parent, capture_output=True, text=True, check=True).stdout
+    try:
+        out = subprocess.run(
+            command, cwd=HERE.parent, capture_output=True, text=True, check=True, timeout=timeout
+        ).stdout
+    except subprocess.TimeoutExpired:
+        print(f"{method} {engine} {index}: stopped after {timeout:.0f}s", flush=True)
+        return {"timed_out": timeout}
     record = json.loads(out.strip().splitlines()[-1])
     print(f"{method} {engine} {index}: {record['seconds']:.1f}s, peak {record['peak_rss_mb']:.0f} MB", flush=True)
     return record
@@ -469,6 +476,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--peers", action="store_true", help="also time cleanlab Datalab once")
+    parser.add_argument(
+        "--peer-timeout", type=float, default=1800, help="stop Datalab after this many seconds (default 30 minutes)"
+    )
     parser.add_argument("--rows", type=int, default=100_000, help="rows of synthetic data (default 100,000)")
     parser.add_argument("--classes", type=int, default=20, help="classes (default 20)")
     parser.add_argument(
@@ -518,7 +528,7 @@ def main() -> None:
     engines = ["local", "ray"] if args.engine == "both" else [args.engine]
     runs = {engine: [_run_one("credaudit", args, engine) for _ in range(args.runs)] for engine in engines}
     exact = _run_one("credaudit", args, "local", "exact") if args.exact_check else None
-    peers = _run_one("datalab", args) if args.peers else None
+    peers = _run_one("datalab", args, timeout=args.peer_timeout) if args.peers else None
 
     flags = f" --classes {args.classes}" + (f" --engine {args.engine}" if args.engine != "local" else "")
     flags += " --exact-check" if args.exact_check else ""
@@ -547,7 +557,12 @@ def main() -> None:
             f"| credaudit, exact search (1 run) | {exact['seconds']:.1f} | {exact['peak_rss_mb']:.0f} | 1.000 | "
             f"{exact['precision']:.3f} | {exact['recall']:.3f} | {exact['f1']:.4f} |"
         )
-    if peers is not None:
+    if peers is not None and "timed_out" in peers:
+        lines.append(
+            f"| cleanlab Datalab, features only (1 run) | did not finish in {peers['timed_out'] / 60:.0f} minutes "
+            "(stopped) | - | - | - | - | - |"
+        )
+    elif peers is not None:
         lines.append(
             f"| cleanlab Datalab, features only (1 run) | {peers['seconds']:.1f} | {peers['peak_rss_mb']:.0f} | - | "
             f"{peers['precision']:.3f} | {peers['recall']:.3f} | {peers['f1']:.4f} |"
