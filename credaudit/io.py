@@ -448,7 +448,7 @@ def read_frame(path: Path, fmt: DataFormat, *, leave_out: str | None = None) -> 
                     f"the parquet files in {path} do not share one schema: {_first_line(exc)}"
                 ) from None
         raw = _decoded_utf8(path, _read_bytes(path, fmt), fmt.encoding)
-        if not raw.strip():
+        if not raw or raw.isspace():  # (strip() would copy the whole file to say so)
             raise EmptyDataError(f"{path} is empty")
         if fmt.kind == "jsonl":
             return _read_jsonl(path, raw)
@@ -484,17 +484,34 @@ def _read_bytes(path: Path, fmt: DataFormat) -> bytes:
 
 
 def _decoded_utf8(path: Path, raw: bytes, encoding: str) -> bytes:
-    """``raw`` (in ``encoding``) as UTF-8 bytes, for the parsers; stops at the first invalid byte."""
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        hint = " (name the file's encoding with --encoding, e.g. --encoding latin-1)" if _is_utf8(encoding) else ""
-        raise DataReadError(
-            f"{path} line {line}: byte 0x{raw[exc.start]:02x} is not valid {encoding}{hint}; "
-            "credaudit never replaces characters it cannot read"
-        ) from None
-    return raw if _is_utf8(encoding) else text.encode("utf-8")
+    """``raw`` (in ``encoding``) as UTF-8 bytes, for the parsers; stops at the first invalid byte.
+
+    UTF-8 input is checked 1 MiB at a time and passed on as it is: decoding it whole made a string
+    of the whole file (one to four bytes a character) only to drop it."""
+    if not _is_utf8(encoding):
+        try:
+            return raw.decode(encoding).encode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _bad_byte(path, raw, exc.start, encoding) from None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view, step = memoryview(raw), 1 << 20
+    for start in range(0, len(raw), step):
+        piece = view[start : start + step]
+        try:
+            decoder.decode(piece, final=start + step >= len(raw))
+        except UnicodeDecodeError as exc:
+            # exc.object: the bytes held back from the last piece (at most 3) and this piece.
+            raise _bad_byte(path, raw, start - (len(exc.object) - len(piece)) + exc.start, encoding) from None
+    return raw
+
+
+def _bad_byte(path: Path, raw: bytes, position: int, encoding: str) -> DataReadError:
+    line = raw[:position].count(b"\n") + 1
+    hint = " (name the file's encoding with --encoding, e.g. --encoding latin-1)" if _is_utf8(encoding) else ""
+    return DataReadError(
+        f"{path} line {line}: byte 0x{raw[position]:02x} is not valid {encoding}{hint}; "
+        "credaudit never replaces characters it cannot read"
+    )
 
 
 def _is_utf8(encoding: str) -> bool:

@@ -13,6 +13,7 @@ from credaudit.io import (
     check_out_dir,
     default_out_dir,
     detect_format,
+    read_frame,
     read_table,
     write_frame,
     write_outputs,
@@ -307,3 +308,43 @@ def test_a_label_column_is_coded_as_its_values_are(column):
     assert codec == LabelCodec.fit(column.to_list())
     np.testing.assert_array_equal(codec.encode(column), codec.encode(column.to_list()))
     assert [codec.values[c] for c in codec.encode(column)] == column.to_list()
+
+
+@pytest.mark.parametrize("name", ["big.csv", "big.jsonl", "big.csv.gz"])
+def test_a_utf8_file_is_checked_piece_by_piece_without_decoding_it_whole(tmp_path, name):
+    # About 14-20 MB: a character split between two 1 MiB pieces is fine, a bad byte far down names
+    # its line, and the check holds no string of the whole file beside its bytes.
+    import tracemalloc
+
+    n = 300_000
+    for pad in range(64):  # shift the rows until the first 1 MiB read ends inside a character
+        texts = [f"{'p' * pad * (i == 0)}row {i} café naïve 日本 {'x' * (i % 17)}" for i in range(n)]
+        frame = pl.DataFrame({"id": np.arange(n), "text": texts}).with_columns(label=pl.col("id") % 3)
+        body = (frame.write_ndjson() if "jsonl" in name else frame.write_csv()).encode()
+        if 0x80 <= body[1 << 20] < 0xC0:
+            break
+    assert 0x80 <= body[1 << 20] < 0xC0
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(body) if name.endswith(".gz") else body)
+    fmt = detect_format(path)
+    tracemalloc.start()
+    read = read_frame(path, fmt)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert read.equals(frame)
+    # The bytes, and a piece's string; decoding the file whole added up to 3 bytes per byte (UCS-2/4),
+    # and checking it for emptiness a stripped copy. (gzip.decompress itself peaks at about three
+    # times the bytes, not measured here.)
+    assert len(body) > 12e6
+    if not name.endswith(".gz"):
+        assert peak < len(body) + 8e6
+    lines = body.split(b"\n")
+    lines[31_000] = lines[31_000].replace(b"caf\xc3\xa9", b"caf\xe9")  # latin-1, not UTF-8
+    bad = b"\n".join(lines)
+    path.write_bytes(gzip.compress(bad) if name.endswith(".gz") else bad)
+    with pytest.raises(DataReadError, match=r"line 31001: byte 0xe9 is not valid utf-8 \(name the file"):
+        read_frame(path, fmt)
+    cut = body.rstrip(b"\n") + "\nend 日".encode()[:-1]  # the file stops inside a character
+    path.write_bytes(gzip.compress(cut) if name.endswith(".gz") else cut)
+    with pytest.raises(DataReadError, match=f"line {n + 2 - ('jsonl' in name)}: byte 0xe6"):
+        read_frame(path, fmt)
