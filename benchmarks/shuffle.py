@@ -8,8 +8,9 @@ list layout and the embedding's row blocks use), once with every piece made in o
 in two rounds (``engine.staged_shuffle``), each run in a fresh process, alternating. Small blocks
 stand in for a large input: with blocks of 4,096 rows, 1,000,000 rows make 245 blocks and
 one-round pieces of 25 KB, below Ray's 100 KiB inline limit, as blocks of 65,536 rows make at
-about 64M rows. Prints and records (the shuffle section of SCALE.md) the seconds and the growth of
-the driver's private memory (RssAnon, sampled every 10 ms) during the shuffle.
+about 64M rows (of 384-d float32 vectors). Prints and records (the shuffle section of SCALE.md)
+the seconds and the growth of the driver's private memory (RssAnon, sampled every 10 ms) during
+the shuffle.
 """
 
 from __future__ import annotations

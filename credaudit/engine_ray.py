@@ -85,16 +85,17 @@ from credaudit.errors import UsageError
 # there, so every row would pass through the driver's memory (measured: a one-round shuffle of
 # 1,000,000 x 384 rows in blocks of 4,096, 25 KB pieces, took the driver's private memory up by
 # 2.1 GB; two rounds, 0.13 GB). Small shuffles (below SHUFFLE_DRIVER_BYTES in all) stay in one
-# round, which is faster on one node. With the default blocks of 65,536 rows and 384-d float32
-# vectors, pieces fall below the limit at about 64M rows (shuffle_rounds).
+# round, which is faster on one node. Rows are counted at 2 bytes a value, the smallest a shuffle
+# moves (the embedding's float16 vectors; its blocks do not say their type): with the default
+# blocks of 65,536 rows and 384 dimensions, two rounds from about 32M rows (shuffle_rounds).
 INLINE_BYTES = 100 * 1024
 SHUFFLE_DRIVER_BYTES = 2**30
 
 
 def shuffle_rounds(n_sources: int, n_rows: int, dim: int) -> int:
-    """1 or 2: the rounds of a shuffle of ``n_rows`` rows of ``dim`` float32 values from
-    ``n_sources`` blocks into blocks of :data:`~credaudit.engine.BLOCK_ROWS` (see :data:`INLINE_BYTES`)."""
-    row_bytes = 4 * dim  # the float16 rows of the embedding's take make smaller pieces still
+    """1 or 2: the rounds of a shuffle of ``n_rows`` rows of ``dim`` values from ``n_sources``
+    blocks into blocks of :data:`~credaudit.engine.BLOCK_ROWS` (see :data:`INLINE_BYTES`)."""
+    row_bytes = 2 * dim  # float16: a float32 row's pieces are only larger
     piece_bytes = row_bytes * n_rows / max(n_sources, 1) / max(len(row_blocks(n_rows)), 1)
     return 2 if piece_bytes < INLINE_BYTES and row_bytes * n_rows > SHUFFLE_DRIVER_BYTES else 1
 

@@ -114,8 +114,8 @@ def _shared_prefix_length(a: str, b: str) -> int:
 
 def _last_turn_end(text: str, stop: int) -> int:
     """Where the last turn marker inside ``text[:stop]`` ends (0: none there)."""
-    ends = [text.rfind(m, 0, stop) + len(m) for m in TURN_MARKERS]
-    return max((end for end, m in zip(ends, TURN_MARKERS, strict=True) if end >= len(m)), default=0)
+    starts = [text.rfind(m, 0, stop) for m in TURN_MARKERS]
+    return max((start + len(m) for start, m in zip(starts, TURN_MARKERS, strict=True) if start >= 0), default=0)
 
 
 def split_shared_prefix(chosen: pl.Series, rejected: pl.Series) -> tuple[pl.Series, pl.Series, pl.Series] | None:

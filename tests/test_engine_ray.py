@@ -181,12 +181,12 @@ def test_a_shuffle_goes_in_two_rounds_where_its_pieces_would_pass_through_the_dr
     def blocks(n: int) -> int:
         return -(-n // 65_536)
 
-    # 384-d float32 rows in blocks of 65,536: one round up to about 64M rows (pieces of 100 KiB).
-    assert [shuffle_rounds(blocks(n), n, 384) for n in (3_000, 1_000_000, 10**7, 6 * 10**7)] == [1, 1, 1, 1]
-    assert shuffle_rounds(blocks(10**8), 10**8, 384) == 2
+    # 384-d rows in blocks of 65,536: one round up to about 32M rows (pieces of 100 KiB at 2 bytes a value).
+    assert [shuffle_rounds(blocks(n), n, 384) for n in (3_000, 1_000_000, 10**7, 3 * 10**7)] == [1, 1, 1, 1]
+    assert [shuffle_rounds(blocks(n), n, 384) for n in (4 * 10**7, 10**8)] == [2, 2]
     # Small blocks make small pieces; a small shuffle stays in one round all the same.
     monkeypatch.setattr("credaudit.engine.BLOCK_ROWS", 4_096)
-    assert shuffle_rounds(245, 1_000_000, 384) == 2
+    assert shuffle_rounds(489, 2_000_000, 384) == 2
     assert shuffle_rounds(3, 10_000, 384) == 1
 
 
