@@ -23,7 +23,7 @@ import polars as pl
 from credaudit import __version__
 from credaudit.config import ScanConfig
 from credaudit.crowd import crowd_shape
-from credaudit.engine import LOCAL, Engine, Rows
+from credaudit.engine import Engine, Rows
 from credaudit.errors import UsageError
 from credaudit.hygiene import dedupe_mask
 from credaudit.io import (
@@ -131,12 +131,12 @@ class _Audited:
     groups: np.ndarray
     group_title: str
     vectors: np.ndarray | Rows
+    engine: Engine  # the audit's, which keeps ``vectors``
     indices: np.ndarray
     similarities: np.ndarray
     noise: dict[str, Any]
     parts: Parts | None
     source: ParquetSource | None = None
-    engine: Engine = LOCAL  # where ``vectors`` are kept
 
 
 def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Audited:
