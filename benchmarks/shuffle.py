@@ -29,19 +29,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
-def _private_mb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon"):
-            return int(line.split()[1]) // 1024
-    return 0
-
-
 def one_run(rounds: int, n_rows: int, dim: int, block_rows: int) -> dict:
     """One shuffle in this process: its seconds and the driver's private memory growth (MB)."""
     import ray
 
     import credaudit.engine
     import credaudit.engine_ray
+    from benchmarks.scale import _own_memory_mb
     from credaudit.engine_ray import RayEngine
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -54,12 +48,12 @@ def one_run(rounds: int, n_rows: int, dim: int, block_rows: int) -> dict:
     rows = engine.place(x)
     n_blocks = len(rows.parts)
     assert credaudit.engine_ray.shuffle_rounds(n_blocks, n_rows, dim) == rounds
-    base = _private_mb()
+    base = _own_memory_mb()
     peak, done = [base], threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], _private_mb())
+            peak[0] = max(peak[0], _own_memory_mb())
             time.sleep(0.01)
 
     sampler = threading.Thread(target=sample)
@@ -72,7 +66,7 @@ def one_run(rounds: int, n_rows: int, dim: int, block_rows: int) -> dict:
     sampler.join()
     same = bool(np.array_equal(engine.gather(rows), x))
     ray.shutdown()
-    return {"seconds": seconds, "driver_mb": peak[0] - base, "blocks": n_blocks, "same_rows": same}
+    return {"seconds": seconds, "driver_mb": round(peak[0] - base), "blocks": n_blocks, "same_rows": same}
 
 
 def main() -> None:

@@ -136,11 +136,16 @@ class Rows:
         wanted = set(int(p) for p in parts)
         return (layout, *(part if p in wanted else None for p, part in enumerate(self.parts)))
 
+    def locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where rows ``rows`` (row numbers) are kept: their stored positions and their blocks,
+        both of ``rows``' shape, int64."""
+        rows = np.asarray(rows, dtype=np.int64)
+        stored = rows if self.position is None else self.position[rows]
+        return stored, np.searchsorted(self.offsets, stored, side="right") - 1
+
     def parts_of(self, rows: np.ndarray) -> np.ndarray:
         """The blocks holding rows ``rows`` (row numbers, any shape), sorted."""
-        rows = np.asarray(rows, dtype=np.int64).ravel()
-        stored = rows if self.position is None else self.position[rows]
-        part = np.searchsorted(self.offsets, stored, side="right") - 1
+        part = self.locate(np.asarray(rows, dtype=np.int64).ravel())[1]
         return np.flatnonzero(np.bincount(part, minlength=len(self.parts)))
 
     def numbers(self, start: int, stop: int) -> np.ndarray:
@@ -316,8 +321,7 @@ def take_rows(engine: Engine, rows: Rows, index: np.ndarray) -> np.ndarray:
     index = np.asarray(index, dtype=np.int64)
     # One task per block holding some of the rows, each sent its own block: a sample spread over
     # every block (the k-means training rows) is not fetched whole by one task.
-    stored = index if rows.position is None else rows.position[index]
-    part = np.searchsorted(rows.offsets, stored, side="right") - 1
+    part = rows.locate(index)[1]
     by_part = np.argsort(part, kind="stable")
     cuts = np.flatnonzero(np.diff(part[by_part])) + 1
     items = [mine for mine in np.split(by_part, cuts) if mine.size]
@@ -356,8 +360,7 @@ def shuffle_plan(
     if offsets is None:
         offsets = block_offsets(b - a for a, b in row_blocks(len(index), block_rows))
     bounds = list(zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True))
-    stored = index if rows.position is None else rows.position[index]
-    source = np.searchsorted(rows.offsets, stored, side="right") - 1
+    stored, source = rows.locate(index)
     by_source = np.argsort(source, kind="stable")  # destination order within each source block
     starts = np.searchsorted(source[by_source], np.arange(len(rows.parts) + 1))
     takes = []
@@ -398,8 +401,7 @@ def staged_shuffle(
     size = max(1, block_rows or BLOCK_ROWS)
     n_sources, n_dest = max(len(rows.parts), 1), max(-(-n // size), 1)
     runs_in, runs_out = int(np.ceil(np.sqrt(n_sources))), int(np.ceil(np.sqrt(n_dest)))
-    stored = index if rows.position is None else rows.position[index]
-    source = np.searchsorted(rows.offsets, stored, side="right") - 1
+    source = rows.locate(index)[1]
     dest = np.arange(n, dtype=np.int64) // size
     route = (source * runs_in // n_sources) * runs_out + dest * runs_out // n_dest
     order = np.argsort(route, kind="stable")  # intermediate row j is new row order[j]
