@@ -95,6 +95,24 @@ def test_jsonl_with_blank_lines_is_fine(tmp_path):
     assert read_table(path).label_values.to_list() == [1, 2, 1]
 
 
+def test_a_gzip_input_of_several_members_reads_whole_and_a_broken_one_is_named(tmp_path):
+    path = tmp_path / "d.jsonl.gz"
+    body = b'{"text": "a", "label": 1}\n{"text": "b", "label": 2}\n{"text": "c", "label": 1}\n'
+    # Members one after another (what `cat a.gz b.gz` makes) are one stream.
+    path.write_bytes(gzip.compress(body[:26]) + gzip.compress(body[26:]))
+    assert read_table(path).texts.to_list() == ["a", "b", "c"]
+    whole = gzip.compress(body)
+    broken = {
+        "not gzip": body,
+        "cut short": whole[:-12],
+        "corrupt": whole[:10] + bytes(b ^ 0xFF for b in whole[10:20]) + whole[20:],
+    }
+    for data in broken.values():
+        path.write_bytes(data)
+        with pytest.raises(DataReadError, match=r"d\.jsonl\.gz is not a valid gzip file \(.+\)"):
+            read_table(path)
+
+
 def test_duplicate_ids_are_refused(tmp_path, small_frame):
     frame = small_frame.with_columns(pl.lit("same").alias("id"))
     with pytest.raises(InputError, match="is not unique"):
@@ -333,11 +351,11 @@ def test_a_utf8_file_is_checked_piece_by_piece_without_decoding_it_whole(tmp_pat
     tracemalloc.stop()
     assert read.equals(frame)
     # The bytes, and a piece's string; decoding the file whole added up to 3 bytes per byte (UCS-2/4),
-    # and checking it for emptiness a stripped copy. (gzip.decompress itself peaks at about three
-    # times the bytes, not measured here.)
+    # and checking it for emptiness a stripped copy. A compressed file is decompressed into one
+    # buffer (gzip.decompress held about three times the bytes: the compressed file, zlib's growing
+    # output and the joined result).
     assert len(body) > 12e6
-    if not name.endswith(".gz"):
-        assert peak < len(body) + 8e6
+    assert peak < len(body) * (1.25 if name.endswith(".gz") else 1) + 8e6
     lines = body.split(b"\n")
     lines[31_000] = lines[31_000].replace(b"caf\xc3\xa9", b"caf\xe9")  # latin-1, not UTF-8
     bad = b"\n".join(lines)
