@@ -152,12 +152,14 @@ def audit_crowd(data: str | Path, config: ScanConfig, *, progress: Progress | No
             vectors, encoder = row_vectors(table.item_table(), majority, config, progress, engine)
         with times.stage("graph"):
             graph = knn_graph(vectors, config, k=config.detect.k, engine=engine, progress=progress)
+    # The annotator model's EM runs here, with the items' whole graph as its neighbour prior.
+    neighbors = (None, None) if graph is None else graph.gathered(engine)
 
     def estimate(of):
         return estimate_crowd(
             of,
-            neighbor_indices=None if graph is None else graph.indices,
-            neighbor_similarities=None if graph is None else graph.similarities,
+            neighbor_indices=neighbors[0],
+            neighbor_similarities=neighbors[1],
             shrinkage=cfg.shrinkage,
             n_bootstrap=cfg.n_bootstrap,
             confidence_level=config.noise.confidence_level,

@@ -62,7 +62,17 @@ import numpy as np
 from scipy.stats import binom
 
 import credaudit.engine
-from credaudit.engine import LOCAL, Engine, Rows, read_rows, row_blocks, unique_rows
+from credaudit.engine import (
+    LOCAL,
+    Engine,
+    Rows,
+    block_offsets,
+    own_parts,
+    read_many,
+    read_rows,
+    stored_blocks,
+    unique_rows,
+)
 from credaudit.neighbors import NeighborGraph, restrict_graph
 from credaudit.progress import NullProgress, Progress
 
@@ -136,6 +146,7 @@ def score_label_errors(
     class_values: np.ndarray | None = None,
     engine: Engine = LOCAL,
     block_rows: int | None = None,
+    k: int | None = None,
 ) -> VoteScores:
     """Similarity-weighted neighbour vote for every row, optionally propagated over the graph.
 
@@ -144,7 +155,7 @@ def score_label_errors(
     labels : ndarray of shape (N,), dtype int64
         Observed label codes 0..K-1.
     graph : NeighborGraph
-        ``indices`` (N, k), nearest first, never the row; -1 marks rows outside a subsample.
+        (N, >= k) neighbours, nearest first, never the row; -1 marks rows outside a subsample.
     n_classes : int
         K.
     transition_matrix : ndarray of shape (K, K), optional
@@ -164,22 +175,31 @@ def score_label_errors(
         returned too.
     engine : Engine
         Where the blocks of rows are scored: the plain vote is one map over blocks of
-        ``block_rows`` rows, and each further propagation step one more, reading the beliefs of
-        its rows' neighbours from the step before. The beliefs, (N, K), are kept where the engine
-        keeps rows (:meth:`Engine.map_rows`); only per-row values come back (on Ray the driver
-        never holds an (N, K) array). A row's score depends only on its neighbours, so neither
+        ``block_rows`` rows of the graph (each task sent its own block of it), and each further
+        propagation step one more, reading the beliefs of its rows' neighbours from the step
+        before. The beliefs, (N, K), are kept where the engine keeps rows, laid out as the graph
+        (:meth:`Engine.map_rows`); only per-row values come back (on Ray the driver never holds
+        the graph or an (N, K) array). A row's score depends only on its neighbours, so neither
         the engine nor the block size changes any result.
     block_rows : int, optional
         Rows per block (default: ``credaudit.engine.BLOCK_ROWS``, fewer beyond 32 classes so that
         a block's (B, K) beliefs stay within 16 MB: each block in flight holds a few of them).
+    k : int, optional
+        Neighbours per vote: the graph's first ``k`` (default all).
 
     Returns
     -------
     VoteScores
     """
-    n_rows = graph.indices.shape[0]
-    blocks = row_blocks(n_rows, block_rows or _default_block_rows(n_classes))
-    shared = engine.share((labels, graph.indices, graph.similarities))
+    edges = graph.edges
+    k = graph.k if k is None else min(k, graph.k)
+    blocks = stored_blocks(edges, block_rows or _default_block_rows(n_classes))
+    # The beliefs are made one block per item (map_rows), so their blocks' offsets are known now:
+    # the first step names, per block, the blocks of beliefs its rows' neighbours are in (the
+    # driver does not hold the graph to find them).
+    belief_offsets = block_offsets(b - a for a, b in blocks)
+    shared = engine.share(labels)
+    graph_part = own_parts(edges)
     # Floor T so a zero cell cannot veto a class outright; rows of the floored T still sum ~1.
     # likelihood[j] = T[:, j], the likelihood of observed label j under each true class: a row per
     # observed label, so that a block gathers whole rows (T[:, labels].T gathers across them).
@@ -187,29 +207,55 @@ def score_label_errors(
     if propagation_steps > 0:
         likelihood = np.ascontiguousarray(np.clip(transition_matrix, 1e-4, None).T)
     values = None if class_values is None else np.asarray(class_values, dtype=np.float64)
-    vote = (n_classes, self_weight, likelihood, values)
+    vote = (n_classes, self_weight, likelihood, values, k)
     if propagation_steps <= 1:
-        summaries, keys = zip(*engine.map(_vote_block, blocks, shared, vote, False), strict=True)
+        summaries, keys = zip(
+            *engine.map(_vote_block, blocks, shared, vote, None, rows=edges, reads=graph_part), strict=True
+        )
     else:
-        belief, keys = engine.map_rows(_vote_block, blocks, shared, vote, True, dim=n_classes)
+        belief, keys = engine.map_rows(
+            _vote_block,
+            blocks,
+            shared,
+            vote,
+            belief_offsets,
+            dim=n_classes,
+            rows=edges,
+            reads=graph_part,
+            order=edges.order,
+        )
+        near = {block: key[3] for block, key in zip(blocks, keys, strict=True)}
+
+        def reads(item: tuple[int, int]) -> tuple[list[int], np.ndarray]:
+            return graph_part(item), near[item]
+
         for step in range(propagation_steps - 1):
-
-            def reads(item: tuple[int, int], rows: Rows = belief) -> np.ndarray:
-                return rows.parts_of(np.maximum(graph.indices[item[0] : item[1]], 0))
-
+            step_args = (shared, likelihood, k)
             if step < propagation_steps - 2:
                 belief, _ = engine.map_rows(
-                    _propagate_block, blocks, shared, likelihood, False, None, dim=n_classes, rows=belief, reads=reads
+                    _propagate_block,
+                    blocks,
+                    *step_args,
+                    False,
+                    None,
+                    dim=n_classes,
+                    rows=(edges, belief),
+                    reads=reads,
+                    order=edges.order,
                 )
             else:
                 summaries = list(
-                    engine.map(_propagate_block, blocks, shared, likelihood, True, values, rows=belief, reads=reads)
+                    engine.map(_propagate_block, blocks, *step_args, True, values, rows=(edges, belief), reads=reads)
                 )
         del belief
+    # Per-row values back in row order: block b holds the rows edges.numbers(*b).
+    numbers = np.concatenate([edges.numbers(a, b) for a, b in blocks]) if blocks else np.zeros(0, np.int64)
     error_score, own, best, best_belief, expected = (
-        None if column[0] is None else np.concatenate(column) for column in zip(*summaries, strict=True)
+        None if column[0] is None else _in_row_order(column, numbers) for column in zip(*summaries, strict=True)
     )
-    vote_top, n_disagree, other_similarity = (np.concatenate(column) for column in zip(*keys, strict=True))
+    vote_top, n_disagree, other_similarity = (
+        _in_row_order(column, numbers) for column in list(zip(*keys, strict=True))[:3]
+    )
     return VoteScores(
         error_score=error_score,
         own_belief=own,
@@ -220,6 +266,16 @@ def score_label_errors(
         vote_top=vote_top,
         expected_value=expected,
     )
+
+
+def _in_row_order(column: tuple[np.ndarray, ...], numbers: np.ndarray) -> np.ndarray:
+    """Blocks' per-row values (in stored order, rows ``numbers``) as one (N,) array in row order."""
+    stored = np.concatenate(column)
+    if len(numbers) and (numbers[1:] > numbers[:-1]).all():
+        return stored  # already in row order (numbers is 0..N-1)
+    out = np.empty_like(stored)
+    out[numbers] = stored
+    return out
 
 
 def _neighbour_weights(indices: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -251,22 +307,27 @@ def _summarise(
 
 def _vote_block(
     item: tuple[int, int],
-    shared: tuple[np.ndarray, np.ndarray, np.ndarray],
-    params: tuple[int, float, np.ndarray | None, np.ndarray | None],
-    keep: bool,
-) -> tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Rows [start, stop)'s plain vote, first belief and tie-break keys (an engine block of
-    :func:`score_label_errors`): (the belief (B, K) when ``keep`` (further steps follow), else
-    its :func:`_summarise`; (vote_top, n_disagree, other_similarity)).
+    all_labels: np.ndarray,
+    params: tuple[int, float, np.ndarray | None, np.ndarray | None, int],
+    belief_offsets: np.ndarray | None,
+    layout: Any,
+    *parts: np.ndarray | None,
+) -> tuple[Any, tuple[np.ndarray, ...]]:
+    """Stored rows [start, stop) of the graph (``layout, *parts``): their plain vote, first belief
+    and tie-break keys (an engine block of :func:`score_label_errors`): (the belief (B, K) when
+    ``belief_offsets`` is given (further steps follow), else its :func:`_summarise`; (vote_top,
+    n_disagree, other_similarity, and with ``belief_offsets`` the blocks of beliefs holding the
+    rows' neighbours)).
 
     ``params`` = (K, self weight, the likelihood rows ``T[:, j]`` per observed label j as a (K, K)
-    array or None for the plain vote, the class values or None)."""
+    array or None for the plain vote, the class values or None, k)."""
     start, stop = item
-    all_labels, all_indices, all_similarities = shared
-    n_classes, self_weight, likelihood, values = params
-    labels = all_labels[start:stop]
-    indices, similarities = all_indices[start:stop], all_similarities[start:stop]
-    n_rows, k = indices.shape
+    n_classes, self_weight, likelihood, values, k = params
+    reader = read_rows(layout, *parts)
+    block = reader.stored(start, stop)[:, :k]
+    labels = all_labels[reader.numbers(start, stop)]
+    indices, similarities = block["index"], block["similarity"]
+    n_rows = len(block)
     inside, nbr, weights = _neighbour_weights(indices, similarities)
     nbr_labels = all_labels[nbr]
     flat = np.repeat(np.arange(n_rows), k) * n_classes + nbr_labels.ravel()
@@ -289,8 +350,11 @@ def _vote_block(
     n_disagree = np.where(inside, differs.sum(axis=1), 0)
     first_other = differs.argmax(axis=1)
     other_similarity = np.where(differs.any(axis=1), similarities[rows, first_other].astype(np.float64), -np.inf)
-    keys = (top, n_disagree, other_similarity)
-    return (belief if keep else _summarise(belief, labels, inside, values)), keys
+    if belief_offsets is None:
+        return _summarise(belief, labels, inside, values), (top, n_disagree, other_similarity)
+    stored = nbr if reader.position is None else reader.position[nbr]
+    near = np.flatnonzero(np.bincount(np.searchsorted(belief_offsets, stored.ravel(), side="right") - 1))
+    return belief, (top, n_disagree, other_similarity, near)
 
 
 # Beliefs per block of rows by default (16 MB of float64): 65,536 rows up to K = 32, fewer beyond.
@@ -308,15 +372,16 @@ _GATHER_VALUES = 1 << 22
 
 def _propagate_block(
     item: tuple[int, int],
-    shared: tuple[np.ndarray, np.ndarray, np.ndarray],
+    all_labels: np.ndarray,
     likelihood: np.ndarray,
+    k: int,
     last: bool,
     values: np.ndarray | None,
-    layout: Any,
-    *parts: np.ndarray | None,
+    *arrays: Any,
 ) -> Any:
-    """Rows [start, stop)'s next belief, V_x = Σ_r w_r·b_r then b_x[c] ∝ V_x[c]·T[c, ỹ_x], from
-    their neighbours' current beliefs (the blocks of the step before, ``layout, *parts``; an engine
+    """Stored rows [start, stop) of the graph: their next belief, V_x = Σ_r w_r·b_r then
+    b_x[c] ∝ V_x[c]·T[c, ỹ_x], from their neighbours' current beliefs (``arrays``: the graph's
+    blocks, then the beliefs of the step before, :func:`~credaudit.engine.read_many`; an engine
     block of :func:`score_label_errors`).
 
     ``likelihood[j]`` = T[:, j] (the floored T, transposed). A step whose beliefs are kept returns
@@ -325,11 +390,11 @@ def _propagate_block(
     from scipy.sparse import csr_matrix
 
     start, stop = item
-    all_labels, all_indices, all_similarities = shared
-    labels = all_labels[start:stop]
-    inside, nbr, weights = _neighbour_weights(all_indices[start:stop], all_similarities[start:stop])
-    n_rows, k = nbr.shape
-    reader = read_rows(layout, *parts)
+    graph, reader = read_many(*arrays)
+    block = graph.stored(start, stop)[:, :k]
+    labels = all_labels[graph.numbers(start, stop)]
+    inside, nbr, weights = _neighbour_weights(block["index"], block["similarity"])
+    n_rows = len(block)
     whole = reader.whole()
     out = np.empty((n_rows, likelihood.shape[0]))
     # W[x, r] = normalised similarity weight of neighbour r in x's vote: one sparse product. Where
@@ -572,7 +637,6 @@ def detect_label_errors(
     progress = progress or NullProgress()
     n_rows = len(labels)
     k = min(k, graph.k)
-    full = NeighborGraph(graph.indices[:, :k], graph.similarities[:, :k], graph.method)
     if trusted_classes is None:
         trusted_classes = np.ones(n_classes, dtype=bool)
     trusted_classes = np.asarray(trusted_classes, dtype=bool)
@@ -585,7 +649,7 @@ def detect_label_errors(
             f"neighbour vote{cap}"
         )
     fallback_rows = ~trusted_classes[labels]
-    blocks = dict(engine=engine, block_rows=block_rows, class_values=class_values)
+    blocks = dict(engine=engine, block_rows=block_rows, class_values=class_values, k=k)
     plain_args = dict(n_classes=n_classes, propagation_steps=0, self_weight=self_weight, **blocks)
     model_args = dict(
         n_classes=n_classes,
@@ -629,7 +693,7 @@ def detect_label_errors(
             flags |= voted & fallback_rows
         return flags
 
-    full_scores = score(full)
+    full_scores = score(graph)
 
     flagged_count = np.zeros(n_rows, dtype=np.int64)
     contained_count = np.zeros(n_rows, dtype=np.int64)

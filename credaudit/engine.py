@@ -166,6 +166,12 @@ class Rows:
         self.layout = share((offsets, order, position))
 
 
+# What an engine map reads besides its shared values (one array of rows, a tuple of them, or
+# none), and which blocks of each a task is sent (:meth:`ReadLog.arguments`).
+RowsArg = Rows | tuple[Rows, ...] | None
+ReadsArg = Callable[[Any], Any] | None
+
+
 def stored_blocks(rows: Rows, block_rows: int | None = None) -> list[tuple[int, int]]:
     """[start, stop) ranges of stored positions covering ``rows``, each inside one block and of at
     most ``block_rows`` rows (default :data:`BLOCK_ROWS`): the items of a per-row stage, each read
@@ -183,13 +189,24 @@ def map_stored(
     rows: Rows,
     *shared: Any,
     block_rows: int | None = None,
-    reads: Callable[[tuple[int, int]], Iterable[int]] | None = None,
+    reads: ReadsArg = None,
+    also: tuple[Rows, ...] = (),
 ) -> Iterator[tuple[np.ndarray, Any]]:
     """``fn((start, stop), *shared, layout, *parts)`` for every range of :func:`stored_blocks`, each
     task sent only its own block (or the blocks ``reads(range)`` names); yields (the range's row
     numbers, ``fn``'s result) in stored order. Block functions read their rows with
-    ``read_rows(...).stored(start, stop)``."""
+    ``read_rows(...).stored(start, stop)``.
+
+    ``also``: more arrays the block function reads after ``rows`` (:func:`read_many`); ``reads``
+    then names the blocks of each, ``rows`` first (a tuple; None for every block)."""
     blocks = stored_blocks(rows, block_rows)
+    if also:
+        if reads is None:
+            raise ValueError("map_stored over several arrays needs reads naming the blocks of each")
+        results = engine.map(fn, blocks, *shared, rows=(rows, *also), reads=reads)
+        for (start, stop), result in zip(blocks, results, strict=True):
+            yield rows.numbers(start, stop), result
+        return
     reads = reads or (lambda block: _stored_parts(rows, block))
     results = engine.map(fn, blocks, *shared, rows=rows, reads=reads)
     for (start, stop), result in zip(blocks, results, strict=True):
@@ -199,6 +216,11 @@ def map_stored(
 def _stored_parts(rows: Rows, block: tuple[int, int]) -> list[int]:
     first = int(np.searchsorted(rows.offsets, block[0], side="right")) - 1
     return [first]
+
+
+def own_parts(rows: Rows) -> Callable[[tuple[int, int]], list[int]]:
+    """``reads`` for a map over :func:`stored_blocks` of ``rows``: each range's own block."""
+    return lambda block: _stored_parts(rows, block)
 
 
 class RowReader:
@@ -315,9 +337,22 @@ def read_rows(layout: Any, *parts: np.ndarray | None) -> RowReader:
     return RowReader(layout, parts)
 
 
-def take_rows(engine: Engine, rows: Rows, index: np.ndarray) -> np.ndarray:
-    """Rows ``index`` (Q,) of ``rows`` on the driver, (Q, d) float32: for samples and a few rows,
-    never for all of them."""
+def read_many(*args: Any) -> list[RowReader]:
+    """The arrays of a map over several :class:`Rows` (``rows=(a, b, ...)``) inside a block
+    function, from their ``shared()`` arguments one after another: each starts with its layout,
+    which says how many blocks follow."""
+    readers, at = [], 0
+    while at < len(args):
+        layout = args[at]
+        n_parts = len(layout[0] if isinstance(layout, tuple) else layout) - 1
+        readers.append(RowReader(layout, args[at + 1 : at + 1 + n_parts]))
+        at += 1 + n_parts
+    return readers
+
+
+def take_rows(engine: Engine, rows: Rows, index: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """Rows ``index`` (Q,) of ``rows`` on the driver, (Q, d) of ``dtype`` (the rows' own type):
+    for samples and a few rows, never for all of them."""
     index = np.asarray(index, dtype=np.int64)
     # One task per block holding some of the rows, each sent its own block: a sample spread over
     # every block (the k-means training rows) is not fetched whole by one task.
@@ -325,7 +360,7 @@ def take_rows(engine: Engine, rows: Rows, index: np.ndarray) -> np.ndarray:
     by_part = np.argsort(part, kind="stable")
     cuts = np.flatnonzero(np.diff(part[by_part])) + 1
     items = [mine for mine in np.split(by_part, cuts) if mine.size]
-    out = np.empty((len(index), rows.dim), dtype=np.float32)
+    out = np.empty((len(index), rows.dim), dtype=dtype)
     found = engine.map(_take, [index[mine] for mine in items], rows=rows, reads=rows.parts_of)
     for mine, block in zip(items, found, strict=True):
         out[mine] = block
@@ -448,11 +483,13 @@ class Engine(Protocol):
     def map_rows(
         self,
         fn: Callable[..., tuple[np.ndarray, Any]],
-        blocks: list[tuple[int, int]],
+        blocks: list[tuple[int, ...]],
         *shared: Any,
         dim: int,
-        rows: Rows | None = None,
-        reads: Callable[[Any], Iterable[int]] | None = None,
+        rows: RowsArg = None,
+        reads: ReadsArg = None,
+        order: np.ndarray | None = None,
+        done: Callable[[], None] | None = None,
     ) -> tuple[Rows, list[Any]]: ...
 
     def gather(self, rows: np.ndarray | Rows) -> np.ndarray: ...
@@ -462,13 +499,15 @@ class Engine(Protocol):
         fn: Callable[..., Any],
         items: Iterable[Any],
         *shared: Any,
-        rows: Rows | None = None,
-        reads: Callable[[Any], Iterable[int]] | None = None,
+        rows: RowsArg = None,
+        reads: ReadsArg = None,
     ) -> Iterator[Any]: ...
 
     def take_blocks(
         self, rows: Rows, index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None = None
     ) -> Rows: ...
+
+    def replace_rows(self, rows: Rows, numbers: np.ndarray, values: np.ndarray) -> None: ...
 
     def arrange(self, rows: Rows, order: np.ndarray) -> None: ...
 
@@ -481,24 +520,38 @@ class Engine(Protocol):
 
 class ReadLog:
     """How many blocks of the vectors each block function's tasks were sent, against how many the
-    vectors had: ``counts[name] = [tasks, blocks sent, blocks held]``, summed over tasks. What a
-    node fetches on a cluster; benchmarks/scale.py reports it."""
+    vectors had: ``counts[name] = [tasks, blocks sent, blocks held]``, summed over tasks (a
+    function reading several arrays: ``name`` for the first, ``name#i`` for array i). What a node
+    fetches on a cluster; benchmarks/scale.py reports it."""
 
     def __init__(self) -> None:
         self.counts: dict[str, list[int]] = {}
 
-    def arguments(
-        self, fn: Callable[..., Any], item: Any, rows: Rows | None, reads: Callable[[Any], Iterable[int]] | None
-    ) -> tuple[Any, ...]:
-        """The trailing ``rows`` arguments of ``fn``'s task for ``item`` (only its ``reads``), counted."""
+    def arguments(self, fn: Callable[..., Any], item: Any, rows: RowsArg, reads: ReadsArg) -> tuple[Any, ...]:
+        """The trailing ``rows`` arguments of ``fn``'s task for ``item`` (only its ``reads``),
+        counted: each array's ``shared(...)`` in turn, for :func:`read_many` to split.
+
+        ``rows`` is one :class:`Rows` or a tuple of them; ``reads(item)`` names the blocks of each
+        (one list, or a tuple of lists with None for "every block"); no ``reads``: every block."""
         if rows is None:
             return ()
+        many = isinstance(rows, tuple)
+        arrays = rows if many else (rows,)
         # One block (the local engine's default): nothing to choose, so ``reads`` is not computed.
-        args = rows.shared(None if reads is None or len(rows.parts) == 1 else reads(item))
-        count = self.counts.setdefault(getattr(fn, "__name__", str(fn)), [0, 0, 0])
-        count[0] += 1
-        count[1] += sum(part is not None for part in args[1:])
-        count[2] += len(rows.parts)
+        wanted = None if reads is None or all(len(r.parts) == 1 for r in arrays) else reads(item)
+        if not many:
+            wanted = (wanted,)
+        elif wanted is None:
+            wanted = (None,) * len(arrays)
+        name = getattr(fn, "__name__", str(fn))
+        args: tuple[Any, ...] = ()
+        for i, (array, parts) in enumerate(zip(arrays, wanted, strict=True)):
+            own = array.shared(None if len(array.parts) == 1 else parts)
+            count = self.counts.setdefault(name if i == 0 else f"{name}#{i}", [0, 0, 0])
+            count[0] += 1
+            count[1] += sum(part is not None for part in own[1:])
+            count[2] += len(array.parts)
+            args += own
         return args
 
     def summary(self) -> dict[str, dict[str, float]]:
@@ -571,17 +624,21 @@ class LocalEngine:
         bounds = row_blocks(len(array), self.block_rows)
         return Rows(tuple(array[a:b] for a, b in bounds), block_offsets(b - a for a, b in bounds), array.shape[1])
 
-    def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int) -> Rows:
+    def place_blocks(self, blocks: Iterable[np.ndarray], n_rows: int, *, order: np.ndarray | None = None) -> Rows:
         """Blocks of (n, d) rows in row order, ``n_rows`` in all, placed as :meth:`place`
         places one array (of the blocks' dtype): copied into it as they come, so that only one
-        block is held twice."""
+        block is held twice. ``order``: the blocks come in this order of rows instead (block
+        rows s.. are rows ``order[s..]``), and are written into row order."""
         out, start = None, 0
         for block in blocks:
             if out is None:
                 out = np.empty((n_rows, block.shape[1]), dtype=block.dtype)
             if start + len(block) > n_rows:
                 raise ValueError(f"the blocks hold more than the {n_rows} rows announced")
-            out[start : start + len(block)] = block
+            if order is None:
+                out[start : start + len(block)] = block
+            else:
+                out[order[start : start + len(block)]] = block
             start += len(block)
         if out is None or start != n_rows:
             raise ValueError(f"the blocks hold {start} rows, not the {n_rows} announced")
@@ -597,8 +654,8 @@ class LocalEngine:
         fn: Callable[..., Any],
         items: Iterable[Any],
         *shared: Any,
-        rows: Rows | None = None,
-        reads: Callable[[Any], Iterable[int]] | None = None,
+        rows: RowsArg = None,
+        reads: ReadsArg = None,
     ) -> Iterator[Any]:
         calls = ((item, self.reads.arguments(fn, item, rows, reads)) for item in items)
         if self.threads == 1:
@@ -619,24 +676,39 @@ class LocalEngine:
     def map_rows(
         self,
         fn: Callable[..., tuple[np.ndarray, Any]],
-        blocks: list[tuple[int, int]],
+        blocks: list[tuple[int, ...]],
         *shared: Any,
         dim: int,
-        rows: Rows | None = None,
-        reads: Callable[[Any], Iterable[int]] | None = None,
+        rows: RowsArg = None,
+        reads: ReadsArg = None,
+        order: np.ndarray | None = None,
+        done: Callable[[], None] | None = None,
     ) -> tuple[Rows, list[Any]]:
-        """``fn((start, stop), *shared, *rows' arguments)`` for the consecutive row ranges
-        ``blocks`` (rows 0..N in order), each returning (an (stop - start, ``dim``) array, a small
-        value): the arrays placed as they come (:meth:`place_blocks`: one (N, dim) array, or
-        blocks of ``block_rows``), and the small values in order."""
+        """``fn(block, *shared, *rows' arguments)`` for the consecutive ranges ``blocks`` (each
+        item begins with its (start, stop); together they cover 0..N in order), each returning (an
+        (stop - start, ``dim``) array, a small value): the arrays placed as they come, and the
+        small values in order.
+
+        ``order``: the ranges are of stored positions, position s holding row ``order[s]`` (a
+        layout's, :meth:`Rows.relayout`); default: row numbers. By default the arrays are written
+        into one (N, dim) array in row order; with ``block_rows`` they are kept as made, one block
+        per range, laid out by ``order``, as the Ray engine keeps them. ``done()`` is called as
+        each block is made (progress)."""
         small = []
 
         def made() -> Iterator[np.ndarray]:
             for part, value in self.map(fn, blocks, *shared, rows=rows, reads=reads):
                 small.append(value)
+                if done is not None:
+                    done()
                 yield part
 
-        return self.place_blocks(made(), blocks[-1][1] if blocks else 0), small
+        if self.block_rows is None:
+            return self.place_blocks(made(), blocks[-1][1] if blocks else 0, order=order), small
+        placed = Rows(tuple(made()), block_offsets(b[1] - b[0] for b in blocks), dim)
+        if order is not None:
+            placed.relayout(placed.parts, placed.offsets, np.asarray(order, dtype=np.int64), self.share)
+        return placed, small
 
     def take_blocks(self, rows: Rows, index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> Rows:
         """New rows whose row i is ``rows``' row ``index[i]`` (repeats allowed), ``fn`` applied to
@@ -662,6 +734,15 @@ class LocalEngine:
             present = [int(p) for p in np.unique(source)]
             parts.append(assemble_block(source, present, fn, *(pieces[p][q] for p in present)))
         return Rows(tuple(parts), offsets, rows.dim)
+
+    def replace_rows(self, rows: Rows, numbers: np.ndarray, values: np.ndarray) -> None:
+        """Write ``values[i]`` over row ``numbers[i]`` of ``rows``, which the caller made (a map's
+        new rows: the search's and the detection rounds' few short rows, searched again), in
+        place."""
+        stored, part = rows.locate(np.asarray(numbers, dtype=np.int64))
+        for p in np.unique(part):
+            mine = part == p
+            rows.parts[p][stored[mine] - rows.offsets[p]] = values[mine]
 
     def arrange(self, rows: Rows, order: np.ndarray) -> None:
         """Store ``rows`` anew so that stored position s holds row ``order[s]`` (with ``block_rows``

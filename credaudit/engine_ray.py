@@ -23,22 +23,32 @@ local engine (credaudit/engine.py), spread over a Ray cluster:
 - neighbour search: one Ray task per block of k-means lists, sent the blocks holding its lists
   and their probed lists (the exact search of small inputs: one per block of rows, sent every
   block); the k-means sample (one task per block holding sample rows) and the rows' list
-  assignment (one per block) are tasks too; only the sample and the list numbers come back;
+  assignment (one per block) are tasks too; only the sample and the list numbers come back. Each
+  search task's output is a block of the graph (its rows' neighbours and similarities), which
+  stays in the object store: the graph is never gathered on the driver, and every later stage
+  reads it block by block (a task its own block of it);
 - recall check, the rows the search left short and a detection round's short rows: exact
   searches of those few rows (their vectors taken first), one task per block, merged on the
   driver;
 - hygiene: class centroids are sums per block (map, then reduce), each block's distance to them
   and a reference's nearest rows (leakage) are tasks, each sent its own block;
-- consensus counts: each block's rows' triple tightness is a task sent the blocks holding its
-  rows' two nearest neighbours; one Ray task per block of rows counts its label triples, and
-  the driver adds the counts (map, then reduce; noise.consensus_counts). Only the K x K fit runs
-  on the driver;
-- detection: one Ray task per block of rows scores its rows from their neighbours, once per
+- consensus counts: each block of the graph's triple tightness is a task sent the blocks of
+  vectors holding its rows' two nearest neighbours (found by a first map over the graph); one
+  Ray task per block of the graph counts its label triples, and the driver adds the counts (map,
+  then reduce; noise.consensus_counts). Only the K x K fit runs on the driver. The k-NN label
+  agreement of the trust check is a map and a sum the same way;
+- detection: one Ray task per block of the graph scores its rows from their neighbours, once per
   propagation step (detect.score_label_errors). The beliefs (N x K) stay in the object store as
-  each step's task outputs (``map_rows``), and a task of the next step is sent the blocks holding
-  its rows' neighbours; the last step returns per-row values (score, suggestion and its
-  confidence), never the beliefs. The per-class choice of flags, which needs every row's score,
-  is made on the driver.
+  each step's task outputs (``map_rows``), laid out as the graph, and a task of the next step is
+  sent its block of the graph and the blocks of beliefs holding its rows' neighbours (which the
+  first step names); the last step returns per-row values (score, suggestion and its
+  confidence), never the beliefs. A round's graph restricted to its subsample is made block by
+  block of the graph in the object store too (its few short rows searched exactly, and only
+  their blocks made anew, ``replace_rows``). The per-class choice of flags, which needs every
+  row's score, is made on the driver;
+- hygiene's outlier distances and near-duplicate candidates are read from the graph's blocks by
+  tasks (each block's candidate pairs come back; their words are compared on the driver, which
+  holds the texts), and the review queue fetches the flagged rows' neighbours only.
 
 Ray retries a task whose worker died (``max_retries``) and restarts an encoder actor that died
 (Ray Data), so a lost worker costs a block, not the run; outputs are still written only at the
@@ -47,12 +57,13 @@ end, as one set.
 What still runs on the driver: the reading of the input (a parquet input's ``--embedding-col``
 column is read block by block, each block put as it is read, and never held whole; a CSV or JSONL
 one is read whole and put from there) and the embedding cache (each chunk of fresh vectors passes
-through it to be written there); the finished graph (N x k), the per-row scores, suggestions and
-every row's flags come back to it (never an N x K array; each block of the search comes back
-finished and is written into the graph). ``select`` reads the vectors where they are (its
+through it to be written there); the per-row scores, suggestions and every row's flags come back
+to it (never an N x K array, never the graph). ``select`` reads the vectors where they are (its
 coverage k-means trains on a sample taken from the blocks, and rows are assigned block by
-block); the crowd and pair adapters keep theirs on the cluster too (the pair directions are made
-by maps and a take over blocks). See benchmarks/SCALE.md for what this means for sizing a cluster.
+block), but gathers the graph for its greedy choice, as the crowd adapter does for its annotator
+model's EM (both run on the driver); the crowd and pair adapters keep their vectors on the
+cluster too (the pair directions are made by maps and a take over blocks). See
+benchmarks/SCALE.md for what this means for sizing a cluster.
 """
 
 from __future__ import annotations
@@ -67,7 +78,9 @@ import numpy as np
 
 from credaudit.engine import (
     ReadLog,
+    ReadsArg,
     Rows,
+    RowsArg,
     assemble_block,
     block_offsets,
     gather_parts,
@@ -115,6 +128,13 @@ def _take_block(index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None
     """Rows ``index`` of the blocks sent, ``fn`` applied (a task of ``take_blocks`` without a shuffle)."""
     block = read_rows(layout, *parts)[index]
     return block if fn is None else fn(block)
+
+
+def _replaced(local: np.ndarray, values: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """``block`` with its rows ``local`` replaced by ``values`` (a task of ``replace_rows``)."""
+    out = block.copy()
+    out[local] = values
+    return out
 
 
 def _sized_take(
@@ -218,7 +238,9 @@ class RayEngine:
 
         def put_blocks(array: np.ndarray) -> Rows:
             bounds = row_blocks(len(array))
-            parts = tuple(self._ray.put(np.ascontiguousarray(array[a:b], dtype=np.float32)) for a, b in bounds)
+            # Vectors become float32; a structured array (the neighbour graph) keeps its type.
+            dtype = None if array.dtype.names else np.float32
+            parts = tuple(self._ray.put(np.ascontiguousarray(array[a:b], dtype=dtype)) for a, b in bounds)
             return Rows(parts, block_offsets(b - a for a, b in bounds), array.shape[1])
 
         return self._once(self._placed, array, put_blocks)
@@ -267,8 +289,8 @@ class RayEngine:
         fn: Callable[..., Any],
         items: Iterable[Any],
         *shared: Any,
-        rows: Rows | None = None,
-        reads: Callable[[Any], Iterable[int]] | None = None,
+        rows: RowsArg = None,
+        reads: ReadsArg = None,
     ) -> Iterator[Any]:
         remote = self._task(fn)
         refs = [remote.remote(item, *shared, *self.reads.arguments(fn, item, rows, reads)) for item in items]
@@ -278,23 +300,35 @@ class RayEngine:
     def map_rows(
         self,
         fn: Callable[..., tuple[np.ndarray, Any]],
-        blocks: list[tuple[int, int]],
+        blocks: list[tuple[int, ...]],
         *shared: Any,
         dim: int,
-        rows: Rows | None = None,
-        reads: Callable[[Any], Iterable[int]] | None = None,
+        rows: RowsArg = None,
+        reads: ReadsArg = None,
+        order: np.ndarray | None = None,
+        done: Callable[[], None] | None = None,
     ) -> tuple[Rows, list[Any]]:
-        """``fn`` as one task per row range of ``blocks``, each returning (its rows' array, a
-        small value): the arrays stay in the object store where their tasks ran (the driver holds
-        references), and the small values come back. Returns once every task has run (a failed
-        task raises here)."""
+        """``fn`` as one task per range of ``blocks`` (each item begins with its (start, stop)),
+        each returning (its rows' array, a small value): the arrays stay in the object store where
+        their tasks ran (the driver holds references), laid out by ``order`` where the ranges are
+        of stored positions (:meth:`~credaudit.engine.Rows.relayout`), and the small values come
+        back (``done()`` called for each, in order: progress). Returns once every task has run (a
+        failed task raises here)."""
         remote = self._task(fn, num_returns=2)
         parts, small = [], []
         for item in blocks:
             part, value = remote.remote(item, *shared, *self.reads.arguments(fn, item, rows, reads))
             parts.append(part)
             small.append(value)
-        return Rows(tuple(parts), block_offsets(b - a for a, b in blocks), dim), self._ray.get(small)
+        made = Rows(tuple(parts), block_offsets(b[1] - b[0] for b in blocks), dim)
+        values = []
+        for ref in small:
+            values.append(self._ray.get(ref))
+            if done is not None:
+                done()
+        if order is not None:
+            made.relayout(made.parts, made.offsets, np.asarray(order, dtype=np.int64), self.share)
+        return made, values
 
     def take_blocks(self, rows: Rows, index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> Rows:
         """New rows whose row i is ``rows``' row ``index[i]`` (repeats allowed), in blocks of
@@ -320,6 +354,18 @@ class RayEngine:
             counts.append(count)
         self._check_sizes(counts, block_offsets(b - a for a, b in bounds))
         return Rows(tuple(parts), block_offsets(b - a for a, b in bounds), rows.dim)
+
+    def replace_rows(self, rows: Rows, numbers: np.ndarray, values: np.ndarray) -> None:
+        """Write ``values[i]`` over row ``numbers[i]`` of ``rows`` (a map's new rows, which the
+        caller made): each block holding some of them is made anew by a task, in the object store,
+        and ``rows`` holds the new blocks."""
+        stored, part = rows.locate(np.asarray(numbers, dtype=np.int64))
+        parts = list(rows.parts)
+        remote = self._task(_replaced)
+        for p in np.unique(part):
+            mine = part == p
+            parts[p] = remote.remote(stored[mine] - rows.offsets[p], values[mine], rows.parts[p])
+        rows.parts = tuple(parts)
 
     def _moves_rows(self) -> bool:
         """Whether to move rows between blocks so that each node fetches only what its tasks read:

@@ -38,7 +38,7 @@ import polars as pl
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from credaudit.engine import LOCAL, Engine, Rows, map_stored, read_rows, row_blocks
+from credaudit.engine import LOCAL, Engine, Rows, map_stored, read_rows
 from credaudit.neighbors import NeighborGraph
 from credaudit.report.format import excerpt
 
@@ -105,6 +105,13 @@ def _nearest_centroid(item: tuple[int, int], centroids: np.ndarray, layout, *par
     return (read_rows(layout, *parts).stored(start, stop) @ centroids.T).max(axis=1)
 
 
+def _knn_distance(item: tuple[int, int], k: int, layout, *parts: np.ndarray) -> np.ndarray:
+    """Stored graph rows [start, stop)'s mean cosine distance to their ``k`` nearest neighbours (an
+    engine block of :func:`score_outliers`)."""
+    block = read_rows(layout, *parts).stored(*item)
+    return 1.0 - block["similarity"][:, :k].astype(np.float64).mean(axis=1)
+
+
 def score_outliers(
     embeddings: np.ndarray | Rows,
     labels: np.ndarray,
@@ -143,10 +150,11 @@ def score_outliers(
     Outliers
     """
     k = min(k, graph.k)
-    # By blocks of rows: the float64 copy of every row's similarities would be 0.8 GB at 10M rows.
-    knn_distance = np.empty(graph.indices.shape[0])
-    for start, stop in row_blocks(len(knn_distance)):
-        knn_distance[start:stop] = 1.0 - graph.similarities[start:stop, :k].astype(np.float64).mean(axis=1)
+    # By blocks of the graph, where the engine keeps it: the float64 copy of every row's
+    # similarities would be 0.8 GB at 10M rows.
+    knn_distance = np.empty(graph.n_rows)
+    for numbers, distance in map_stored(engine, _knn_distance, graph.edges, k):
+        knn_distance[numbers] = distance
     rows = engine.place(embeddings)
     sums = sum((s for _, s in map_stored(engine, _class_sums, rows, engine.share(labels), n_classes)), np.zeros(1))
     centroids32 = np.asarray(sums, dtype=np.float32)
@@ -210,6 +218,22 @@ def linked(
     words_a, words_b = words[: len(used_a)], words[len(used_a) :]
     keep[maybe] = _words_overlap(words_a, words_b, at_a, at_b, min_overlap)
     return keep
+
+
+def _pairs_above(
+    item: tuple[int, int], low: float, ends_only: bool, layout, *parts: np.ndarray
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stored graph rows [start, stop)'s edges of similarity >= ``low`` (an engine block of
+    :func:`near_duplicate_groups`): (rows, neighbours, similarities), or with ``ends_only`` the
+    rows at either end of one (sorted, each once)."""
+    reader = read_rows(layout, *parts)
+    block = reader.stored(*item)
+    idx, sims = block["index"], block["similarity"]
+    candidate = (idx >= 0) & (sims >= low)
+    pair_rows = np.repeat(reader.numbers(*item), candidate.sum(axis=1))
+    if ends_only:
+        return np.unique(np.concatenate([pair_rows, idx[candidate]]))
+    return pair_rows, idx[candidate], sims[candidate]
 
 
 def _words_overlap(
@@ -282,6 +306,7 @@ def near_duplicate_groups(
     threshold: float = 0.93,
     min_overlap: float = 0.8,
     vector_threshold: float = 0.99,
+    engine: Engine = LOCAL,
 ) -> np.ndarray:
     """Group rows that are near-duplicates of each other.
 
@@ -294,44 +319,41 @@ def near_duplicate_groups(
     Parameters
     ----------
     graph : NeighborGraph
-        indices (N, k) with -1 for missing neighbours; similarities (N, k) cosine.
+        (N, k) neighbours, -1 for missing ones, with their cosine similarities; read in blocks
+        where ``engine`` keeps it, each block's candidate pairs sent here.
     texts : list of str, optional
         Per-row texts.
     threshold, min_overlap, vector_threshold : float
         As above.
+    engine : Engine
+        Where the graph is read.
 
     Returns
     -------
     ndarray of shape (N,), int64
         Group id per row (0, 1, ... in order of each group's first row), -1 for a row in no group.
     """
-    n = graph.indices.shape[0]
+    n = graph.n_rows
     low = min(threshold, vector_threshold)
-    blocks = row_blocks(n, max(1, _PAIR_BLOCK // max(graph.k, 1)))
+    edges, block_rows = graph.edges, max(1, _PAIR_BLOCK // max(graph.k, 1))
     words, position = None, None
     if texts is not None:
         texts = pl.Series(texts, dtype=pl.String)  # once, for the words and the exact copies
         # Tokenise once, only the rows on either side of a pair that reaches ``threshold``; then
         # the candidate pairs are made and tested per block of rows, so that at most one block's
-        # pairs exist at a time (every graph edge can be a candidate: 17M at 1,000,000 rows).
+        # pairs exist at a time here (every graph edge can be a candidate: 17M at 1,000,000 rows).
         used = np.zeros(n, dtype=bool)
-        for start, stop in blocks:
-            idx, sims = graph.indices[start:stop], graph.similarities[start:stop]
-            above = (idx >= 0) & (sims >= threshold)
-            used[start:stop] |= above.any(axis=1)
-            used[idx[above]] = True
+        for _, ends in map_stored(engine, _pairs_above, edges, threshold, True, block_rows=block_rows):
+            used[ends] = True
         used_rows = np.flatnonzero(used)
         position = np.full(n, -1, dtype=np.int64)
         position[used_rows] = np.arange(used_rows.size)
         if used_rows.size:
             words = _word_sets(texts.gather(used_rows))
     rows, cols = [], []
-    for start, stop in blocks:
-        idx, sims = graph.indices[start:stop], graph.similarities[start:stop]
-        candidate = (idx >= 0) & (sims >= low)
-        pair_rows = np.repeat(np.arange(start, stop), candidate.sum(axis=1))
-        pair_cols = idx[candidate]
-        pair_sims = sims[candidate]
+    for _, (pair_rows, pair_cols, pair_sims) in map_stored(
+        engine, _pairs_above, edges, low, False, block_rows=block_rows
+    ):
         if texts is None:
             keep = pair_sims >= vector_threshold
         else:

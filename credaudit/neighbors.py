@@ -16,10 +16,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from credaudit.engine import LOCAL, Engine, Rows, map_stored, read_rows, row_blocks, take_rows
+from credaudit.engine import (
+    LOCAL,
+    Engine,
+    Rows,
+    map_stored,
+    own_parts,
+    read_rows,
+    row_blocks,
+    stored_blocks,
+    take_rows,
+)
 from credaudit.progress import NullProgress, Progress
 
 # Rows per k-means list of the approximate search: large enough for efficient matrix products,
@@ -44,31 +55,73 @@ _RESCORE_MARGIN = 8
 _TIE_TOLERANCE = 1e-5
 
 
-@dataclass(frozen=True)
+# One neighbour of a row: its row number and cosine similarity side by side, so that the graph
+# is one array of rows, which an engine keeps in blocks like the vectors (12 bytes a neighbour).
+GRAPH_DTYPE = np.dtype([("index", np.int64), ("similarity", np.float32)])
+
+
+@dataclass(eq=False)
 class NeighborGraph:
-    """The k-NN graph of a dataset.
+    """The k-NN graph of a dataset, held where the engine keeps rows.
 
     Attributes
     ----------
-    indices : ndarray of shape (N, k), dtype int64
-        Row i holds the row numbers of row i's k nearest neighbours, nearest first; never i itself.
-    similarities : ndarray of shape (N, k), dtype float32
-        Cosine similarity of row i to each of those neighbours, non-increasing along a row.
+    edges : Rows of shape (N, k), dtype :data:`GRAPH_DTYPE`
+        Row i: row i's k nearest neighbours, nearest first, never i itself. ``index`` their row
+        numbers (-1 where a row has fewer), ``similarity`` their cosine similarity, non-increasing
+        along a row. Locally one array in row order; on Ray blocks in the object store, in the
+        search's order (by k-means list), never gathered on the driver: every stage reads them
+        in engine block functions (``read_rows``), by row number as the vectors.
     method : str
         ``"exact"`` or ``"ivf"``: how the search was done.
     """
 
-    indices: np.ndarray
-    similarities: np.ndarray
+    edges: Rows
     method: str
+
+    @classmethod
+    def from_arrays(cls, indices: np.ndarray, similarities: np.ndarray, method: str) -> NeighborGraph:
+        """A graph of (N, k) row numbers and similarities, as one in-process array (the local
+        engine's graph)."""
+        edges = np.empty(np.shape(indices), dtype=GRAPH_DTYPE)
+        edges["index"] = indices
+        edges["similarity"] = similarities
+        return cls(Rows((edges,), np.array([0, len(edges)], dtype=np.int64), edges.shape[1]), method)
 
     @property
     def n_rows(self) -> int:
-        return self.indices.shape[0]
+        return self.edges.n_rows
 
     @property
     def k(self) -> int:
-        return self.indices.shape[1]
+        return self.edges.dim
+
+    @property
+    def indices(self) -> np.ndarray:
+        """(N, k) neighbour row numbers, a view of the in-process graph (see :meth:`_whole`)."""
+        return self._whole()["index"]
+
+    @property
+    def similarities(self) -> np.ndarray:
+        """(N, k) similarities, a view of the in-process graph (see :meth:`_whole`)."""
+        return self._whole()["similarity"]
+
+    def _whole(self) -> np.ndarray:
+        edges = self.edges
+        whole = edges.parts[0] if len(edges.parts) == 1 and edges.order is None else None
+        if not isinstance(whole, np.ndarray):
+            raise LookupError(
+                "the neighbour graph is held in blocks by the engine: read it in block functions "
+                "(read_rows), or gather it with NeighborGraph.gathered"
+            )
+        return whole
+
+    def gathered(self, engine: Engine) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, similarities), each (N, k), in row order in this process: for the algorithms
+        that run here over the whole graph (``select``'s greedy choice, the crowd model's
+        neighbour prior), never for the scan's stages."""
+        whole = engine.gather(self.edges)
+        return whole["index"], whole["similarity"]
 
 
 def normalize_rows(embeddings: np.ndarray, *, in_place: bool = False) -> np.ndarray:
@@ -173,51 +226,88 @@ def build_knn_graph(
     if k < 1:
         raise ValueError(f"need at least 2 rows to build a neighbour graph; got {n_rows}")
     use_ivf = index == "ivf" or (index == "auto" and n_rows > exact_max_rows)
-    indices = np.empty((n_rows, k), dtype=np.int64)
-    similarities = np.empty((n_rows, k), dtype=np.float32)
     if device.startswith("cuda"):
         use_ivf = False  # an exact search on the GPU is faster than IVF on the CPU
         embeddings = engine.gather(rows)  # the GPU search holds them whole
         search = _torch_searcher(embeddings, device)
+        edges = np.empty((n_rows, k), dtype=GRAPH_DTYPE)
         blocks = range(0, n_rows, block_rows)
         progress.start("neighbours", total=len(blocks))
         for start in blocks:
             stop = min(start + block_rows, n_rows)
             sims, idx = search(embeddings[start:stop], k + 1)
-            _drop_self(idx, sims, np.arange(start, stop), k, indices[start:stop], similarities[start:stop])
+            edges[start:stop] = _without_self(idx, sims, np.arange(start, stop), k)
             progress.advance()
         progress.finish()
+        del embeddings
+        graph = engine.place(edges)
     elif use_ivf:
-        _ivf_graph(
-            rows,
-            k,
-            indices,
-            similarities,
-            probe_share=ivf_probe_share,
-            max_probes=ivf_max_probes,
-            seed=seed,
-            progress=progress,
-            engine=engine,
+        graph = _ivf_graph(
+            rows, k, probe_share=ivf_probe_share, max_probes=ivf_max_probes, seed=seed, progress=progress, engine=engine
         )
     else:
-        blocks = [(start, min(start + block_rows, n_rows), k + 1) for start in range(0, n_rows, block_rows)]
+        blocks = [(start, min(start + block_rows, n_rows), k) for start in range(0, n_rows, block_rows)]
         progress.start("neighbours", total=len(blocks))
-        for (start, stop, _), (sims, idx) in zip(blocks, engine.map(_exact_block, blocks, rows=rows), strict=True):
-            _drop_self(idx, sims, np.arange(start, stop), k, indices[start:stop], similarities[start:stop])
-            progress.advance()
+        graph, _ = engine.map_rows(_exact_graph_block, blocks, dim=k, rows=rows, done=progress.advance)
         progress.finish()
 
     # The approximate search may find fewer than k + 1 rows for rows whose probed lists are
     # small (-1 padding); those few rows get an exact search so every row has k real neighbours.
-    missing = np.flatnonzero((indices < 0).any(axis=1))
+    missing = np.concatenate(
+        [numbers[short] for numbers, short in map_stored(engine, _short_rows, graph, k)] or [np.zeros(0, np.int64)]
+    )
     if missing.size:
         sims, idx = search_rows(rows, missing, None, k + 1, engine=engine)
-        fixed_idx = np.empty((missing.size, k), dtype=np.int64)
-        fixed_sim = np.empty((missing.size, k), dtype=np.float32)
-        _drop_self(idx, sims, missing, k, fixed_idx, fixed_sim)
-        indices[missing] = fixed_idx
-        similarities[missing] = fixed_sim
-    return NeighborGraph(indices=indices, similarities=similarities, method="ivf" if use_ivf else "exact")
+        engine.replace_rows(graph, missing, _without_self(idx, sims, missing, k))
+    return NeighborGraph(graph, method="ivf" if use_ivf else "exact")
+
+
+def _exact_graph_block(item: tuple[int, int, int], layout, *parts: np.ndarray) -> tuple[np.ndarray, None]:
+    """Rows [start, stop)'s k nearest other rows (an engine block of the exact search: the top
+    k + 1 of :func:`_exact_block`, the row itself dropped), as :data:`GRAPH_DTYPE` rows."""
+    start, stop, k = item
+    sims, idx = _exact_block((start, stop, k + 1), layout, *parts)
+    return _without_self(idx, sims, np.arange(start, stop), k), None
+
+
+def _short_rows(item: tuple[int, int], k: int, layout, *parts: np.ndarray) -> np.ndarray:
+    """Which of stored rows [start, stop) of a graph have fewer than ``k`` neighbours (a bool per
+    row; an engine block)."""
+    block = read_rows(layout, *parts).stored(*item)
+    return (block["index"][:, :k] < 0).any(axis=1)
+
+
+def neighbour_blocks(
+    engine: Engine, graph: NeighborGraph, target: Rows, *, k: int, block_rows: int | None = None
+) -> dict[tuple[int, int], np.ndarray | None]:
+    """For each range of ``stored_blocks(graph.edges, block_rows)``, the blocks of ``target`` (rows
+    laid out anyhow, e.g. the vectors) holding its rows' first ``k`` neighbours: what a block
+    function reading the graph and those rows' neighbours in ``target`` is sent. The driver does
+    not hold the graph, so one map over it finds them (None for every range where ``target`` is
+    one block: nothing to choose)."""
+    blocks = stored_blocks(graph.edges, block_rows)
+    if len(target.parts) == 1:
+        return dict.fromkeys(blocks)
+    found = engine.map(_neighbour_blocks, blocks, target.shared()[0], k, rows=graph.edges, reads=own_parts(graph.edges))
+    return dict(zip(blocks, found, strict=True))
+
+
+def _neighbour_blocks(item: tuple[int, int], target_layout: Any, k: int, layout, *parts: np.ndarray) -> np.ndarray:
+    """The blocks of the rows laid out by ``target_layout`` that hold stored graph rows
+    [start, stop)'s first ``k`` neighbours (an engine block of :func:`neighbour_blocks`)."""
+    target = read_rows(target_layout)
+    near = read_rows(layout, *parts).stored(*item)["index"][:, :k].ravel()
+    near = near[near >= 0]
+    stored = near if target.position is None else target.position[near]
+    part = np.searchsorted(target.offsets, stored, side="right") - 1
+    return np.flatnonzero(np.bincount(part, minlength=len(target.offsets) - 1))
+
+
+def _without_self(idx: np.ndarray, sims: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """:func:`_drop_self` of a search's k + 1 hits per row, as :data:`GRAPH_DTYPE` rows (Q, k)."""
+    out = np.empty((len(rows), k), dtype=GRAPH_DTYPE)
+    _drop_self(idx, sims, rows, k, out["index"], out["similarity"])
+    return out
 
 
 def _exact_block(item: tuple[int, int, int], layout, *parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -449,7 +539,8 @@ def estimate_recall(
     exact_sim = np.empty((rows.size, k), dtype=np.float32)
     _drop_self(idx, sims, rows, k, exact_idx, exact_sim)
     kth = exact_sim[:, k - 1 : k]
-    found = (graph.similarities[rows, :k] >= kth - 1e-6) & (graph.indices[rows, :k] >= 0)
+    held = take_rows(engine, graph.edges, rows, dtype=GRAPH_DTYPE)[:, :k]
+    found = (held["similarity"] >= kth - 1e-6) & (held["index"] >= 0)
     return float(found.mean()), int(rows.size)
 
 
@@ -473,35 +564,53 @@ def restrict_graph(
     Returns
     -------
     NeighborGraph
-        ``indices`` has shape (N, k) and refers to full-data row numbers; rows outside ``keep`` hold
-        -1 and similarity 0. For kept rows the result equals a fresh search over the subsample.
+        (N, k) neighbours by full-data row numbers; rows outside ``keep`` hold -1 and similarity
+        0. For kept rows the result equals a fresh search over the subsample. Made block by block
+        of the full graph where ``engine`` keeps it, in its layout.
     """
     n_keep = int(keep.sum())
     k = min(k, n_keep - 1)
-    n_rows = len(keep)
-    indices = np.empty((n_rows, k), dtype=np.int64)
-    similarities = np.empty((n_rows, k), dtype=np.float32)
-    n_inside = np.empty(n_rows, dtype=np.int64)
-    # By blocks of rows: the sort's (N, graph.k) temporaries would otherwise be several times the
-    # result (about 0.3 GB at 1,000,000 rows, once per detection round).
-    for start, stop in row_blocks(n_rows, _RESTRICT_ROWS):
-        inside = keep[graph.indices[start:stop]]
-        n_inside[start:stop] = inside.sum(axis=1)
-        # A stable argsort on "not inside" lists the kept neighbours first, nearest first.
-        order = np.argsort(~inside, axis=1, kind="stable")[:, :k]
-        indices[start:stop] = np.take_along_axis(graph.indices[start:stop], order, axis=1)
-        similarities[start:stop] = np.take_along_axis(graph.similarities[start:stop], order, axis=1)
-    short = np.flatnonzero(keep & (n_inside < k))
+    edges = graph.edges
+    shared_keep = engine.share(keep)
+    restricted, short = engine.map_rows(
+        _restrict_block,
+        stored_blocks(edges),
+        shared_keep,
+        k,
+        dim=k,
+        rows=edges,
+        reads=own_parts(edges),
+        order=edges.order,
+    )
+    short = np.concatenate(short) if short else np.zeros(0, dtype=np.int64)
     if short.size:
         sims, idx = search_rows(engine.place(embeddings), short, keep, k + 1, engine=engine)
-        fixed_idx = np.empty((short.size, k), dtype=np.int64)
-        fixed_sim = np.empty((short.size, k), dtype=np.float32)
-        _drop_self(idx, sims, short, k, fixed_idx, fixed_sim)
-        indices[short] = fixed_idx
-        similarities[short] = fixed_sim
-    indices[~keep] = -1
-    similarities[~keep] = 0.0
-    return NeighborGraph(indices=indices, similarities=similarities, method=graph.method)
+        engine.replace_rows(restricted, short, _without_self(idx, sims, short, k))
+    return NeighborGraph(restricted, method=graph.method)
+
+
+def _restrict_block(
+    item: tuple[int, int], keep: np.ndarray, k: int, layout, *parts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stored rows [start, stop) of the full graph restricted to the subsample ``keep`` (an engine
+    block of :func:`restrict_graph`): (their (B, k) rows, the kept rows among them left with
+    fewer than k neighbours inside, by row number)."""
+    start, stop = item
+    reader = read_rows(layout, *parts)
+    numbers = reader.numbers(start, stop)
+    out = np.empty((stop - start, k), dtype=GRAPH_DTYPE)
+    short = []
+    # By chunks of rows: the sort's (B, graph.k) temporaries are several times the chunk's result.
+    for a, b in row_blocks(stop - start, _RESTRICT_ROWS):
+        block = reader.stored(start + a, start + b)
+        inside = keep[block["index"]]
+        # A stable argsort on "not inside" lists the kept neighbours first, nearest first.
+        order = np.argsort(~inside, axis=1, kind="stable")[:, :k]
+        out[a:b] = np.take_along_axis(block, order, axis=1)
+        kept = keep[numbers[a:b]]
+        short.append(numbers[a:b][kept & (inside.sum(axis=1) < k)])
+        out[a:b][~kept] = (-1, 0.0)
+    return out, np.concatenate(short) if short else np.zeros(0, dtype=np.int64)
 
 
 def _merge_top(
@@ -620,17 +729,15 @@ def _flat_searcher(base: np.ndarray):
 def _ivf_graph(
     base: Rows,
     k: int,
-    indices: np.ndarray,
-    similarities: np.ndarray,
     *,
     probe_share: float,
     max_probes: int | None,
     seed: int,
     progress: Progress,
     engine: Engine = LOCAL,
-) -> None:
-    """Fill ``indices`` and ``similarities`` (N, k) with every row's ``k`` most similar other rows
-    among the rows of its list's probed lists.
+) -> Rows:
+    """Every row's ``k`` most similar other rows among the rows of its list's probed lists: the
+    graph's edges (N, k) of :data:`GRAPH_DTYPE`, where ``engine`` keeps rows.
 
     Cluster blocks: the rows are split into k-means lists of about ``_LIST_ROWS`` rows; each list
     is compared, as one matrix product, with the rows of the ``n_probe`` lists whose centroids are
@@ -645,9 +752,11 @@ def _ivf_graph(
     probes need more candidates than per-row ones for the same recall; the recall is measured on
     every run. Time is O(N · n_probe · _LIST_ROWS · d).
 
-    Each block of lists comes back finished (ordered, the row itself dropped) and is written into
-    the graph, so the search holds no (N, k + 1) arrays besides it: at 1,000,000 rows those and
-    their reordering were about 0.6 GB on top of the graph.
+    Each block of lists is made finished (ordered, the row itself dropped) as a block of the graph,
+    so the search holds no (N, k + 1) arrays besides it: at 1,000,000 rows those and their
+    reordering were about 0.6 GB on top of the graph. Locally the blocks are written into one
+    array in row order; on Ray they stay where their tasks made them, in the search's order (the
+    rows' list order), so the driver never holds the graph.
 
     Rows with fewer than ``k`` other candidates get similarity -inf and index -1 in the missing
     places, most similar first; equal similarities in index order, so the graph does not depend
@@ -664,19 +773,22 @@ def _ivf_graph(
     # row's neighbours in nearby blocks.
     engine.arrange(base, by_list)
 
-    def reads(block: tuple[int, int, int]) -> np.ndarray:
-        lists = np.unique(np.concatenate([np.arange(block[0], block[1]), probes[block[0] : block[1]].ravel()]))
+    def reads(block: tuple[int, int, int, int, int]) -> np.ndarray:
+        first, last = block[2], block[3]
+        lists = np.unique(np.concatenate([np.arange(first, last), probes[first:last].ravel()]))
         lists = lists[lists >= 0]
         return base.parts_of(np.concatenate([by_list[list_start[j] : list_start[j + 1]] for j in lists]))
 
-    blocks = [(first, min(first + _LISTS_PER_BLOCK, n_lists), k) for first in range(0, n_lists, _LISTS_PER_BLOCK)]
+    bounds = [(first, min(first + _LISTS_PER_BLOCK, n_lists)) for first in range(0, n_lists, _LISTS_PER_BLOCK)]
+    # Each block: its rows' positions in the list order, its lists, and k.
+    blocks = [(int(list_start[first]), int(list_start[last]), first, last, k) for first, last in bounds]
     plan = engine.share((by_list, list_start, probes))
     progress.start("neighbours", total=len(blocks))
-    for members, sims, idx in engine.map(_search_lists, blocks, plan, rows=base, reads=reads):
-        similarities[members] = sims
-        indices[members] = idx
-        progress.advance()
+    graph, _ = engine.map_rows(
+        _search_lists, blocks, plan, dim=k, rows=base, reads=reads, order=by_list, done=progress.advance
+    )
     progress.finish()
+    return graph
 
 
 def _near_lists_adjacent(home: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -850,21 +962,22 @@ def _nearest_list(
 
 
 def _search_lists(
-    item: tuple[int, int, int],
+    item: tuple[int, int, int, int, int],
     plan: tuple[np.ndarray, np.ndarray, np.ndarray],
     layout,
     *parts: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lists [first, last) against their probed lists: (their rows, (R, k) similarities, (R, k) row
-    numbers), each row's ``k`` nearest other rows, most similar first, equal similarities in row
-    order; -inf / -1 where a row had fewer candidates.
+) -> tuple[np.ndarray, None]:
+    """The rows of lists [first, last), positions [start, stop) of the list order, against
+    their lists' probed lists: the graph's rows (R, k) of :data:`GRAPH_DTYPE` in that order, each
+    row's ``k`` nearest other rows, most similar first, equal similarities in row order; -inf / -1
+    where a row had fewer candidates.
 
-    One engine block of :func:`_ivf_graph`. ``plan`` = (rows sorted by list, list starts, each
-    list's probed lists nearest first).
+    One engine block of :func:`_ivf_graph` (``map_rows``). ``plan`` = (rows sorted by list, list
+    starts, each list's probed lists nearest first).
     """
     import torch
 
-    first, last, k = item
+    _, _, first, last, k = item
     n = k + 1  # the row itself is among its own list's candidates
     by_list, list_start, probes = plan
     base = read_rows(layout, *parts)
@@ -887,14 +1000,11 @@ def _search_lists(
         out_sims.append(block_sims)
         out_idx.append(block_idx)
     if not rows:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+        return np.zeros((0, k), dtype=GRAPH_DTYPE), None
     members, sims, idx = np.concatenate(rows), np.concatenate(out_sims), np.concatenate(out_idx)
     order = np.lexsort((idx, -sims), axis=1)
     sims, idx = np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
-    found_idx = np.empty((members.size, k), dtype=np.int64)
-    found_sims = np.empty((members.size, k), dtype=np.float32)
-    _drop_self(idx, sims, members, k, found_idx, found_sims)
-    return members, found_sims, found_idx
+    return _without_self(idx, sims, members, k), None
 
 
 def _torch_searcher(base: np.ndarray, device: str):

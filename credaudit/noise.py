@@ -30,11 +30,13 @@ import math
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from credaudit.engine import LOCAL, Engine, Rows, map_stored, read_rows, row_blocks, usable_cores
+from credaudit.engine import LOCAL, Engine, Rows, map_stored, own_parts, read_many, read_rows, usable_cores
+from credaudit.neighbors import NeighborGraph, neighbour_blocks
 from credaudit.progress import NullProgress, Progress
 
 
@@ -157,11 +159,10 @@ def _count_triples(own: np.ndarray, first: np.ndarray, second: np.ndarray, n_cla
 
 def consensus_counts(
     labels: np.ndarray,
-    neighbor_indices: np.ndarray,
+    graph: NeighborGraph,
     *,
     n_classes: int,
     triple_share: float = 1.0,
-    similarities: np.ndarray | None = None,
     embeddings: np.ndarray | Rows | None = None,
     engine: Engine = LOCAL,
     block_rows: int | None = None,
@@ -178,41 +179,46 @@ def consensus_counts(
     ----------
     labels : ndarray of shape (N,), dtype int64
         Observed label codes 0..K-1.
-    neighbor_indices : ndarray of shape (N, k), k >= 2
-        Nearest first, never the row itself.
+    graph : NeighborGraph
+        k >= 2 neighbours per row, nearest first, never the row itself; its first two make a
+        row's triple. Read in blocks where ``engine`` keeps it.
     n_classes : int
         K.
     triple_share : float
         Share of rows, tightest triples first, whose triples count (see :func:`estimate_noise`).
-    similarities : ndarray of shape (N, k), optional
-        The graph's similarities; required when ``triple_share < 1``.
     embeddings : ndarray of shape (N, d), or Rows, optional
         L2-normalised rows; required when ``triple_share < 1``.
     engine : Engine
         Where the blocks run.
     block_rows : int, optional
-        Rows per block of the triple counts (default: ``credaudit.engine.BLOCK_ROWS``); the
-        tightness runs over the vectors' own blocks (``engine.stored_blocks``).
+        Rows per block of the graph (default: ``credaudit.engine.BLOCK_ROWS``).
 
     Returns
     -------
     ConsensusCounts
     """
-    blocks = row_blocks(len(labels), block_rows)
-    pairs = np.ascontiguousarray(neighbor_indices[:, :2])
+    edges, own = graph.edges, own_parts(graph.edges)
+    shared_labels = engine.share(labels)
     tight = None
     if triple_share < 1.0:
-        graph = engine.share((pairs, np.ascontiguousarray(similarities[:, :2])))
         rows = engine.place(embeddings)
-        # Per block of stored rows, each task sent the blocks holding its rows' two neighbours: by
-        # k-means list on a cluster (engine.arrange), so mostly its own block and a few nearby.
-        reads = lambda item: rows.parts_of(pairs[rows.numbers(*item)])  # noqa: E731
+        # Per block of the graph, each task sent the blocks of vectors holding its rows' two
+        # neighbours: by k-means list on a cluster (engine.arrange), so mostly a few nearby ones.
+        near = neighbour_blocks(engine, graph, rows, k=2, block_rows=block_rows)
+        reads = lambda item: (own(item), near[item])  # noqa: E731
         tightness = np.empty(len(labels), dtype=np.float32)
-        for numbers, block in map_stored(engine, _tightness_block, rows, graph, reads=reads):
+        for numbers, block in map_stored(
+            engine, _tightness_block, edges, block_rows=block_rows, also=(rows,), reads=reads
+        ):
             tightness[numbers] = block
         tight = _tightest(tightness, triple_share)
-        del graph, tightness
-    parts = engine.map(_count_block, blocks, engine.share((labels, pairs, tight)), n_classes)
+        del tightness
+    parts = (
+        counted
+        for _, counted in map_stored(
+            engine, _count_block, edges, shared_labels, engine.share(tight), n_classes, block_rows=block_rows
+        )
+    )
     return ConsensusCounts.merge(parts, n_classes)
 
 
@@ -221,30 +227,27 @@ def _tightest(tightness: np.ndarray, share: float) -> np.ndarray:
     return tightness >= np.quantile(tightness, 1.0 - share)
 
 
-def _tightness_block(
-    item: tuple[int, int], graph: tuple[np.ndarray, np.ndarray], layout, *parts: np.ndarray
-) -> np.ndarray:
-    """Stored rows [start, stop)'s triple tightness (an engine block of :func:`consensus_counts`)."""
-    start, stop = item
-    indices, similarities = graph
-    reader = read_rows(layout, *parts)
-    rows = reader.numbers(start, stop)
-    return triple_tightness(reader, indices[rows], similarities[rows])
+def _tightness_block(item: tuple[int, int], *arrays: Any) -> np.ndarray:
+    """Stored rows [start, stop) of the graph: their triple tightness (an engine block of
+    :func:`consensus_counts`; ``arrays``: the graph's blocks, then the vectors')."""
+    graph, vectors = read_many(*arrays)
+    block = graph.stored(*item)[:, :2]
+    return triple_tightness(vectors, block["index"], block["similarity"])
 
 
 def _count_block(
-    item: tuple[int, int], shared: tuple[np.ndarray, np.ndarray, np.ndarray | None], n_classes: int
+    item: tuple[int, int], labels: np.ndarray, tight: np.ndarray | None, n_classes: int, layout, *parts: np.ndarray
 ) -> ConsensusCounts:
-    """Rows [start, stop)'s label triples, of the tight rows only when a mask is given (an engine
-    block of :func:`consensus_counts`)."""
-    start, stop = item
-    labels, pairs, tight = shared
-    block = pairs[start:stop]
+    """Stored rows [start, stop) of the graph: their label triples, of the tight rows only when a
+    mask is given (an engine block of :func:`consensus_counts`)."""
+    reader = read_rows(layout, *parts)
+    rows = reader.numbers(*item)
+    block = reader.stored(*item)["index"][:, :2]
     if tight is not None:
-        block = np.where(tight[start:stop, None], block, -1)
+        block = np.where(tight[rows, None], block, -1)
     # Only the block's own rows are counted; their neighbours' labels are read from all rows.
     valid = (block[:, 0] >= 0) & (block[:, 1] >= 0)
-    return _count_triples(labels[start:stop][valid], labels[block[valid, 0]], labels[block[valid, 1]], n_classes)
+    return _count_triples(labels[rows][valid], labels[block[valid, 0]], labels[block[valid, 1]], n_classes)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from credaudit.cleaning import CleaningPlan, plan_cleaning
 from credaudit.config import InputConfig, ScanConfig
 from credaudit.detect import Detection, detect_label_errors, stored_neighbours
 from credaudit.encoders.base import Encoder, resolve_device
-from credaudit.engine import LOCAL, Engine, Rows, engine_for
+from credaudit.engine import LOCAL, Engine, Rows, engine_for, take_rows
 from credaudit.errors import DataReadError, InputError, UsageError
 from credaudit.findings import (
     Finding,
@@ -65,7 +65,7 @@ from credaudit.io import (
 )
 from credaudit.labels import LabelCodec
 from credaudit.leakage import Leakage, find_leakage, leakage_summary
-from credaudit.neighbors import NeighborGraph, build_knn_graph, estimate_recall, normalize_rows
+from credaudit.neighbors import GRAPH_DTYPE, NeighborGraph, build_knn_graph, estimate_recall, normalize_rows
 from credaudit.noise import NoiseEstimate, consensus_counts, estimate_noise
 from credaudit.progress import NullProgress, Progress
 from credaudit.ratings import jump_cost, rating_codec, rating_distribution
@@ -363,10 +363,9 @@ def audit(
         # Counted block by block on the engine and summed; the fit itself is K x K work.
         counts = consensus_counts(
             labels,
-            graph.indices,
+            graph,
             n_classes=n_classes,
             triple_share=noise_cfg.triple_share,
-            similarities=graph.similarities,
             embeddings=vectors,
             engine=engine,
         )
@@ -388,7 +387,7 @@ def audit(
 
         # Trust is judged before detection, which must not read an untrusted T.
         k_used = min(config.detect.k, graph.k)
-        knn_agreement = knn_label_agreement(labels, graph.indices, k_used)
+        knn_agreement = knn_label_agreement(labels, graph, k_used, engine=engine)
         trust = assess_trust(estimate, knn_agreement, class_names=codec.names(), min_kappa=noise_cfg.min_kappa)
         if not trust.trusted:
             estimate = widen_untrusted(estimate)
@@ -558,7 +557,7 @@ def _hygiene(
         rate=cfg.outlier_rate,
         engine=engine,
     )
-    groups = near_duplicate_groups(graph, texts, **link)
+    groups = near_duplicate_groups(graph, texts, **link, engine=engine)
     leakage = (
         find_leakage(vectors, texts, references, **{**link, "threshold": cfg.leakage_threshold}, engine=engine)
         if references
@@ -1122,7 +1121,8 @@ def review_queue(result: AuditResult) -> pl.DataFrame:
     detection, table = result.detection, result.table
     rows = _ranked_flags(detection)
     labels = result.labels
-    neighbours = result.graph.indices[rows, : detection.k]
+    # The flagged rows' neighbours only, fetched from where the engine keeps the graph.
+    neighbours = take_rows(result.engine, result.graph.edges, rows, dtype=GRAPH_DTYPE)["index"][:, : detection.k]
     neighbour_codes = np.where(neighbours >= 0, labels[np.maximum(neighbours, 0)], -1)
     names = [str(v) for v in result.codec.values]
     return review_frame(

@@ -159,6 +159,8 @@ def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Au
         quality = label_quality(det.error_score)
         kind, title = "single_label", "class"
     k = min(config.select.k, result.graph.k)
+    # The greedy choice runs here, over the whole graph (on Ray gathered from its blocks).
+    indices, similarities = result.graph.gathered(result.engine)
     table = result.table
     return _Audited(
         kind=kind,
@@ -177,8 +179,8 @@ def _audit_rows(data, config: ScanConfig, embeddings, progress: Progress) -> _Au
         groups=names[labels],
         group_title=title,
         vectors=result.vectors,  # where the engine keeps them (on Ray, the object store)
-        indices=result.graph.indices[:, :k],
-        similarities=result.graph.similarities[:, :k],
+        indices=indices[:, :k],
+        similarities=similarities[:, :k],
         noise=_noise(result.report.noise),
         parts=table.parts,
         source=table.source,
@@ -201,6 +203,7 @@ def _audit_pairs(data, config: ScanConfig, vectors, progress: Progress) -> _Audi
         engine=result.engine,
         progress=progress,
     )
+    indices, similarities = graph.gathered(result.engine)
     table = result.table
     return _Audited(
         kind="preference_pairs",
@@ -216,8 +219,8 @@ def _audit_pairs(data, config: ScanConfig, vectors, progress: Progress) -> _Audi
         group_title="pair action",
         vectors=result.content,
         engine=result.engine,
-        indices=graph.indices,
-        similarities=graph.similarities,
+        indices=indices,
+        similarities=similarities,
         noise=_noise(result.report.noise),
         parts=table.parts,
     )

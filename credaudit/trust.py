@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from credaudit.engine import row_blocks
+from credaudit.engine import LOCAL, Engine, map_stored, read_rows
+from credaudit.neighbors import NeighborGraph
 from credaudit.noise import Interval, NoiseEstimate
 
 
@@ -90,19 +91,25 @@ class TrustAssessment:
         }
 
 
-def knn_label_agreement(labels: np.ndarray, neighbor_indices: np.ndarray, k: int) -> float:
+def knn_label_agreement(labels: np.ndarray, graph: NeighborGraph, k: int, *, engine: Engine = LOCAL) -> float:
     """The share of (row, neighbour) pairs, over each row's ``k`` nearest neighbours, in which the
     neighbour carries the row's label.
 
-    ``labels`` (N,) label codes; ``neighbor_indices`` (N, >= k), nearest first. Counted by blocks
-    of rows: the labels of every row's neighbours at once would be an (N, k) array (0.8 GB of
-    int64 at 10M rows and k = 10).
+    ``labels`` (N,) label codes; ``graph`` (N, >= k) neighbours, nearest first. Counted per block
+    of the graph where ``engine`` keeps it, and summed: the labels of every row's neighbours at
+    once would be an (N, k) array (0.8 GB of int64 at 10M rows and k = 10).
     """
-    agreeing = sum(
-        int(np.count_nonzero(labels[neighbor_indices[start:stop, :k]] == labels[start:stop, None]))
-        for start, stop in row_blocks(len(labels))
-    )
+    shared = engine.share(labels)
+    agreeing = sum(count for _, count in map_stored(engine, _agreeing, graph.edges, shared, k))
     return agreeing / (len(labels) * k)
+
+
+def _agreeing(item: tuple[int, int], labels: np.ndarray, k: int, layout, *parts: np.ndarray) -> int:
+    """Stored graph rows [start, stop): how many of their first ``k`` neighbours carry the row's
+    label (an engine block of :func:`knn_label_agreement`)."""
+    reader = read_rows(layout, *parts)
+    near = reader.stored(*item)["index"][:, :k]
+    return int(np.count_nonzero(labels[near] == labels[reader.numbers(*item)][:, None]))
 
 
 def chance_corrected_agreement(knn_agreement: float, observed_prior: np.ndarray) -> tuple[float, float]:

@@ -120,7 +120,7 @@ def test_rank_never_flags_unanimous_rows_and_has_no_floor():
 
 def test_plain_vote_is_the_similarity_weighted_share():
     labels = np.array([0, 0, 1, 1])
-    graph = NeighborGraph(
+    graph = NeighborGraph.from_arrays(
         np.array([[1, 2], [0, 3], [3, 0], [2, 1]]),
         np.array([[0.9, 0.3], [0.9, 0.2], [0.8, 0.3], [0.8, 0.2]], dtype=np.float32),
         "exact",
@@ -134,7 +134,7 @@ def test_plain_vote_is_the_similarity_weighted_share():
 def test_suggest_excludes_the_given_label_only_when_flagged():
     # Row 0 (label 0): neighbours 1, 2, 3 labelled 1, 1, 2; the plain vote is its posterior.
     labels = np.array([0, 1, 1, 2])
-    graph = NeighborGraph(
+    graph = NeighborGraph.from_arrays(
         np.array([[1, 2, 3], [2, 0, 3], [1, 0, 3], [0, 1, 2]]),
         np.array([[0.5, 0.3, 0.2]] * 4, dtype=np.float32),
         "exact",

@@ -13,6 +13,7 @@ import pytest
 from credaudit import audit
 from credaudit.config import merge
 from credaudit.features import CHUNK_TEXTS
+from credaudit.neighbors import GRAPH_DTYPE
 from tests.conftest import make_noisy, small_blocks, write_table
 from tests.fakes import BagOfWordsEncoder, DiesOnceEncoder
 from tests.helpers import invoke
@@ -29,7 +30,12 @@ def record_gathers(monkeypatch) -> list:
 
     gathered = []
     gather = RayEngine.gather
-    monkeypatch.setattr(RayEngine, "gather", lambda self, rows: gathered.append(rows) or gather(self, rows))
+
+    def recording(self, rows):
+        gathered.append(gather(self, rows))
+        return gathered[-1]
+
+    monkeypatch.setattr(RayEngine, "gather", recording)
     return gathered
 
 
@@ -62,13 +68,19 @@ def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
         return put(value, *args, **kwargs)
 
     monkeypatch.setattr(ray, "put", recording_put)
+    gathered = record_gathers(monkeypatch)
     results = {}
     for engine in ("local", "ray"):
         # Stored by list as on a cluster of several nodes (this one has one).
         config = merge({"engine": {"name": engine, "ray_arrange": "always"}, "graph": {"index": index}})
         results[engine] = audit(frame, config, embeddings=x)
     local, distributed = results["local"], results["ray"]
-    np.testing.assert_array_equal(distributed.graph.indices, local.graph.indices)
+    assert not gathered  # nothing of the vectors or the graph came to the driver whole
+    # The graph stayed in the object store, in the blocks its search tasks made; every stage read
+    # it there, and it equals the local engine's.
+    assert all(isinstance(part, ray.ObjectRef) for part in distributed.graph.edges.parts)
+    for a, b in zip(distributed.graph.gathered(distributed.engine), local.graph.gathered(local.engine), strict=True):
+        np.testing.assert_array_equal(a, b)
     assert distributed.issues.equals(local.issues)
     assert distributed.report.noise["noise_rate"] == local.report.noise["noise_rate"]
     assert distributed.report.run["engine"]["name"] == "ray"
@@ -84,13 +96,20 @@ def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
         # Stored by k-means list (a shuffle on the cluster), each search task sent only its blocks.
         assert distributed.vectors.order is not None
         assert reads["search_lists"]["mean_sent"] < reads["search_lists"]["mean_held"]
-        assert reads["tightness_block"]["mean_sent"] < reads["tightness_block"]["mean_held"]
+        # The triples' tightness: a block of the graph, and the blocks of vectors it reads.
+        assert reads["tightness_block"]["mean_sent"] == 1
+        assert reads["tightness_block#1"]["mean_sent"] < reads["tightness_block#1"]["mean_held"]
+        assert len(distributed.graph.edges.parts) > 1 and distributed.graph.edges.order is not None
     else:
-        assert distributed.vectors.order is None and reads["exact_block"]["mean_sent"] == 3
-    # Detection's beliefs passed between propagation steps as object-store blocks (3 of them),
-    # never put from the driver whole.
-    assert reads["propagate_block"]["tasks"] >= 6 and reads["propagate_block"]["mean_held"] == 3
+        assert distributed.vectors.order is None and reads["exact_graph_block"]["mean_sent"] == 3
+    # Detection's beliefs passed between propagation steps as object-store blocks, never put from
+    # the driver whole; each scoring task read its own block of the graph.
+    assert reads["propagate_block"]["tasks"] >= 6 and reads["propagate_block#1"]["mean_held"] >= 3
+    for name in ("vote_block", "propagate_block", "restrict_block", "agreeing", "count_block"):
+        assert reads[name]["mean_sent"] == 1, name
     assert driver_put and not [v for v in driver_put if v.dtype == np.float64 and v.shape[1:] == (n_classes,)]
+    # Nor was the graph: no (N, k) array of neighbours was put from the driver.
+    assert not [v for v in driver_put if v.dtype.names or (v.ndim == 2 and v.dtype == np.int64 and len(v) == len(x))]
 
 
 def test_ray_actor_pool_embeds_the_same_vectors_as_the_local_encoder(tmp_path, monkeypatch):
@@ -171,7 +190,8 @@ def test_on_one_node_auto_leaves_the_rows_where_they_are(monkeypatch):
     for arrange, arranged in (("auto", False), ("always", True)):
         engine = RayEngine(arrange=arrange)
         rows = engine.place(x.copy())
-        np.testing.assert_array_equal(build_knn_graph(rows, k=8, index="ivf", engine=engine).indices, expected)
+        graph = build_knn_graph(rows, k=8, index="ivf", engine=engine)
+        np.testing.assert_array_equal(graph.gathered(engine)[0], expected)
         assert (rows.order is not None) is arranged and len(rows.parts) == 3
 
 
@@ -328,7 +348,8 @@ def test_select_on_ray_chooses_the_local_engines_rows_without_gathering_the_vect
     assert results["ray"].selection.equals(results["local"].selection)
     assert results["ray"].report["coverage"] == results["local"].report["coverage"]
     assert results["ray"].report["coverage"]["clusters"] == 20
-    assert not gathered
+    # The greedy choice reads the whole graph on the driver (gathered once); never the vectors.
+    assert [array.dtype for array in gathered] == [GRAPH_DTYPE]
 
 
 @pytest.mark.parametrize("source", ["vectors", "texts"])
@@ -379,7 +400,8 @@ def test_pairs_on_ray_give_the_local_engines_results_without_gathering_the_vecto
 
 def test_crowd_on_ray_gives_the_local_engines_consensus(tmp_path, monkeypatch):
     # The items' texts are embedded on the engine into blocks of 100 rows and their neighbour
-    # graph is searched there, never gathered; the consensus is the local engine's.
+    # graph is searched there; the vectors are never gathered, the graph once for the annotator
+    # model's EM (which runs on the driver); the consensus is the local engine's.
     from credaudit.crowd_run import audit_crowd
     from tests.test_crowd import planted_crowd
 
@@ -403,7 +425,7 @@ def test_crowd_on_ray_gives_the_local_engines_consensus(tmp_path, monkeypatch):
             }
         )
         results[engine] = audit_crowd(tmp_path / "answers.parquet", config)
-    assert not gathered
+    assert [array.dtype for array in gathered] == [GRAPH_DTYPE]
     local, distributed = results["local"], results["ray"]
     assert distributed.items.equals(local.items)
     assert distributed.report.run["features"]["neighbor_weight"] > 0.3  # the graph was used

@@ -209,13 +209,7 @@ def test_counts_made_block_by_block_equal_one_count_of_all_rows(triple_share):
     )
     for block_rows in (333, 2000, 65_536):
         counts = consensus_counts(
-            observed,
-            graph.indices,
-            n_classes=4,
-            triple_share=triple_share,
-            similarities=graph.similarities,
-            embeddings=x,
-            block_rows=block_rows,
+            observed, graph, n_classes=4, triple_share=triple_share, embeddings=x, block_rows=block_rows
         )
         assert counts.n_rows == whole.n_triples
         blocked = estimate_noise(observed, counts=counts, n_classes=4, triple_share=triple_share, n_bootstrap=0)

@@ -102,9 +102,9 @@ def test_outliers_and_triple_tightness_over_blocks(data, monkeypatch):
     b = score_outliers(rows, labels, graph, n_classes=5, k=8, rate=0.02, engine=LOCAL)
     np.testing.assert_allclose(a.score, b.score, atol=1e-6)
     np.testing.assert_array_equal(a.is_outlier, b.is_outlier)
-    kwargs = dict(n_classes=5, triple_share=0.5, similarities=graph.similarities)
-    whole = consensus_counts(labels, graph.indices, embeddings=x, **kwargs)
-    split = consensus_counts(labels, graph.indices, embeddings=rows, **kwargs)
+    kwargs = dict(n_classes=5, triple_share=0.5)
+    whole = consensus_counts(labels, graph, embeddings=x, **kwargs)
+    split = consensus_counts(labels, graph, embeddings=rows, **kwargs)
     np.testing.assert_array_equal(split.triples, whole.triples)
     np.testing.assert_array_equal(split.counts, whole.counts)
 
@@ -241,8 +241,12 @@ def test_an_audit_over_arranged_blocks_gives_the_flags_of_the_one_array(monkeypa
     monkeypatch.setattr("credaudit.pipeline.engine_for", lambda *args, **kwargs: engine)
     split = audit(frame, config, embeddings=x)
     assert split.vectors.order is not None and len(split.vectors.parts) == 10  # arranged by list
-    np.testing.assert_array_equal(split.graph.indices, whole.graph.indices)
-    np.testing.assert_array_equal(split.graph.similarities, whole.graph.similarities)
+    # The graph is held in blocks too, as the search made them (by list), never one array.
+    assert len(split.graph.edges.parts) > 1 and split.graph.edges.order is not None
+    with pytest.raises(LookupError, match="held in blocks"):
+        split.graph.indices  # noqa: B018
+    for a, b in zip(split.graph.gathered(engine), whole.graph.gathered(LOCAL), strict=True):
+        np.testing.assert_array_equal(a, b)
     assert split.issues.equals(whole.issues)
     assert split.report.noise == whole.report.noise
     np.testing.assert_allclose(split.embeddings, normalize_rows(x))
@@ -252,7 +256,12 @@ def test_an_audit_over_arranged_blocks_gives_the_flags_of_the_one_array(monkeypa
     assert sent < 0.7 * held  # the search's tasks read some of the blocks, not all
     assert counts["_search_part"][1] == counts["_search_part"][0]  # one block each (recall sample)
     assert counts["_class_sums"][1] == counts["_class_sums"][0]
-    assert counts["_tightness_block"][1] < counts["_tightness_block"][2]
+    # Tasks over the graph's blocks read their own block of it, and of the vectors (the
+    # tightness) or the beliefs (detection's steps) only the blocks holding their neighbours.
+    for name in ("_tightness_block", "_vote_block", "_propagate_block", "_restrict_block", "_agreeing"):
+        assert counts[name][1] == counts[name][0], name
+    assert counts["_tightness_block#1"][1] < counts["_tightness_block#1"][2]
+    assert counts["_propagate_block#1"][1] < counts["_propagate_block#1"][2]
 
 
 def test_leakage_over_arranged_blocks_matches_the_one_array(data):

@@ -8,7 +8,7 @@ from credaudit import ScanConfig, audit
 from credaudit.config import merge
 from credaudit.detect import detect_label_errors
 from credaudit.errors import ExitCode, exit_code_for
-from credaudit.neighbors import build_knn_graph
+from credaudit.neighbors import NeighborGraph, build_knn_graph
 from credaudit.noise import estimate_noise
 from credaudit.report.markdown import render_markdown
 from credaudit.report.terminal import render_quiet, render_terminal
@@ -32,8 +32,9 @@ def test_knn_label_agreement_counted_by_blocks_is_the_share_of_agreeing_pairs(mo
     labels = rng.integers(0, 3, size=100)
     indices = rng.integers(0, 100, size=(100, 6))
     expected = np.mean(labels[indices[:, :4]] == labels[:, None])
-    assert knn_label_agreement(labels, indices, 4) == expected
-    assert knn_label_agreement(np.zeros(100, dtype=np.int64), indices, 6) == 1.0
+    graph = NeighborGraph.from_arrays(indices, np.zeros(indices.shape, dtype=np.float32), "exact")
+    assert knn_label_agreement(labels, graph, 4) == expected
+    assert knn_label_agreement(np.zeros(100, dtype=np.int64), graph, 6) == 1.0
 
 
 @pytest.mark.parametrize(("seed", "separation"), [(0, 1.0), (1, 1.0), (2, 0.5), (0, 1.5)])
