@@ -5,20 +5,23 @@ where the embeddings are kept:
 
 - ``map(fn, items, *shared, rows=, reads=)``: ``fn(item, *shared, *rows.shared(...))`` for every
   item, results in item order. ``shared`` are the read-only values every block reads (the search
-  plan, the labels), put in place once with ``share``; ``rows`` are the vectors' blocks, of which
-  each task is sent only those ``reads(item)`` names (the others are None), so that on a cluster a
-  node fetches the blocks its tasks read, not every block.
+  plan, the labels), put in place once with ``share``; ``rows`` are the blocks of an array of
+  rows (the vectors, the neighbour graph, detection's beliefs), or of several (a tuple, read with
+  :func:`read_many`), of which each task is sent only those ``reads(item)`` names (the others are
+  None), so that on a cluster a node fetches the blocks its tasks read, not every block.
 - ``place(array)``: an array on the driver as :class:`Rows`, consecutive row blocks held where the
   engine keeps them: locally one block, the array itself; on Ray one object-store object per
   :data:`BLOCK_ROWS` rows, put one block at a time. A block function reads them with
   :func:`read_rows`; ``gather(rows)`` is the whole array on the driver, for the few callers that
   need it (the CUDA search, ``select``).
-- ``map_rows(fn, blocks, *shared, dim=, rows=, reads=)``: like ``map`` over consecutive row
-  ranges, for block functions that make new rows: each returns (its rows' (B, dim) array, a small
-  value). The arrays stay where the engine keeps rows, as :class:`Rows` (locally one array; on Ray
-  each task's output, in the object store of the node that ran it), and only the small values
-  come back. Detection's beliefs pass from one propagation step to the next this way, never
-  through the driver.
+- ``map_rows(fn, blocks, *shared, dim=, rows=, reads=, order=)``: like ``map`` over consecutive
+  ranges (of row numbers, or of stored positions of a layout ``order``), for block functions
+  that make new rows: each returns (its rows' (B, dim) array, a small value). The arrays stay
+  where the engine keeps rows, as :class:`Rows` (locally one array in row order; on Ray each
+  task's output, in the object store of the node that ran it), and only the small values come
+  back. The neighbour graph is made this way by the search's tasks, a detection round's graph
+  from it, and detection's beliefs pass from one propagation step to the next: never through
+  the driver. ``replace_rows`` writes a few rows anew (the rows a search left short).
 - ``take_blocks(rows, index, fn)``: new rows whose row i is row ``index[i]`` of ``rows``, ``fn``
   applied to each new block; on a cluster of several nodes a shuffle (each block split by
   destination, each destination block assembled from its pieces), so that no task reads every
@@ -199,28 +202,17 @@ def map_stored(
 
     ``also``: more arrays the block function reads after ``rows`` (:func:`read_many`); ``reads``
     then names the blocks of each, ``rows`` first (a tuple; None for every block)."""
+    if also and reads is None:
+        raise ValueError("map_stored over several arrays needs reads naming the blocks of each")
     blocks = stored_blocks(rows, block_rows)
-    if also:
-        if reads is None:
-            raise ValueError("map_stored over several arrays needs reads naming the blocks of each")
-        results = engine.map(fn, blocks, *shared, rows=(rows, *also), reads=reads)
-        for (start, stop), result in zip(blocks, results, strict=True):
-            yield rows.numbers(start, stop), result
-        return
-    reads = reads or (lambda block: _stored_parts(rows, block))
-    results = engine.map(fn, blocks, *shared, rows=rows, reads=reads)
+    results = engine.map(fn, blocks, *shared, rows=(rows, *also) if also else rows, reads=reads or own_parts(rows))
     for (start, stop), result in zip(blocks, results, strict=True):
         yield rows.numbers(start, stop), result
 
 
-def _stored_parts(rows: Rows, block: tuple[int, int]) -> list[int]:
-    first = int(np.searchsorted(rows.offsets, block[0], side="right")) - 1
-    return [first]
-
-
 def own_parts(rows: Rows) -> Callable[[tuple[int, int]], list[int]]:
     """``reads`` for a map over :func:`stored_blocks` of ``rows``: each range's own block."""
-    return lambda block: _stored_parts(rows, block)
+    return lambda block: [int(np.searchsorted(rows.offsets, block[0], side="right")) - 1]
 
 
 class RowReader:
