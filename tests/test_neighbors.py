@@ -204,3 +204,18 @@ def test_the_search_and_the_restriction_hold_little_beside_the_graph():
     sub, peak = _traced_peak(lambda: restrict_graph(graph, x, keep, k=10))
     # Beside its result, less than one (N, graph.k) array of row numbers (the whole-graph sort's).
     assert peak - (sub.indices.nbytes + sub.similarities.nbytes) < graph.indices.nbytes
+
+
+def test_the_gpu_search_makes_the_exact_graph(monkeypatch):
+    # The CUDA branch (blocked torch products, no rescoring) run on the CPU: its graph is the
+    # exact search's, placed where the engine keeps rows like every other graph.
+    import credaudit.neighbors as neighbors
+
+    on_cpu = neighbors._torch_searcher
+    monkeypatch.setattr(neighbors, "_torch_searcher", lambda base, device: on_cpu(base, "cpu"))
+    x = normalize_rows(np.random.default_rng(3).normal(size=(700, 16)).astype(np.float32))
+    gpu = build_knn_graph(x, k=6, device="cuda", block_rows=256)
+    exact = build_knn_graph(x, k=6, index="exact")
+    assert gpu.method == "exact" and len(gpu.edges.parts) == 1
+    np.testing.assert_array_equal(gpu.indices, exact.indices)
+    np.testing.assert_allclose(gpu.similarities, exact.similarities, atol=1e-6)
