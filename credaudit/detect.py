@@ -67,10 +67,10 @@ from credaudit.engine import (
     Engine,
     Rows,
     block_offsets,
-    own_parts,
+    range_parts,
     read_many,
     read_rows,
-    stored_blocks,
+    row_blocks,
     unique_rows,
 )
 from credaudit.neighbors import NeighborGraph, restrict_graph
@@ -175,7 +175,7 @@ def score_label_errors(
         returned too.
     engine : Engine
         Where the blocks of rows are scored: the plain vote is one map over blocks of
-        ``block_rows`` rows of the graph (each task sent its own block of it), and each further
+        ``block_rows`` rows of the graph (each task sent the blocks of it they span), and each further
         propagation step one more, reading the beliefs of its rows' neighbours from the step
         before. The beliefs, (N, K), are kept where the engine keeps rows, laid out as the graph
         (:meth:`Engine.map_rows`); only per-row values come back (on Ray the driver never holds
@@ -193,13 +193,15 @@ def score_label_errors(
     """
     edges = graph.edges
     k = graph.k if k is None else min(k, graph.k)
-    blocks = stored_blocks(edges, block_rows or _default_block_rows(n_classes))
+    # Ranges of the graph's stored rows, across its blocks: the search makes blocks of a few
+    # k-means lists (about 16,000 rows), and a step's tasks should each score a full block.
+    blocks = row_blocks(graph.n_rows, block_rows or _default_block_rows(n_classes))
     # The beliefs are made one block per item (map_rows), so their blocks' offsets are known now:
     # the first step names, per block, the blocks of beliefs its rows' neighbours are in (the
     # driver does not hold the graph to find them).
     belief_offsets = block_offsets(b - a for a, b in blocks)
     shared = engine.share(labels)
-    graph_part = own_parts(edges)
+    graph_part = range_parts(edges)
     # Floor T so a zero cell cannot veto a class outright; rows of the floored T still sum ~1.
     # likelihood[j] = T[:, j], the likelihood of observed label j under each true class: a row per
     # observed label, so that a block gathers whole rows (T[:, labels].T gathers across them).

@@ -215,6 +215,18 @@ def own_parts(rows: Rows) -> Callable[[tuple[int, int]], list[int]]:
     return lambda block: [int(np.searchsorted(rows.offsets, block[0], side="right")) - 1]
 
 
+def range_parts(rows: Rows) -> Callable[[tuple[int, int]], list[int]]:
+    """``reads`` for a map over ranges [start, stop) of ``rows``' stored positions that may span
+    several of its blocks (``row_blocks(rows.n_rows, ...)``): the blocks each range overlaps."""
+
+    def reads(block: tuple[int, int]) -> list[int]:
+        first = int(np.searchsorted(rows.offsets, block[0], side="right")) - 1
+        last = int(np.searchsorted(rows.offsets, block[1] - 1, side="right")) - 1
+        return list(range(first, last + 1))
+
+    return reads
+
+
 class RowReader:
     """Read access to the rows of :class:`Rows` inside a block function: ``reader[start:stop]``
     and ``reader[index_array]`` by row number as on the (N, d) array (a view where one block holds

@@ -105,8 +105,10 @@ def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
     # Detection's beliefs passed between propagation steps as object-store blocks, never put from
     # the driver whole; each scoring task read its own block of the graph.
     assert reads["propagate_block"]["tasks"] >= 6 and reads["propagate_block#1"]["mean_held"] >= 3
-    for name in ("vote_block", "propagate_block", "restrict_block", "agreeing", "count_block"):
+    for name in ("restrict_block", "agreeing", "count_block"):
         assert reads[name]["mean_sent"] == 1, name
+    for name in ("vote_block", "propagate_block"):  # the few blocks of the graph each task spans
+        assert reads[name]["mean_sent"] < reads[name]["mean_held"] or reads[name]["mean_held"] == 1, name
     assert driver_put and not [v for v in driver_put if v.dtype == np.float64 and v.shape[1:] == (n_classes,)]
     # Nor was the graph: no (N, k) array of neighbours was put from the driver.
     assert not [v for v in driver_put if v.dtype.names or (v.ndim == 2 and v.dtype == np.int64 and len(v) == len(x))]
