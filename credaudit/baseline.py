@@ -36,6 +36,13 @@ def load_report(path: str | Path, *, flag: str = "--baseline") -> dict[str, Any]
     except json.JSONDecodeError as exc:
         raise DataReadError(f"{flag} {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
     version = report.get("schema_version") if isinstance(report, dict) else None
+    command = _other_command(report) if isinstance(version, int) and "noise" not in report else None
+    if command is not None:
+        # Another command's report: say which, rather than "not a report".
+        raise DataReadError(
+            f"{flag} {path} is a report of `credaudit {command}`; diff and --baseline compare the reports of "
+            "`credaudit scan` (their noise estimates and flags)"
+        )
     if not isinstance(version, int) or "noise" not in report:
         raise DataReadError(f"{flag} {path} is not a credaudit report.json (no schema_version / noise section)")
     if version not in READABLE_SCHEMAS:
@@ -100,3 +107,11 @@ def compare_reports(before: dict[str, Any], after: dict[str, Any], *, before_pat
         "classes_added": [n for n in a_classes if n not in b_classes],
         "classes_removed": [n for n in b_classes if n not in a_classes],
     }
+
+
+def _other_command(report: dict) -> str | None:
+    """``fairness`` or ``select`` for those commands' report.json, else None."""
+    if report.get("kind") == "fairness":
+        return "fairness"
+    run = report.get("run")
+    return "select" if isinstance(run, dict) and run.get("command") == "select" else None

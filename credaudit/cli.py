@@ -249,6 +249,14 @@ def _guard(debug: bool, body: Callable[[], int]) -> None:
     raise typer.Exit(code)
 
 
+def _path_value(value: str) -> Path:
+    """A path flag's value. An empty one (``--out "$DIR"`` with the variable unset) is refused, not
+    read as the current directory, where the outputs would land among the user's files."""
+    if not str(value).strip():
+        raise typer.BadParameter("is empty; name a path")
+    return Path(value)
+
+
 def _config(config_file: Optional[Path], overrides: dict[str, tuple[Any, str]]):
     from credaudit.config import load_toml, merge
 
@@ -414,7 +422,12 @@ def scan(
     ] = None,
     out: Annotated[
         Optional[Path],
-        typer.Option("--out", help="Output directory. [default: ./credaudit-out/<data stem>/]", show_default=False),
+        typer.Option(
+            "--out",
+            parser=_path_value,
+            help="Output directory. [default: ./credaudit-out/<data stem>/]",
+            show_default=False,
+        ),
     ] = None,
     clean: Annotated[
         Optional[str],
@@ -597,7 +610,10 @@ def scan(
         ),
     ] = None,
     junit: Annotated[
-        Optional[Path], typer.Option("--junit", help="Also write the gate checks as JUnit XML.", show_default=False)
+        Optional[Path],
+        typer.Option(
+            "--junit", parser=_path_value, help="Also write the gate checks as JUnit XML.", show_default=False
+        ),
     ] = None,
     review: Annotated[
         Optional[list[str]],
@@ -756,9 +772,15 @@ def scan(
 
 def _split_order(text: str | None) -> tuple[str, ...] | None:
     """``--label-order "bad,ok,good"`` -> ("bad", "ok", "good")."""
+    from credaudit.errors import UsageError
+
     if text is None:
         return None
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+    order = tuple(part.strip() for part in text.split(",") if part.strip())
+    # The flag's value is wrong (exit 2), whatever the data: said here, not when the ratings are read.
+    if len(order) < 2 or len(set(order)) < len(order):
+        raise UsageError(f"--label-order must list at least two distinct values, lowest first; got {text!r}")
+    return order
 
 
 def _scan_crowd(data: Path, config) -> int:
@@ -830,7 +852,10 @@ def select_command(
     out: Annotated[
         Optional[Path],
         typer.Option(
-            "--out", help="Output directory. [default: ./credaudit-out/<data stem>-select/]", show_default=False
+            "--out",
+            parser=_path_value,
+            help="Output directory. [default: ./credaudit-out/<data stem>-select/]",
+            show_default=False,
         ),
     ] = None,
     seed: SeedOpt = None,
@@ -919,7 +944,10 @@ def fairness(
     out: Annotated[
         Optional[Path],
         typer.Option(
-            "--out", help="Output directory. [default: ./credaudit-out/<data stem>-fairness/]", show_default=False
+            "--out",
+            parser=_path_value,
+            help="Output directory. [default: ./credaudit-out/<data stem>-fairness/]",
+            show_default=False,
         ),
     ] = None,
     max_dp_gap: Annotated[
@@ -963,13 +991,13 @@ def fairness(
     """Fairness gaps with the sensitive attribute missing: naive vs calibrated from three or more weak proxies."""
 
     def body() -> int:
-        import json
 
         from credaudit import fairness_run
         from credaudit.console import console_width, is_interactive, write
         from credaudit.errors import ExitCode
         from credaudit.io import check_out_dir
         from credaudit.report.fairness import render_fairness_quiet, render_fairness_terminal
+        from credaudit.report.json import render_json_data
 
         config = _config(
             config_file,
@@ -1000,7 +1028,7 @@ def fairness(
             report, _ = fairness_run.audit_fairness_file(data, config, progress=progress)
         written = fairness_run.write_fairness_outputs(report, out_dir, html=config.output.html)
         if fmt == "json":
-            write(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+            write(render_json_data(report.to_dict()))
         elif fmt == "quiet":
             write(render_fairness_quiet(report))
         else:
@@ -1029,6 +1057,7 @@ def apply(
         Optional[Path],
         typer.Option(
             "--out",
+            parser=_path_value,
             help="Where to write the data with the decisions applied, in its own format. "
             "[default: ./credaudit-out/<data stem>/reviewed.<ext>]",
             show_default=False,
@@ -1105,6 +1134,7 @@ def embed(
         Optional[Path],
         typer.Option(
             "--output",
+            parser=_path_value,
             help="Also write the vectors: .npy (N × d float32) or .parquet "
             "(row_id + embedding column, usable with --embedding-col).",
             show_default=False,

@@ -10,6 +10,7 @@ mirrors these defaults (a test keeps the two equal). TOML has no null: a setting
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -552,6 +553,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}), so not TOML") from None
 
 
 # Keys earlier releases read, with why they are gone: a config file that still sets one keeps
@@ -675,6 +678,9 @@ def _check(cls: type, key: str, value: Any, source: str) -> Any:
             fail("true or false")
         return value
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if is_number and not math.isfinite(value):
+        # NaN compares false with every bound, so a NaN gate would pass whatever the data.
+        fail(f"a finite number{_range_text(rules)}")
     if int in allowed and float in allowed:
         if not is_number:
             fail("a number")

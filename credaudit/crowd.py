@@ -40,6 +40,7 @@ from credaudit.io import (
     parquet_parts,
     read_frame,
     require_columns,
+    unique_ids,
 )
 from credaudit.labels import LabelCodec, as_scalar
 
@@ -232,6 +233,14 @@ def read_crowd(path: Path, config: ScanConfig) -> CrowdTable:
     index = {a: i for i, a in enumerate(names)}
     annotator = np.fromiter((index[str(a)] for a in annotator_values), dtype=np.int64, count=len(annotator_values))
     answers = Answers(item_codes, annotator, _codes(label_values, codec), len(item_ids), len(names), codec.n_classes)
+    # Annotators are judged against each other (on shared items, or through similar items): one
+    # annotator has no one to be compared with, and the model would trade its answers for the
+    # neighbours' consensus (it overruled half of one annotator's answers, and called it a pass).
+    if len(names) < 2:
+        raise InputError(
+            f"{name} has one annotator ({names[0]!r}): a multi-annotator audit compares annotators with "
+            "each other. Audit one label per item as single labels (without --item-col and --annotator-col)"
+        )
 
     reference = np.full(len(item_ids), -1, dtype=np.int64)
     if cfg.reference_col is not None:
@@ -247,6 +256,13 @@ def read_crowd(path: Path, config: ScanConfig) -> CrowdTable:
             reference[known] = codec.encode([_norm(ref_values[i]) for i in known])
 
     texts, embeddings, n_empty = _item_features(frame, config, row_items, len(item_ids), name, item_ids)
+    features = cfg.use_texts and (texts is not None or embeddings is not None)
+    if not features and np.bincount(item_codes, minlength=len(item_ids)).max() < 2:
+        raise InputError(
+            f"{name} has no item answered twice and no item texts or vectors: nothing relates one "
+            "annotator's answers to another's. Give the items' texts (--text-col, --items) or audit the "
+            "answers as single labels"
+        )
     return CrowdTable(
         path,
         fmt,
@@ -390,14 +406,7 @@ def _row_ids(frame: pl.DataFrame, config: ScanConfig, name: str) -> list[Any]:
     id_col = config.input.id_col
     if id_col is None:
         return list(range(frame.height))
-    ids = frame.get_column(id_col)
-    duplicated = ids.is_duplicated()
-    if bool(duplicated.any()):
-        raise InputError(
-            f"column '{id_col}' (--id-col) in {name} is not unique: {ids[int(duplicated.arg_true()[0])]!r} "
-            "appears more than once"
-        )
-    return ids.to_list()
+    return unique_ids(frame, id_col, name).to_list()
 
 
 def _per_item(

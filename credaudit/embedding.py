@@ -15,7 +15,7 @@ from credaudit.encoders.cache import EmbeddingCache, default_cache_dir
 from credaudit.encoders.registry import get_encoder
 from credaudit.errors import UsageError
 from credaudit.features import embed_texts
-from credaudit.io import atomic_write_file, read_texts
+from credaudit.io import atomic_write_file, check_out_file, read_texts
 from credaudit.progress import Progress
 
 
@@ -54,11 +54,16 @@ def embed_file(
     ------
     UsageError
         ``output`` has another extension.
+    OutputWriteError
+        ``output`` is the input, or cannot be written.
     """
     if config.encoder.name == "auto":
         raise UsageError("--encoder auto chooses with the labels, which `embed` does not read; name an encoder")
     if output is not None and output.suffix not in (".npy", ".parquet"):
         raise UsageError(f"--output {output} must end in .npy or .parquet")
+    if output is not None:
+        # Before any work: never over the input (a parquet input and a .parquet output can be one file).
+        check_out_file(output, Path(data), flag="--output")
     started = time.perf_counter()
     texts, ids = read_texts(
         data, text_cols=config.input.text_cols, id_col=config.input.id_col, encoding=config.input.encoding

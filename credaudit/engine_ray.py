@@ -90,7 +90,7 @@ from credaudit.engine import (
     split_block,
     staged_shuffle,
 )
-from credaudit.errors import UsageError
+from credaudit.errors import ResourceError, UsageError
 
 # A shuffle goes in two rounds (engine.staged_shuffle) where one round's pieces (a piece per source
 # and destination block) would be smaller than Ray's inline limit, max_direct_call_object_size
@@ -204,12 +204,19 @@ class RayEngine:
             # backend's are left at Ray's default: setting RAY_BACKEND_LOG_LEVEL prints a line
             # saying so on stderr, while the default prints nothing there.
             os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-            ray.init(
-                address=address or None,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-            )
+            try:
+                ray.init(
+                    address=address or None,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.ERROR,
+                )
+            except (ConnectionError, RuntimeError, ValueError, ImportError) as exc:
+                # An unreachable or malformed address: one sentence naming it (exit 3), not an
+                # internal error with Ray's own advice.
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                where = f"the Ray cluster at --ray-address {address}" if address else "a local Ray instance"
+                raise ResourceError(f"cannot start or reach {where}: {first}") from None
         self._quiet()
         self._remote: dict[tuple[Callable[..., Any], int], Any] = {}
         self._shared: dict[int, tuple[weakref.ref, Any]] = {}

@@ -82,7 +82,7 @@ class OutputWriteError(InputError):
 
 
 class ResourceError(InputError):
-    """Out of memory (host or GPU)."""
+    """Out of memory (host or GPU), or a compute cluster that cannot be started or reached."""
 
 
 def exit_code_for(result: AuditResult) -> ExitCode:

@@ -41,6 +41,9 @@ def _binary(frame: pl.DataFrame, column: str, flag: str, name: str) -> np.ndarra
     nulls = series.is_null()
     if bool(nulls.any()):
         raise InputError(f"column '{column}' ({flag}) in {name} is empty at row {int(nulls.arg_true()[0])}")
+    if series.dtype == pl.String and set(series.str.to_lowercase().unique().to_list()) <= {"true", "false"}:
+        # A CSV's "TRUE"/"False" stays text (io: it would not write back as spelled); it is boolean here.
+        series = series.str.to_lowercase() == "true"
     values = series.unique().to_list()
     if series.dtype.is_float() and bool(series.is_nan().any()):
         raise InputError(
@@ -90,6 +93,10 @@ def read_fairness_data(path: Path, config: ScanConfig) -> tuple[FairnessData, di
         )
     if len(set(cfg.proxy_cols)) < len(cfg.proxy_cols):
         raise UsageError("each --proxy-col must name a different column")
+    for column, flag in ((cfg.pred_col, "--pred-col"), (cfg.label_col, "--label-col"), (cfg.group_col, "--group-col")):
+        if column is not None and column in cfg.proxy_cols:
+            # A proxy that is the prediction (or the outcome, or the group itself) measures nothing.
+            raise UsageError(f"--proxy-col {column} is also the {flag} column; a proxy must be another column")
     if cfg.label_col is None and (config.gates.max_eo_gap is not None or config.gates.warn_max_eo_gap is not None):
         raise UsageError("--max-eo-gap / --warn-max-eo-gap need --label-col: equalized odds compares error rates")
     fmt = replace(detect_format(path), encoding=config.input.encoding)
@@ -119,6 +126,20 @@ def read_fairness_data(path: Path, config: ScanConfig) -> tuple[FairnessData, di
                 f"column '{column}' (--proxy-col) in {name} has one value ({values[0]!r}): a proxy must name groups"
             )
         proxy_values.append(values)
+    # The proxies are noisy readings of one attribute, so they name the same groups: a group only
+    # one proxy names (another coding, "female" against "F", or a stray value) would be a group of
+    # its own, and its gap to the others a false one.
+    for column, values in zip(cfg.proxy_cols, proxy_values, strict=True):
+        others = {
+            v for other, named in zip(cfg.proxy_cols, proxy_values, strict=True) if other != column for v in named
+        }
+        alone = sorted(set(values) - others) if others else []
+        if alone:
+            raise InputError(
+                f"column '{column}' (--proxy-col) in {name} names {', '.join(map(repr, alone[:5]))}, which no other "
+                f"proxy names (they name {', '.join(map(repr, sorted(others)[:10]))}): code the groups the same way "
+                "in every proxy"
+            )
     group_values = None
     groups = sorted({v for values in proxy_values for v in values})
     if cfg.group_col:
@@ -389,12 +410,12 @@ def fairness_out_dir(config: ScanConfig, data: Path) -> Path:
 
 def write_fairness_outputs(report: FairnessReport, out_dir: Path, *, html: bool = True) -> list[Path]:
     """report.json, report.md (and report.html), atomically as a set."""
-    import json
 
     from credaudit.report.fairness import render_fairness_html, render_fairness_markdown
+    from credaudit.report.json import render_json_data
 
     writers = {
-        "report.json": write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"),
+        "report.json": write_text(render_json_data(report.to_dict())),
         "report.md": write_text(render_fairness_markdown(report)),
     }
     if html:

@@ -95,6 +95,15 @@ def parquet_parts(path: Path, fmt: DataFormat) -> Parts | None:
 
 
 def _parquet_files(path: Path) -> list[Path]:
+    """The .parquet files directly in the directory ``path``, by name. Files further down (a Hive
+    layout ``part=1/...``, or ``sub/b.parquet``) are refused rather than left out of the audit
+    unseen: the outputs are written file by file, named after the input files."""
+    nested = next((p for p in path.rglob("*.parquet") if p.parent != path and p.is_file()), None)
+    if nested is not None:
+        raise DataReadError(
+            f"directory {path} holds parquet files in subdirectories ({nested.relative_to(path)}); credaudit "
+            "reads the .parquet files directly in the directory given: name each directory, or move the files up"
+        )
     return sorted(p for p in path.iterdir() if p.suffix == ".parquet" and p.is_file())
 
 
@@ -554,11 +563,31 @@ def _read_jsonl(path: Path, raw: bytes) -> pl.DataFrame:
 
 def _read_csv(path: Path, raw: bytes) -> pl.DataFrame:
     try:
-        return pl.read_csv(_io.BytesIO(raw), infer_schema_length=None)
+        frame = pl.read_csv(_io.BytesIO(raw), infer_schema_length=None)
+        typed = [name for name, dtype in frame.schema.items() if dtype != pl.String]
+        if typed:
+            as_written = pl.read_csv(_io.BytesIO(raw), columns=typed, infer_schema=False)
+            frame = frame.with_columns(as_written.select(_lossy(frame, as_written)))
+        return frame
     except pl.exceptions.NoDataError:
         raise EmptyDataError(f"{path} has no rows") from None
     except (pl.exceptions.PolarsError, ValueError) as exc:
         raise DataReadError(f"{path} is not a readable CSV file ({_first_line(exc)})") from None
+
+
+def _lossy(frame: pl.DataFrame, as_written: pl.DataFrame) -> list[str]:
+    """The columns of a CSV whose inferred type would not write back as the file spells them
+    ("00013" read as 13, "1.50" as 1.5, "TRUE" as true): they stay text, so that every copy the
+    tool writes (the cleaned, selected and applied files) carries the user's values unchanged.
+    Columns that round-trip ("12", "2.5", "true") keep their numbers and booleans, which ratings
+    and the fairness columns read."""
+    lossy = []
+    for name in as_written.columns:
+        written = frame.select(name).write_csv()
+        again = pl.read_csv(_io.BytesIO(written.encode()), infer_schema=False)[name]
+        if not again.equals(as_written[name]):
+            lossy.append(name)
+    return lossy
 
 
 def _first_line(exc: BaseException) -> str:
@@ -742,10 +771,16 @@ def unique_ids(frame: pl.DataFrame, id_col: str, name: str) -> pl.Series:
     """The ``--id-col`` column, or an InputError naming the first value that repeats (every output
     is keyed by them, so a repeated id would make two rows one)."""
     ids = frame.get_column(id_col)
+    where = f"column '{id_col}' (--id-col) in {name}"
+    if isinstance(ids.dtype, (pl.List, pl.Array, pl.Struct)):
+        raise InputError(f"{where} holds {ids.dtype} values; ids must be single values (text or numbers)")
+    missing = ids.is_null() | (ids.is_nan() if ids.dtype.is_float() else False)
+    if bool(missing.any()):
+        raise InputError(f"{where} is empty at row {int(missing.arg_true()[0])}; every row needs an id")
     duplicated = ids.is_duplicated()
     if bool(duplicated.any()):
         first = int(duplicated.arg_true()[0])
-        raise InputError(f"column '{id_col}' (--id-col) in {name} is not unique: {ids[first]!r} appears more than once")
+        raise InputError(f"{where} is not unique: {ids[first]!r} appears more than once")
     return ids
 
 
@@ -994,11 +1029,20 @@ def atomic_write_file(path: Path, writer: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         writer(tmp)
+        # mkstemp makes the file private (0600); the output gets the mode any new file would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as exc:
         raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """This process's umask (reading it means setting it; set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_texts(

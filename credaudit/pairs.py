@@ -76,6 +76,10 @@ class PairTable:
     sha256 : str
     parts : Parts or None
         For a directory of parquet files: which file each pair came from.
+    identical : ndarray of shape (P,), bool, or None
+        Pairs whose two responses are the same text (after stripping whitespace): no preference to
+        audit, so they stay out of the directions' audit and their action is ``drop``. None: no
+        texts to compare (vectors given).
     """
 
     path: Path
@@ -90,6 +94,7 @@ class PairTable:
     prompt_source: str
     sha256: str
     parts: Parts | None = None
+    identical: np.ndarray | None = None
 
     @property
     def n_pairs(self) -> int:
@@ -194,12 +199,13 @@ def read_pairs(
     rejected = texts(rejected_col, "--rejected-col")
     prompts = texts(prompt_col, "--prompt-col")
     prompt_source = "column" if prompts is not None else "none"
+    identical = None
     if chosen is not None and rejected is not None:
-        same = (chosen.str.strip_chars(PY_WHITESPACE) == rejected.str.strip_chars(PY_WHITESPACE)).arg_true()
-        if len(same):
+        identical = (chosen.str.strip_chars(PY_WHITESPACE) == rejected.str.strip_chars(PY_WHITESPACE)).to_numpy()
+        if identical.all():
             raise InputError(
-                f"{name}: row {row_ids[int(same[0])]!r} has the same text as chosen and rejected "
-                f"({len(same)} such pair(s)); a pair must compare two different responses"
+                f"{name}: every pair has the same text as chosen and rejected; a pair must compare two "
+                "different responses"
             )
         if prompts is None:
             split = split_shared_prefix(chosen, rejected)
@@ -225,6 +231,7 @@ def read_pairs(
         prompt_source=prompt_source,
         sha256=sha,
         parts=parquet_parts(path, fmt),
+        identical=identical if identical is not None and identical.any() else None,
     )
 
 
@@ -263,35 +270,37 @@ def pair_rows(engine: Engine, vectors: Rows, order: np.ndarray) -> tuple[Rows, n
     engine : Engine
     vectors : Rows of shape (2P, d)
         The chosen responses' vectors (rows 0..P-1), then the rejected ones' (rows P..2P-1), any scale.
-    order : ndarray of shape (P,), int64
-        The pairs in the order the engine is to see them (:func:`canonical_order`).
+    order : ndarray of shape (n,), int64
+        The pairs the engine is to see, in the order it is to see them (:func:`canonical_order`,
+        without the pairs of identical responses): n <= P.
 
     Returns
     -------
-    rows : Rows of shape (2P, d), unit float32 rows
-        Row i is the preference direction of pair ``order[i]`` (code ``AS_GIVEN``), row P + i the
+    rows : Rows of shape (2n, d), unit float32 rows
+        Row i is the preference direction of pair ``order[i]`` (code ``AS_GIVEN``), row n + i the
         same direction reversed (code ``REVERSED``): the labels of :func:`pair_labels`.
     similarity : ndarray of shape (P,)
         cos(chosen, rejected) of each pair, in input order.
     topics : Rows of shape (P, d)
         Each pair's topic (:func:`preference_directions`), in input order.
     """
-    n = len(order)
-    pairs = row_blocks(n)
+    n_pairs, n = vectors.n_rows // 2, len(order)
+    pairs = row_blocks(n_pairs)
 
     def reads(block: tuple[int, int]) -> np.ndarray:  # a block of pairs: its chosen and its rejected rows
         a, b = block
-        return vectors.parts_of(np.r_[a:b, n + a : n + b])
+        return vectors.parts_of(np.r_[a:b, n_pairs + a : n_pairs + b])
 
     directions, similarity = engine.map_rows(
-        _pair_block, pairs, n, "directions", dim=vectors.dim, rows=vectors, reads=reads
+        _pair_block, pairs, n_pairs, "directions", dim=vectors.dim, rows=vectors, reads=reads
     )
-    topics, _ = engine.map_rows(_pair_block, pairs, n, "topics", dim=vectors.dim, rows=vectors, reads=reads)
+    topics, _ = engine.map_rows(_pair_block, pairs, n_pairs, "topics", dim=vectors.dim, rows=vectors, reads=reads)
     # Into the engine's order (where the engine moves rows between nodes, a shuffle), then each
     # block of directions twice: as given, and reversed, each task reading its own block.
     ordered = engine.take_blocks(directions, order)
     del directions
-    halves = pairs + [(n + a, n + b) for a, b in pairs]
+    audited = row_blocks(n)
+    halves = audited + [(n + a, n + b) for a, b in audited]
     rows, _ = engine.map_rows(
         _mirror_block,
         halves,

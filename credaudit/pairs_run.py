@@ -234,6 +234,8 @@ def audit_pairs(
     engine = config_engine(config)
     with times.stage("embed"):
         vectors, order, encoder = _vectors(table, config, chosen_embeddings, rejected_embeddings, engine, progress)
+        if table.identical is not None:
+            order = order[~table.identical[order]]  # no preference to audit (dropped below)
         rows, similarity, content = pair_rows(engine, vectors, order)
         del vectors
 
@@ -247,7 +249,7 @@ def audit_pairs(
         hygiene=dataclasses.replace(config.hygiene, reference=()),
         ratings=dataclasses.replace(config.ratings, ordinal=False, label_order=()),
     )
-    labels = pair_labels(table.n_pairs)
+    labels = pair_labels(len(order))
     directions = audit(
         pl.DataFrame({"label": labels}), engine_config, embeddings=rows, progress=progress, engine=engine
     )
@@ -255,14 +257,16 @@ def audit_pairs(
         if stage not in ("read", "embed", "total"):
             times.seconds[stage] = seconds
 
-    n = table.n_pairs
+    n = len(order)
     det = directions.detection
-    flip = np.empty(n)
-    reversed_ = np.empty(n, dtype=bool)
+    # Pairs of identical responses were not audited: no score, never reversed, dropped (their
+    # responses' similarity is 1).
+    flip = np.full(table.n_pairs, np.nan)
+    reversed_ = np.zeros(table.n_pairs, dtype=bool)
     # Both rows of a pair are mirror images; a row can still miss a round the other was in.
     flip[order] = (det.error_score[:n] + det.error_score[n:]) / 2.0
     reversed_[order] = det.is_label_error[:n] | det.is_label_error[n:]
-    agreement = np.empty(n)
+    agreement = np.full(table.n_pairs, np.nan)
     agreement[order] = det.neighbour_agreement[:n]
     actions = pair_actions(
         flip, reversed_, similarity, same_threshold=cfg.same_threshold, unclear_score=cfg.unclear_score
@@ -301,6 +305,7 @@ def _report(
             "format": table.format.kind + (".gz" if table.format.gzip else ""),
             "rows": n,
             "pairs": n,
+            "identical_pairs": 0 if table.identical is None else int(table.identical.sum()),
             "prompt_source": table.prompt_source,
             "columns_used": {
                 "chosen": cfg.chosen_col,
@@ -406,6 +411,8 @@ def pairs_shape(config: ScanConfig) -> str | None:
         return None
     if cfg.chosen_col is None or cfg.rejected_col is None:
         raise UsageError("preference pairs need both --chosen-col and --rejected-col")
+    if cfg.chosen_col == cfg.rejected_col:
+        raise UsageError(f"--chosen-col and --rejected-col both name '{cfg.chosen_col}'; a pair compares two columns")
     crowd = config.crowd
     mixed = [
         flag

@@ -136,6 +136,8 @@ class AuditResult:
     vectors : Rows
         The unit vectors, where the run's engine keeps them (:attr:`embeddings` gathers them).
     graph : NeighborGraph
+        Held where ``engine`` keeps rows (on Ray, object-store blocks): ``graph.gathered(engine)``
+        gives its arrays here.
     noise : NoiseEstimate
     detection : Detection
     findings : list of Finding
@@ -665,6 +667,9 @@ def row_vectors(
 def config_engine(config: ScanConfig) -> Engine:
     """The engine ``config.engine`` names (Ray is started, or joined, once per process)."""
     cfg = config.engine
+    if cfg.ray_address and cfg.name != "ray":
+        # Otherwise the run would go on locally, as if the cluster had been used.
+        raise UsageError(f"--ray-address {cfg.ray_address} applies to --engine ray; the engine is {cfg.name}")
     return engine_for(
         cfg.name,
         ray_address=cfg.ray_address,

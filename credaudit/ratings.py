@@ -17,6 +17,7 @@ engine is unchanged; the adapter adds:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,7 +87,7 @@ def rating_codec(
         return codec, np.arange(1, len(order) + 1, dtype=np.float64)
 
     def not_number(v: Any) -> bool:
-        return isinstance(v, bool) or not isinstance(v, (int, float)) or v != v
+        return _number(v) is None
 
     if any(not_number(v) for v in distinct):
         i, value = first_bad(not_number)
@@ -94,8 +95,36 @@ def rating_codec(
             f"row {row_ids[i]!r}: rating {value!r} in column '{column}' is not a number; --ordinal needs "
             'numeric ratings or the scale spelled out with --label-order "low,...,high"'
         )
-    codec = LabelCodec.fit(list(distinct))  # the same codec as the column's, without a second pass over it
-    return codec, np.array(codec.values, dtype=np.float64)
+    if all(isinstance(v, (int, float)) for v in distinct):
+        codec = LabelCodec.fit(list(distinct))  # the same codec as the column's, without a second pass over it
+        return codec, np.array(codec.values, dtype=np.float64)
+    # Numbers kept as text (a CSV's "1", "1.5", "2", which would not write back as spelled as
+    # floats): ordered by their value, reported as spelled.
+    by_value: dict[float, Any] = {}
+    for v in distinct:
+        if by_value.setdefault(_number(v), v) != v:
+            raise InputError(
+                f"ratings {by_value[_number(v)]!r} and {v!r} in column '{column}' are the same number spelled "
+                "two ways; write each scale point one way"
+            )
+    order = sorted(by_value)
+    return LabelCodec(tuple(by_value[x] for x in order)), np.array(order, dtype=np.float64)
+
+
+def _number(value: Any) -> float | None:
+    """A rating's value: an int or float, or a string spelling a finite number; None for anything
+    else (bools, NaN, words)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return None if value != value else float(value)
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
 
 
 def jump_cost(scale: np.ndarray, strength: float) -> np.ndarray:

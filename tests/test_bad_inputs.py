@@ -86,6 +86,23 @@ def make(tmp_path: Path, small_frame: pl.DataFrame, case: str) -> tuple[Path, li
         return good(tmp_path, small_frame), [*emb, "--k", "0"]
     if case == "unknown flag":
         return good(tmp_path, small_frame), [*emb, "--kk", "3"]
+    if case == "empty out":  # --out "$DIR" with the variable unset: never the current directory
+        return good(tmp_path, small_frame), [*emb, "--out", ""]
+    if case == "NaN gate":  # NaN compares false with every bound: the gate would always pass
+        return good(tmp_path, small_frame), [*emb, "--max-noise-rate", "nan"]
+    if case == "config not UTF-8":
+        cfg = tmp_path / "ci.toml"
+        cfg.write_bytes(b"\xff\xfe[detect]\n")
+        return good(tmp_path, small_frame), [*emb, "--config", str(cfg)]
+    if case == "ray address, local engine":
+        return good(tmp_path, small_frame), [*emb, "--ray-address", "10.0.0.9:6379"]
+    if case == "label order repeats":
+        return good(tmp_path, small_frame), [*emb, "--label-order", "billing,refund,refund"]
+    if case == "empty label order":
+        return good(tmp_path, small_frame), [*emb, "--label-order", " , "]
+    if case == "null id":
+        frame = small_frame.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(None).otherwise("id").alias("id"))
+        return write_table(frame, tmp_path / "data.parquet"), [*emb, "--id-col", "id"]
     raise ValueError(case)
 
 
@@ -133,6 +150,13 @@ CASES = [
     ("bad config file", 2, r"detect\.k in .*ci\.toml must be an int >= 1; got 0"),
     ("bad flag value", 2, r"--k must be an int >= 1; got 0"),
     ("unknown flag", 2, r"No such option: --kk"),
+    ("empty out", 2, r"Invalid value for '--out': is empty; name a path"),
+    ("NaN gate", 2, r"--max-noise-rate must be a finite number in \[0, 1\]; got nan"),
+    ("config not UTF-8", 2, r"config file .*ci\.toml is not UTF-8 text"),
+    ("ray address, local engine", 2, r"--ray-address 10\.0\.0\.9:6379 applies to --engine ray; the engine is local"),
+    ("label order repeats", 2, r"--label-order must list at least two distinct values, lowest first"),
+    ("empty label order", 2, r"--label-order must list at least two distinct values"),
+    ("null id", 3, r"column 'id' \(--id-col\) in data\.parquet is empty at row 4; every row needs an id"),
 ]
 
 

@@ -107,6 +107,18 @@ def test_load_toml_errors(tmp_path):
         load_toml(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_toml(tmp_path / "missing.toml")
+    bad.write_bytes(b"\xff\xfe[detect]\n")  # UTF-16 or binary
+    with pytest.raises(ConfigError, match="bad.toml is not UTF-8 text"):
+        load_toml(bad)
+
+
+@pytest.mark.parametrize("key", ["gates.max_noise_rate", "gates.max_flagged", "select.diversity"])
+def test_a_nan_or_infinite_setting_is_refused(key):
+    # NaN compares false with every bound: a NaN gate would pass whatever the data.
+    section, name = key.split(".")
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=f"{name} .*must be a finite number"):
+            merge({section: {name: value}})
 
 
 def test_config_is_frozen_and_serialisable():

@@ -498,3 +498,21 @@ def test_single_label_options_are_refused(tmp_path):
     assert "--clean relabel is for single labels" in result.stderr
     result = invoke([*base, "--drop-annotators", "all", "--out", tmp_path / "o"], expect_exit=2)
     assert "--drop-annotators" in result.stderr or "drop_annotators" in result.stderr
+
+
+def test_one_annotator_or_nothing_relating_the_answers_is_refused(tmp_path):
+    # One annotator has no one to be compared with (the model overruled its answers with the
+    # neighbours' consensus and passed); several annotators on disjoint items, without item texts
+    # or vectors, have nothing relating their answers either.
+    answers, *_ = planted_crowd(n_items=60, answers_per_item=1)
+    frame = pl.DataFrame(
+        {"item": answers.item, "worker": [f"w{w}" for w in answers.annotator], "answer": answers.label}
+    )
+    args = ["--item-col", "item", "--annotator-col", "worker", "--label-col", "answer", "--no-cache"]
+    frame.with_columns(pl.lit("solo").alias("worker")).write_parquet(tmp_path / "one.parquet")
+    result = invoke(["scan", tmp_path / "one.parquet", *args, "--out", tmp_path / "o1"], expect_exit=3)
+    assert "one.parquet has one annotator ('solo')" in result.stderr
+    frame.write_parquet(tmp_path / "disjoint.parquet")
+    result = invoke(["scan", tmp_path / "disjoint.parquet", *args, "--out", tmp_path / "o2"], expect_exit=3)
+    assert "no item answered twice and no item texts or vectors" in result.stderr
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()

@@ -187,3 +187,34 @@ def test_embed_reads_the_encoding_it_is_given(tmp_path):
     vectors = tmp_path / "v.parquet"
     invoke(["embed", path, "--encoder", "tfidf", "--cache-dir", cache, "--encoding", "latin-1", "--output", vectors])
     assert pl.read_parquet(vectors).height == 2
+
+
+def test_tfidf_on_texts_of_few_words_or_none():
+    # Fewer distinct words than dimensions: the TF-IDF rows themselves (the SVD needs more words
+    # than components and failed on one-word texts); no word at all: zero vectors, not an error.
+    from credaudit.encoders.tfidf import TfidfEncoder
+
+    vectors = TfidfEncoder().encode([f"question {i}" for i in range(20)] + ["answer"] * 5)
+    assert vectors.shape == (25, 256)
+    np.testing.assert_allclose(vectors @ vectors[0], [1.0] * 20 + [0.0] * 5, atol=1e-6)
+    assert not TfidfEncoder().encode(["", " ", "a"]).any()
+
+
+def test_embed_never_writes_over_its_input_and_its_file_is_readable_by_others(tmp_path):
+    import os
+
+    from tests.helpers import invoke
+
+    path = tmp_path / "d.parquet"
+    pl.DataFrame({"text": ["card pin", "card fee", "refund late", "refund due"]}).write_parquet(path)
+    before = path.read_bytes()
+    cache = tmp_path / "cache"
+    refused = invoke(["embed", path, "--encoder", "tfidf", "--cache-dir", cache, "--output", path], expect_exit=3)
+    assert "--output" in refused.stderr and "would write over or into the input" in refused.stderr
+    assert path.read_bytes() == before
+    vectors = tmp_path / "v.npy"
+    invoke(["embed", path, "--encoder", "tfidf", "--cache-dir", cache, "--output", vectors])
+    # Written through a private temporary file; the output gets the mode any new file gets.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert vectors.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -174,3 +174,23 @@ def test_group_codes_are_matched_and_one_valued_outcomes_refused(tmp_path):
     assert "'letters' (--group-col)" in stray and "no proxy names" in stray
     one = invoke([*base, "--label-col", "zero", "--max-eo-gap", "0.2", "--out", tmp_path / "c"], expect_exit=3).stderr
     assert "'zero' (--label-col)" in one and "one value" in one
+
+
+def test_proxies_coded_differently_or_naming_the_prediction_are_refused(fairness_file, tmp_path):
+    # "female"/"male" in one proxy and "F"/"M" in the others made four groups and a false gap; a
+    # stray value would make a one-row group; the prediction as a proxy measures nothing.
+    frame = pl.read_csv(fairness_file).with_columns(
+        pl.col("p1").replace({"north": "N", "south": "S"}), pl.col("p2").replace({"south": "sud"}).alias("p2")
+    )
+    recoded = write_table(frame, tmp_path / "recoded.csv")
+    result = invoke(base_args(recoded, tmp_path), expect_exit=3)
+    assert "column 'p1' (--proxy-col) in recoded.csv names 'N', 'S', which no other proxy names" in result.stderr
+    stray = write_table(frame.with_columns(pl.col("p3").alias("p1"), pl.col("p3").alias("p2")), tmp_path / "s.csv")
+    stray_rows = pl.read_csv(stray).with_columns(
+        pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("nrth")).otherwise(pl.col("p2")).alias("p2")
+    )
+    result = invoke(base_args(write_table(stray_rows, tmp_path / "s2.csv"), tmp_path), expect_exit=3)
+    assert "names 'nrth', which no other proxy names" in result.stderr
+    args = base_args(fairness_file, tmp_path)
+    args[args.index("p3")] = "pred"
+    assert "--proxy-col pred is also the --pred-col column" in invoke(args, expect_exit=2).stderr

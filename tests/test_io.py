@@ -1,4 +1,5 @@
 import gzip
+import json
 from dataclasses import replace
 from datetime import date
 
@@ -57,6 +58,25 @@ def test_directory_of_parquet_files(tmp_path, small_frame):
     table = read_table(folder, id_col="id")
     assert table.format == DataFormat("parquet-dir")
     assert list(table.row_ids) == small_frame["id"].to_list()
+    # Files in a subdirectory (or a Hive layout) are refused, not left out of the audit unseen.
+    (folder / "part=2").mkdir()
+    small_frame[:10].write_parquet(folder / "part=2" / "c.parquet")
+    with pytest.raises(DataReadError, match=r"holds parquet files in subdirectories \(part=2/c\.parquet\)"):
+        read_table(folder, id_col="id")
+
+
+def test_ids_must_be_present_and_single_values(tmp_path, small_frame):
+    ids = small_frame["id"].cast(pl.String).to_list()
+    ids[4] = None
+    with pytest.raises(InputError, match=r"column 'id' \(--id-col\) in d\.parquet is empty at row 4"):
+        read_table(write_table(small_frame.with_columns(pl.Series("id", ids)), tmp_path / "d.parquet"), id_col="id")
+    floats = np.arange(60) / 100.0
+    floats[2] = np.nan
+    with pytest.raises(InputError, match="is empty at row 2"):
+        read_table(write_table(small_frame.with_columns(pl.Series("id", floats)), tmp_path / "f.parquet"), id_col="id")
+    lists = small_frame.with_columns(pl.concat_list("id", "id").alias("id"))
+    with pytest.raises(InputError, match=r"holds List\(String\) values; ids must be single values"):
+        read_table(write_table(lists, tmp_path / "l.parquet"), id_col="id")
 
 
 def test_labels_keep_their_type_and_nulls_can_be_dropped(tmp_path):
@@ -366,3 +386,29 @@ def test_a_utf8_file_is_checked_piece_by_piece_without_decoding_it_whole(tmp_pat
     path.write_bytes(gzip.compress(cut) if name.endswith(".gz") else cut)
     with pytest.raises(DataReadError, match=f"line {n + 2 - ('jsonl' in name)}: byte 0xe6"):
         read_frame(path, fmt)
+
+
+def test_csv_values_are_written_back_as_the_file_spells_them(tmp_path):
+    # Leading zeros, trailing zeros and TRUE/False would be rewritten by their inferred types
+    # (13, 1.5, true) in every copy the tool writes; such columns stay text. Columns that write
+    # back unchanged keep their numbers.
+    from tests.helpers import invoke
+
+    words = ["card", "pin", "transfer", "refund", "cash", "fee", "limit", "app"]
+    rows = ["id,text,label,score,flag,count"]
+    for i in range(60):
+        text = " ".join(words[(i + j) % 8] for j in range(3)) + f" {['alpha', 'beta', 'gamma'][i % 3]}"
+        score = "1.50" if i % 2 else "2"
+        rows.append(f"{i:05d},{text},0{i % 3},{score},{'TRUE' if i % 2 else 'False'},{i}")
+    path = tmp_path / "d.csv"
+    path.write_text("\n".join(rows) + "\n")
+    frame = read_frame(path, detect_format(path))
+    assert frame.schema["count"] == pl.Int64
+    assert all(frame.schema[c] == pl.String for c in ("id", "label", "score", "flag"))
+    out = tmp_path / "out"
+    invoke(["scan", path, "--id-col", "id", "--encoder", "tfidf", "--no-cache", "--out", out, "--clean", "flag"])
+    cleaned = (out / "cleaned.csv").read_text().splitlines()
+    assert cleaned[0].startswith("id,text,label,score,flag,count")
+    assert [line.split(",")[:6] for line in cleaned[1:]] == [line.split(",") for line in rows[1:]]
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(c["label"] for c in report["classes"]) == ["00", "01", "02"]

@@ -131,11 +131,34 @@ def test_transcripts_split_at_the_last_shared_assistant_turn():
     assert split_shared_prefix(pl.Series(["good answer"]), pl.Series(["bad answer"])) is None
 
 
-def test_same_chosen_and_rejected_is_an_error_naming_the_row():
-    frame = pl.DataFrame({"id": ["a", "b", "c", "d"], "chosen": ["x", "y", "z", "w"], "rejected": ["q", "y", "r", "s"]})
+def test_pairs_of_identical_responses_are_dropped_and_leave_the_others_as_they_were():
+    # No preference to audit: out of the directions' audit (which would see a zero direction),
+    # action drop, no score; the other pairs get exactly the results they get without them.
+    chosen, rejected, _ = make_pairs(200, 0.2, seed=3)
+    same = np.zeros(200, dtype=bool)
+    same[[5, 17]] = True
+    rejected[same] = chosen[same]
+    frame = pl.DataFrame(
+        {
+            "id": [f"p{i}" for i in range(200)],
+            "chosen": [f"c{i}" for i in range(200)],
+            "rejected": [f"c{i} " if same[i] else f"r{i}" for i in range(200)],  # the same, but for a space
+        }
+    )
     config = merge({"input": {"id_col": "id"}, "pairs": {"chosen_col": "chosen", "rejected_col": "rejected"}})
-    with pytest.raises(InputError, match="row 'b'.*same text"):
-        audit_pairs(frame, config)
+    result = audit_pairs(frame, config, chosen_embeddings=chosen, rejected_embeddings=rejected)
+    issues = result.issues
+    assert issues.filter(pl.col("row_id").is_in(["p5", "p17"])).get_column("action").to_list() == ["drop", "drop"]
+    assert issues.get_column("flip_score").is_nan().to_numpy().tolist() == same.tolist()
+    assert not issues.get_column("is_reversed").to_numpy()[same].any()
+    assert result.report.run["input"]["identical_pairs"] == 2
+    without = audit_pairs(
+        frame.filter(~pl.Series(same)), config, chosen_embeddings=chosen[~same], rejected_embeddings=rejected[~same]
+    )
+    assert issues.filter(~pl.Series(same)).equals(without.issues)
+    every = frame.with_columns(pl.col("chosen").alias("rejected"))
+    with pytest.raises(InputError, match="every pair has the same text as chosen and rejected"):
+        audit_pairs(every, config, chosen_embeddings=chosen, rejected_embeddings=chosen)
 
 
 def test_cli_pairs_with_precomputed_vectors_writes_one_row_per_pair(tmp_path):
@@ -227,6 +250,8 @@ def test_cli_half_a_pair_and_mixed_kinds_are_usage_errors(tmp_path, small_frame)
     assert "--rejected-col" in result.stderr
     result = invoke(["scan", path, "--chosen-col", "text", "--rejected-col", "label", "--ordinal"], expect_exit=2)
     assert "does not apply to preference pairs" in result.stderr
+    result = invoke(["scan", path, "--chosen-col", "text", "--rejected-col", "text"], expect_exit=2)
+    assert "--chosen-col and --rejected-col both name 'text'" in result.stderr
 
 
 def test_order_invariance_holds_for_vectors_without_texts():

@@ -135,3 +135,14 @@ def test_cli_label_order_run_and_an_off_scale_rating_exits_3(tmp_path):
         expect_exit=3,
     )
     assert "row 7" in result.stderr and "not on the declared scale" in result.stderr
+
+
+def test_numbers_kept_as_text_are_ordered_by_value():
+    # A CSV's "1", "1.5", "2" stay text (as floats they would write back as "1.0"): still a scale.
+    codec, scale = rating_codec(["2", "10", "1.5", "1", "2"], label_order=None, column="stars", row_ids=range(5))
+    assert codec.values == ("1", "1.5", "2", "10")
+    np.testing.assert_array_equal(scale, [1.0, 1.5, 2.0, 10.0])
+    with pytest.raises(InputError, match="in column 'stars' are the same number spelled two ways"):
+        rating_codec(["2", "2.0", "3"], label_order=None, column="stars", row_ids=range(3))
+    with pytest.raises(InputError, match="rating 'nan' in column 'stars' is not a number"):
+        rating_codec(["2", "nan", "3"], label_order=None, column="stars", row_ids=range(3))

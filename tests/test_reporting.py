@@ -259,6 +259,11 @@ def test_old_schema_is_read_and_newer_is_refused(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(DataReadError, match="is not valid JSON"):
         load_report(bad)
+    # Another command's report is named as such, not "not a report".
+    for other, command in (({"kind": "fairness"}, "fairness"), ({"run": {"command": "select"}}, "select")):
+        bad.write_text(json.dumps({"schema_version": 1, **other}))
+        with pytest.raises(DataReadError, match=f"is a report of `credaudit {command}`; diff and --baseline"):
+            load_report(bad)
     result = scan(noisy_file(tmp_path), tmp_path / "p", "--baseline", tmp_path / "missing.json", expect_exit=3)
     assert "--baseline" in result.stderr and "does not exist" in result.stderr
 
@@ -336,3 +341,22 @@ def test_conflicting_duplicates_group_identical_texts_with_several_labels():
     assert first == {"text": "a", "labels": {"x": 2, "y": 1}, "row_ids": ["r0", "r2", "r6"]}
     assert second == {"text": "b", "labels": {"y": 2, "x": 1}, "row_ids": ["r1", "r7", "r9"]}
     assert find_conflicting_duplicates(texts, np.zeros(10, dtype=np.int64), list(range(10)), ["x"]) is None
+
+
+def test_labels_json_has_no_type_for_are_written_as_text(tmp_path, small_frame):
+    # A decimal or date label column: report.json writes the values as the column spells them
+    # ("1.50", "2024-01-31") instead of failing with an internal error.
+    import datetime
+    from decimal import Decimal
+
+    decimals = [Decimal(["1.50", "2.25", "3.00"][i % 3]) for i in range(small_frame.height)]
+    frame = small_frame.with_columns(pl.Series("label", decimals, dtype=pl.Decimal(10, 2)))
+    out = tmp_path / "o"
+    invoke(["scan", write_table(frame, tmp_path / "d.parquet"), "--embedding-col", "emb", "--out", out])
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(c["label"] for c in report["classes"]) == ["1.50", "2.25", "3.00"]
+    dates = [datetime.date(2024, 1, 1 + i % 3) for i in range(small_frame.height)]
+    frame = small_frame.with_columns(pl.Series("label", dates))
+    invoke(["scan", write_table(frame, tmp_path / "t.parquet"), "--embedding-col", "emb", "--out", tmp_path / "t"])
+    report = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert sorted(c["label"] for c in report["classes"]) == ["2024-01-01", "2024-01-02", "2024-01-03"]

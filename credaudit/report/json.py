@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 from typing import Any
@@ -29,4 +30,12 @@ def render_json(report: AuditReport, *, indent: int | None = 2) -> str:
 
 def render_json_data(data: Any, *, indent: int | None = 2) -> str:
     """Any report dict as JSON text, cleaned the same way (NaN -> null, numpy scalars -> numbers)."""
-    return json.dumps(_clean(data), indent=indent, ensure_ascii=False) + "\n"
+    return json.dumps(_clean(data), indent=indent, ensure_ascii=False, default=_as_text) + "\n"
+
+
+def _as_text(value: Any) -> str:
+    # Values JSON has no type for (a decimal or date label column, an id): as they are written,
+    # "1.50" and "2024-01-31", rather than a failed report.
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)
