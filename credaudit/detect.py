@@ -66,7 +66,6 @@ from credaudit.engine import (
     LOCAL,
     Engine,
     Rows,
-    block_offsets,
     range_parts,
     read_many,
     read_rows,
@@ -195,11 +194,13 @@ def score_label_errors(
     k = graph.k if k is None else min(k, graph.k)
     # Ranges of the graph's stored rows, across its blocks: the search makes blocks of a few
     # k-means lists (about 16,000 rows), and a step's tasks should each score a full block.
-    blocks = row_blocks(graph.n_rows, block_rows or _default_block_rows(n_classes))
-    # The beliefs are made one block per item (map_rows), so their blocks' offsets are known now:
-    # the first step names, per block, the blocks of beliefs its rows' neighbours are in (the
-    # driver does not hold the graph to find them).
-    belief_offsets = block_offsets(b - a for a, b in blocks)
+    size = block_rows or _default_block_rows(n_classes)
+    blocks = row_blocks(graph.n_rows, size)
+    # Where the engine keeps the beliefs as one block per range (map_rows), belief block j holds
+    # stored rows j·size.., so the first step can name, per range, the blocks of beliefs its rows'
+    # neighbours are in (the driver does not hold the graph to find them). Beliefs in one array
+    # (the local engine) are read in place, and naming blocks would only cost time.
+    near_rows = size if engine.keeps_blocks and len(blocks) > 1 else None
     shared = engine.share(labels)
     graph_part = range_parts(edges)
     # Floor T so a zero cell cannot veto a class outright; rows of the floored T still sum ~1.
@@ -212,7 +213,7 @@ def score_label_errors(
     vote = (n_classes, self_weight, likelihood, values, k)
     if propagation_steps <= 1:
         summaries, keys = zip(
-            *engine.map(_vote_block, blocks, shared, vote, None, rows=edges, reads=graph_part), strict=True
+            *engine.map(_vote_block, blocks, shared, vote, False, None, rows=edges, reads=graph_part), strict=True
         )
     else:
         belief, keys = engine.map_rows(
@@ -220,7 +221,8 @@ def score_label_errors(
             blocks,
             shared,
             vote,
-            belief_offsets,
+            True,
+            near_rows,
             dim=n_classes,
             rows=edges,
             reads=graph_part,
@@ -228,7 +230,7 @@ def score_label_errors(
         )
         near = {block: key[3] for block, key in zip(blocks, keys, strict=True)}
 
-        def reads(item: tuple[int, int]) -> tuple[list[int], np.ndarray]:
+        def reads(item: tuple[int, int]) -> tuple[list[int], np.ndarray | None]:
             return graph_part(item), near[item]
 
         for step in range(propagation_steps - 1):
@@ -311,15 +313,16 @@ def _vote_block(
     item: tuple[int, int],
     all_labels: np.ndarray,
     params: tuple[int, float, np.ndarray | None, np.ndarray | None, int],
-    belief_offsets: np.ndarray | None,
+    keep: bool,
+    near_rows: int | None,
     layout: Any,
     *parts: np.ndarray | None,
 ) -> tuple[Any, tuple[np.ndarray, ...]]:
     """Stored rows [start, stop) of the graph (``layout, *parts``): their plain vote, first belief
     and tie-break keys (an engine block of :func:`score_label_errors`): (the belief (B, K) when
-    ``belief_offsets`` is given (further steps follow), else its :func:`_summarise`; (vote_top,
-    n_disagree, other_similarity, and with ``belief_offsets`` the blocks of beliefs holding the
-    rows' neighbours)).
+    ``keep`` (further steps follow), else its :func:`_summarise`; (vote_top, n_disagree,
+    other_similarity, and with ``keep`` the blocks of beliefs of ``near_rows`` rows each holding
+    the rows' neighbours, or None)).
 
     ``params`` = (K, self weight, the likelihood rows ``T[:, j]`` per observed label j as a (K, K)
     array or None for the plain vote, the class values or None, k)."""
@@ -352,10 +355,12 @@ def _vote_block(
     n_disagree = np.where(inside, differs.sum(axis=1), 0)
     first_other = differs.argmax(axis=1)
     other_similarity = np.where(differs.any(axis=1), similarities[rows, first_other].astype(np.float64), -np.inf)
-    if belief_offsets is None:
+    if not keep:
         return _summarise(belief, labels, inside, values), (top, n_disagree, other_similarity)
-    stored = nbr if reader.position is None else reader.position[nbr]
-    near = np.flatnonzero(np.bincount(np.searchsorted(belief_offsets, stored.ravel(), side="right") - 1))
+    near = None
+    if near_rows is not None:
+        stored = nbr if reader.position is None else reader.position[nbr]
+        near = np.flatnonzero(np.bincount(stored.ravel() // near_rows))
     return belief, (top, n_disagree, other_similarity, near)
 
 

@@ -194,18 +194,24 @@ def map_stored(
     block_rows: int | None = None,
     reads: ReadsArg = None,
     also: tuple[Rows, ...] = (),
+    spanning: bool = False,
 ) -> Iterator[tuple[np.ndarray, Any]]:
     """``fn((start, stop), *shared, layout, *parts)`` for every range of :func:`stored_blocks`, each
     task sent only its own block (or the blocks ``reads(range)`` names); yields (the range's row
     numbers, ``fn``'s result) in stored order. Block functions read their rows with
     ``read_rows(...).stored(start, stop)``.
 
+    ``spanning``: ranges of ``block_rows`` stored rows across ``rows``' blocks instead, each task
+    sent the blocks its range overlaps (:func:`range_parts`): for arrays made in small blocks (the
+    neighbour graph, one block per few k-means lists), so that a stage is a few full-sized tasks.
+
     ``also``: more arrays the block function reads after ``rows`` (:func:`read_many`); ``reads``
     then names the blocks of each, ``rows`` first (a tuple; None for every block)."""
     if also and reads is None:
         raise ValueError("map_stored over several arrays needs reads naming the blocks of each")
-    blocks = stored_blocks(rows, block_rows)
-    results = engine.map(fn, blocks, *shared, rows=(rows, *also) if also else rows, reads=reads or own_parts(rows))
+    blocks = row_blocks(rows.n_rows, block_rows) if spanning else stored_blocks(rows, block_rows)
+    reads = reads or (range_parts(rows) if spanning else own_parts(rows))
+    results = engine.map(fn, blocks, *shared, rows=(rows, *also) if also else rows, reads=reads)
     for (start, stop), result in zip(blocks, results, strict=True):
         yield rows.numbers(start, stop), result
 
@@ -477,6 +483,9 @@ def assemble_block(
 
 class Engine(Protocol):
     name: str
+    # Whether ``map_rows`` keeps one block per range (Ray; the local engine with ``block_rows``)
+    # rather than one array, so that a later map's tasks should be sent only the blocks they read.
+    keeps_blocks: bool
 
     def share(self, value: Any) -> Any: ...
 
@@ -614,6 +623,7 @@ class LocalEngine:
 
     def __init__(self, block_rows: int | None = None, threads: int = 1) -> None:
         self.block_rows = block_rows
+        self.keeps_blocks = block_rows is not None
         self.threads = max(1, threads)
         self.reads = ReadLog()
 

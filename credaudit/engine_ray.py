@@ -188,6 +188,7 @@ class RayEngine:
     """
 
     name = "ray"
+    keeps_blocks = True  # map_rows' outputs stay in the object store, one block per task
 
     def __init__(self, address: str | None = None, actors: int = 0, arrange: str = "auto") -> None:
         try:

@@ -25,10 +25,9 @@ from credaudit.engine import (
     Engine,
     Rows,
     map_stored,
-    own_parts,
+    range_parts,
     read_rows,
     row_blocks,
-    stored_blocks,
     take_rows,
 )
 from credaudit.progress import NullProgress, Progress
@@ -254,7 +253,8 @@ def build_knn_graph(
     # The approximate search may find fewer than k + 1 rows for rows whose probed lists are
     # small (-1 padding); those few rows get an exact search so every row has k real neighbours.
     missing = np.concatenate(
-        [numbers[short] for numbers, short in map_stored(engine, _short_rows, graph, k)] or [np.zeros(0, np.int64)]
+        [numbers[short] for numbers, short in map_stored(engine, _short_rows, graph, k, spanning=True)]
+        or [np.zeros(0, np.int64)]
     )
     if missing.size:
         sims, idx = search_rows(rows, missing, None, k + 1, engine=engine)
@@ -280,15 +280,18 @@ def _short_rows(item: tuple[int, int], k: int, layout, *parts: np.ndarray) -> np
 def neighbour_blocks(
     engine: Engine, graph: NeighborGraph, target: Rows, *, k: int, block_rows: int | None = None
 ) -> dict[tuple[int, int], np.ndarray | None]:
-    """For each range of ``stored_blocks(graph.edges, block_rows)``, the blocks of ``target`` (rows
+    """For each range of ``row_blocks(graph.n_rows, block_rows)`` (a spanning map over the graph,
+    ``map_stored(..., spanning=True)``), the blocks of ``target`` (rows
     laid out anyhow, e.g. the vectors) holding its rows' first ``k`` neighbours: what a block
     function reading the graph and those rows' neighbours in ``target`` is sent. The driver does
     not hold the graph, so one map over it finds them (None for every range where ``target`` is
     one block: nothing to choose)."""
-    blocks = stored_blocks(graph.edges, block_rows)
+    blocks = row_blocks(graph.n_rows, block_rows)
     if len(target.parts) == 1:
         return dict.fromkeys(blocks)
-    found = engine.map(_neighbour_blocks, blocks, target.shared()[0], k, rows=graph.edges, reads=own_parts(graph.edges))
+    found = engine.map(
+        _neighbour_blocks, blocks, target.shared()[0], k, rows=graph.edges, reads=range_parts(graph.edges)
+    )
     return dict(zip(blocks, found, strict=True))
 
 
@@ -574,12 +577,12 @@ def restrict_graph(
     shared_keep = engine.share(keep)
     restricted, short = engine.map_rows(
         _restrict_block,
-        stored_blocks(edges),
+        row_blocks(graph.n_rows),
         shared_keep,
         k,
         dim=k,
         rows=edges,
-        reads=own_parts(edges),
+        reads=range_parts(edges),
         order=edges.order,
     )
     short = np.concatenate(short) if short else np.zeros(0, dtype=np.int64)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from credaudit.engine import LOCAL, Engine, Rows, map_stored, own_parts, read_many, read_rows, usable_cores
+from credaudit.engine import LOCAL, Engine, Rows, map_stored, range_parts, read_many, read_rows, usable_cores
 from credaudit.neighbors import NeighborGraph, neighbour_blocks
 from credaudit.progress import NullProgress, Progress
 
@@ -197,7 +197,7 @@ def consensus_counts(
     -------
     ConsensusCounts
     """
-    edges, own = graph.edges, own_parts(graph.edges)
+    edges, spans = graph.edges, range_parts(graph.edges)
     shared_labels = engine.share(labels)
     tight = None
     if triple_share < 1.0:
@@ -205,10 +205,10 @@ def consensus_counts(
         # Per block of the graph, each task sent the blocks of vectors holding its rows' two
         # neighbours: by k-means list on a cluster (engine.arrange), so mostly a few nearby ones.
         near = neighbour_blocks(engine, graph, rows, k=2, block_rows=block_rows)
-        reads = lambda item: (own(item), near[item])  # noqa: E731
+        reads = lambda item: (spans(item), near[item])  # noqa: E731
         tightness = np.empty(len(labels), dtype=np.float32)
         for numbers, block in map_stored(
-            engine, _tightness_block, edges, block_rows=block_rows, also=(rows,), reads=reads
+            engine, _tightness_block, edges, block_rows=block_rows, also=(rows,), reads=reads, spanning=True
         ):
             tightness[numbers] = block
         tight = _tightest(tightness, triple_share)
@@ -216,7 +216,14 @@ def consensus_counts(
     parts = (
         counted
         for _, counted in map_stored(
-            engine, _count_block, edges, shared_labels, engine.share(tight), n_classes, block_rows=block_rows
+            engine,
+            _count_block,
+            edges,
+            shared_labels,
+            engine.share(tight),
+            n_classes,
+            block_rows=block_rows,
+            spanning=True,
         )
     )
     return ConsensusCounts.merge(parts, n_classes)

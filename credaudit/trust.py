@@ -100,7 +100,7 @@ def knn_label_agreement(labels: np.ndarray, graph: NeighborGraph, k: int, *, eng
     once would be an (N, k) array (0.8 GB of int64 at 10M rows and k = 10).
     """
     shared = engine.share(labels)
-    agreeing = sum(count for _, count in map_stored(engine, _agreeing, graph.edges, shared, k))
+    agreeing = sum(count for _, count in map_stored(engine, _agreeing, graph.edges, shared, k, spanning=True))
     return agreeing / (len(labels) * k)
 
 

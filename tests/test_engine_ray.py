@@ -96,8 +96,9 @@ def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
         # Stored by k-means list (a shuffle on the cluster), each search task sent only its blocks.
         assert distributed.vectors.order is not None
         assert reads["search_lists"]["mean_sent"] < reads["search_lists"]["mean_held"]
-        # The triples' tightness: a block of the graph, and the blocks of vectors it reads.
-        assert reads["tightness_block"]["mean_sent"] == 1
+        # The triples' tightness: the blocks of the graph its range spans, and the blocks of
+        # vectors holding their neighbours.
+        assert reads["tightness_block"]["mean_sent"] < reads["tightness_block"]["mean_held"]
         assert reads["tightness_block#1"]["mean_sent"] < reads["tightness_block#1"]["mean_held"]
         assert len(distributed.graph.edges.parts) > 1 and distributed.graph.edges.order is not None
     else:
@@ -105,9 +106,8 @@ def test_ray_engine_gives_the_local_engines_flags(index, monkeypatch):
     # Detection's beliefs passed between propagation steps as object-store blocks, never put from
     # the driver whole; each scoring task read its own block of the graph.
     assert reads["propagate_block"]["tasks"] >= 6 and reads["propagate_block#1"]["mean_held"] >= 3
-    for name in ("restrict_block", "agreeing", "count_block"):
-        assert reads[name]["mean_sent"] == 1, name
-    for name in ("vote_block", "propagate_block"):  # the few blocks of the graph each task spans
+    for name in ("restrict_block", "agreeing", "count_block", "vote_block", "propagate_block"):
+        # The few blocks of the graph each task's range spans, of the many the search made.
         assert reads[name]["mean_sent"] < reads[name]["mean_held"] or reads[name]["mean_held"] == 1, name
     assert driver_put and not [v for v in driver_put if v.dtype == np.float64 and v.shape[1:] == (n_classes,)]
     # Nor was the graph: no (N, k) array of neighbours was put from the driver.
