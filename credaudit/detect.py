@@ -66,6 +66,7 @@ from credaudit.engine import (
     LOCAL,
     Engine,
     Rows,
+    block_offsets,
     range_parts,
     read_many,
     read_rows,
@@ -197,10 +198,10 @@ def score_label_errors(
     size = block_rows or _default_block_rows(n_classes)
     blocks = row_blocks(graph.n_rows, size)
     # Where the engine keeps the beliefs as one block per range (map_rows), belief block j holds
-    # stored rows j·size.., so the first step can name, per range, the blocks of beliefs its rows'
-    # neighbours are in (the driver does not hold the graph to find them). Beliefs in one array
-    # (the local engine) are read in place, and naming blocks would only cost time.
-    near_rows = size if engine.keeps_blocks and len(blocks) > 1 else None
+    # the stored rows of blocks[j], so the first step can name, per range, the blocks of beliefs its
+    # rows' neighbours are in (the driver does not hold the graph to find them). Beliefs in one
+    # array (the local engine) are read in place, and naming blocks would only cost time.
+    near_offsets = block_offsets(b - a for a, b in blocks) if engine.keeps_blocks and len(blocks) > 1 else None
     shared = engine.share(labels)
     graph_part = range_parts(edges)
     # Floor T so a zero cell cannot veto a class outright; rows of the floored T still sum ~1.
@@ -222,7 +223,7 @@ def score_label_errors(
             shared,
             vote,
             True,
-            near_rows,
+            near_offsets,
             dim=n_classes,
             rows=edges,
             reads=graph_part,
@@ -314,15 +315,15 @@ def _vote_block(
     all_labels: np.ndarray,
     params: tuple[int, float, np.ndarray | None, np.ndarray | None, int],
     keep: bool,
-    near_rows: int | None,
+    near_offsets: np.ndarray | None,
     layout: Any,
     *parts: np.ndarray | None,
 ) -> tuple[Any, tuple[np.ndarray, ...]]:
     """Stored rows [start, stop) of the graph (``layout, *parts``): their plain vote, first belief
     and tie-break keys (an engine block of :func:`score_label_errors`): (the belief (B, K) when
     ``keep`` (further steps follow), else its :func:`_summarise`; (vote_top, n_disagree,
-    other_similarity, and with ``keep`` the blocks of beliefs of ``near_rows`` rows each holding
-    the rows' neighbours, or None)).
+    other_similarity, and with ``keep`` the blocks of beliefs (of ``near_offsets``) holding the
+    rows' neighbours, or None)).
 
     ``params`` = (K, self weight, the likelihood rows ``T[:, j]`` per observed label j as a (K, K)
     array or None for the plain vote, the class values or None, k)."""
@@ -358,9 +359,9 @@ def _vote_block(
     if not keep:
         return _summarise(belief, labels, inside, values), (top, n_disagree, other_similarity)
     near = None
-    if near_rows is not None:
+    if near_offsets is not None:
         stored = nbr if reader.position is None else reader.position[nbr]
-        near = np.flatnonzero(np.bincount(stored.ravel() // near_rows))
+        near = np.unique(np.searchsorted(near_offsets, stored.ravel(), side="right") - 1)
     return belief, (top, n_disagree, other_similarity, near)
 
 

@@ -73,10 +73,15 @@ BLOCK_ROWS = 65_536
 
 
 def row_blocks(n_rows: int, block_rows: int | None = None) -> list[tuple[int, int]]:
-    """Consecutive [start, stop) row ranges of at most ``block_rows`` rows (default
-    :data:`BLOCK_ROWS`) covering ``n_rows`` rows."""
+    """Consecutive [start, stop) row ranges covering ``n_rows`` rows: the fewest ranges of at most
+    ``block_rows`` rows (default :data:`BLOCK_ROWS`), their sizes differing by at most one.
+
+    Equal ranges, not full ones and a short last one: a map's tasks then take equal time, so that
+    100,000 rows on two workers are two tasks of 50,000 rows, not 65,536 and 34,464."""
     size = max(1, block_rows or BLOCK_ROWS)
-    return [(start, min(start + size, n_rows)) for start in range(0, n_rows, size)]
+    n_parts = -(-n_rows // size)
+    bounds = [part * n_rows // n_parts for part in range(n_parts + 1)] if n_parts else []
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def block_offsets(sizes: Iterable[int]) -> np.ndarray:
@@ -436,18 +441,19 @@ def staged_shuffle(
     first_offsets : ndarray, int64
         The intermediate blocks (:func:`shuffle_plan`'s ``offsets``).
     second : ndarray of shape (len(index),), int64
-        The second round's take: new row i is intermediate row ``second[i]``, in blocks of
-        ``block_rows``; so new row i is ``rows``' row ``index[i]``.
+        The second round's take: new row i is intermediate row ``second[i]``, in the blocks of
+        :func:`row_blocks`; so new row i is ``rows``' row ``index[i]``.
     """
     index = np.asarray(index, dtype=np.int64)
     n = len(index)
     if n == 0:
         return index, np.zeros(1, dtype=np.int64), index
     size = max(1, block_rows or BLOCK_ROWS)
-    n_sources, n_dest = max(len(rows.parts), 1), max(-(-n // size), 1)
+    final = block_offsets(b - a for a, b in row_blocks(n, size))  # the second round's blocks
+    n_sources, n_dest = max(len(rows.parts), 1), len(final) - 1
     runs_in, runs_out = int(np.ceil(np.sqrt(n_sources))), int(np.ceil(np.sqrt(n_dest)))
     source = rows.locate(index)[1]
-    dest = np.arange(n, dtype=np.int64) // size
+    dest = np.searchsorted(final, np.arange(n, dtype=np.int64), side="right") - 1
     route = (source * runs_in // n_sources) * runs_out + dest * runs_out // n_dest
     order = np.argsort(route, kind="stable")  # intermediate row j is new row order[j]
     routed = route[order]

@@ -15,6 +15,7 @@ from credaudit.engine import (
     Rows,
     assemble_block,
     read_rows,
+    row_blocks,
     shuffle_plan,
     split_block,
     staged_shuffle,
@@ -30,6 +31,20 @@ def _blocks(x: np.ndarray, cuts: list[int]) -> Rows:
     bounds = [0, *cuts, len(x)]
     parts = tuple(x[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True))
     return Rows(parts, np.asarray(bounds, dtype=np.int64), x.shape[1])
+
+
+@pytest.mark.parametrize(
+    "n_rows, size", [(100_000, 65_536), (200_000, 65_536), (1_000_000, 65_536), (7, 3), (3, 3), (1, 5)]
+)
+def test_row_blocks_are_the_fewest_equal_ranges_of_at_most_the_block_size(n_rows, size):
+    # Equal ranges make a map's tasks finish together: 100,000 rows on two workers are two tasks of
+    # 50,000, not 65,536 then 34,464 with one worker idle.
+    blocks = row_blocks(n_rows, size)
+    sizes = [b - a for a, b in blocks]
+    assert blocks[0][0] == 0 and blocks[-1][1] == n_rows
+    assert all(a == b for (_, a), (b, _) in zip(blocks[:-1], blocks[1:], strict=True))
+    assert len(blocks) == -(-n_rows // size) and max(sizes) <= size and max(sizes) - min(sizes) <= 1
+    assert row_blocks(0, size) == []
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +184,7 @@ def test_arranged_blocks_hold_the_rows_in_the_new_order_and_read_by_row_number(d
     rows = engine.place(x)
     order = np.random.default_rng(1).permutation(len(x))
     engine.arrange(rows, order)
-    assert [len(part) for part in rows.parts] == [256] * 5 + [220]
+    assert [len(part) for part in rows.parts] == [250] * 6  # the fewest blocks of at most 256, equal
     np.testing.assert_array_equal(np.concatenate(rows.parts), x[order])  # stored in the new order
     np.testing.assert_array_equal(engine.gather(rows), x)  # gathered in row order
     reader = read_rows(*rows.shared())
