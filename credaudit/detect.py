@@ -174,8 +174,8 @@ def score_label_errors(
         A value per class (a rating scale's): each row's expected value under its belief is
         returned too.
     engine : Engine
-        Where the blocks of rows are scored: the plain vote is one map over blocks of
-        ``block_rows`` rows of the graph (each task sent the blocks of it they span), and each further
+        Where the blocks of rows are scored: the plain vote is one map over equal blocks of
+        at most ``block_rows`` rows of the graph (each task sent the blocks of it they span), and each further
         propagation step one more, reading the beliefs of its rows' neighbours from the step
         before. The beliefs, (N, K), are kept where the engine keeps rows, laid out as the graph
         (:meth:`Engine.map_rows`); only per-row values come back (on Ray the driver never holds
@@ -194,7 +194,7 @@ def score_label_errors(
     edges = graph.edges
     k = graph.k if k is None else min(k, graph.k)
     # Ranges of the graph's stored rows, across its blocks: the search makes blocks of a few
-    # k-means lists (about 16,000 rows), and a step's tasks should each score a full block.
+    # k-means lists (about 16,000 rows), and a step's tasks should each score a full-sized range.
     size = block_rows or _default_block_rows(n_classes)
     blocks = row_blocks(graph.n_rows, size)
     # Where the engine keeps the beliefs as one block per range (map_rows), belief block j holds

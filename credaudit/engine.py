@@ -11,9 +11,9 @@ where the embeddings are kept:
   None), so that on a cluster a node fetches the blocks its tasks read, not every block.
 - ``place(array)``: an array on the driver as :class:`Rows`, consecutive row blocks held where the
   engine keeps them: locally one block, the array itself; on Ray one object-store object per
-  :data:`BLOCK_ROWS` rows, put one block at a time. A block function reads them with
-  :func:`read_rows`; ``gather(rows)`` is the whole array on the driver, for the few callers that
-  need it (the CUDA search, ``select``).
+  block of at most :data:`BLOCK_ROWS` rows (:func:`row_blocks`), put one block at a time. A block
+  function reads them with :func:`read_rows`; ``gather(rows)`` is the whole array on the driver,
+  for the few callers that need it (the CUDA search, ``select``).
 - ``map_rows(fn, blocks, *shared, dim=, rows=, reads=, order=)``: like ``map`` over consecutive
   ranges (of row numbers, or of stored positions of a layout ``order``), for block functions
   that make new rows: each returns (its rows' (B, dim) array, a small value). The arrays stay
@@ -206,9 +206,10 @@ def map_stored(
     numbers, ``fn``'s result) in stored order. Block functions read their rows with
     ``read_rows(...).stored(start, stop)``.
 
-    ``spanning``: ranges of ``block_rows`` stored rows across ``rows``' blocks instead, each task
-    sent the blocks its range overlaps (:func:`range_parts`): for arrays made in small blocks (the
-    neighbour graph, one block per few k-means lists), so that a stage is a few full-sized tasks.
+    ``spanning``: ranges of at most ``block_rows`` stored rows (:func:`row_blocks`) across
+    ``rows``' blocks instead, each task sent the blocks its range overlaps (:func:`range_parts`):
+    for arrays made in small blocks (the neighbour graph, one block per few k-means lists), so
+    that a stage is a few full-sized tasks.
 
     ``also``: more arrays the block function reads after ``rows`` (:func:`read_many`); ``reads``
     then names the blocks of each, ``rows`` first (a tuple; None for every block)."""
@@ -393,8 +394,8 @@ def shuffle_plan(
     (split each source block by destination, then assemble each destination block), so that no task
     reads more than its own share: the engines' ``take_blocks`` (and ``arrange``).
 
-    The new blocks hold ``block_rows`` rows each (default :data:`BLOCK_ROWS`), or the blocks of
-    ``offsets`` where given (the first round of :func:`staged_shuffle`).
+    The new blocks are :func:`row_blocks` of at most ``block_rows`` rows (default
+    :data:`BLOCK_ROWS`), or the blocks of ``offsets`` where given (the first round of :func:`staged_shuffle`).
 
     Returns
     -------
@@ -732,8 +733,8 @@ class LocalEngine:
 
     def take_blocks(self, rows: Rows, index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> Rows:
         """New rows whose row i is ``rows``' row ``index[i]`` (repeats allowed), ``fn`` applied to
-        each block of :data:`BLOCK_ROWS` rows as it is made (keeping its width; default: the block
-        as it is). By default one
+        each block of at most :data:`BLOCK_ROWS` rows (:func:`row_blocks`) as it is made (keeping
+        its width; default: the block as it is). By default one
         array, filled block by block (never the blocks and the whole at once); with ``block_rows``,
         blocks made by the shuffle the Ray engine runs, in this process."""
         index = np.asarray(index, dtype=np.int64)

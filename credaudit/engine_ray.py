@@ -239,7 +239,7 @@ class RayEngine:
         return self._once(self._shared, value, self._ray.put)
 
     def place(self, array: np.ndarray | Rows) -> Rows:
-        """``array`` as object-store blocks of :data:`~credaudit.engine.BLOCK_ROWS` rows (once per
+        """``array`` as object-store blocks of at most :data:`~credaudit.engine.BLOCK_ROWS` rows (once per
         array while it lives: every stage reads the same blocks)."""
         if isinstance(array, Rows):
             return array
@@ -340,7 +340,7 @@ class RayEngine:
 
     def take_blocks(self, rows: Rows, index: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> Rows:
         """New rows whose row i is ``rows``' row ``index[i]`` (repeats allowed), in blocks of
-        :data:`~credaudit.engine.BLOCK_ROWS` rows, ``fn`` applied to each (keeping its width). The
+        at most :data:`~credaudit.engine.BLOCK_ROWS` rows, ``fn`` applied to each (keeping its width). The
         new blocks stay in the object store where they were made (the driver holds references).
         Returns once every block is made (a failed task raises here).
 
