@@ -70,7 +70,6 @@ from credaudit.engine import (
     range_parts,
     read_many,
     read_rows,
-    row_blocks,
     unique_rows,
 )
 from credaudit.neighbors import NeighborGraph, restrict_graph
@@ -196,7 +195,7 @@ def score_label_errors(
     # Ranges of the graph's stored rows, across its blocks: the search makes blocks of a few
     # k-means lists (about 16,000 rows), and a step's tasks should each score a full-sized range.
     size = block_rows or _default_block_rows(n_classes)
-    blocks = row_blocks(graph.n_rows, size)
+    blocks = graph.ranges(size)
     # Where the engine keeps the beliefs as one block per range (map_rows), belief block j holds
     # the stored rows of blocks[j], so the first step can name, per range, the blocks of beliefs its
     # rows' neighbours are in (the driver does not hold the graph to find them). Beliefs in one
@@ -361,7 +360,7 @@ def _vote_block(
     near = None
     if near_offsets is not None:
         stored = nbr if reader.position is None else reader.position[nbr]
-        near = np.unique(np.searchsorted(near_offsets, stored.ravel(), side="right") - 1)
+        near = np.flatnonzero(np.bincount(np.searchsorted(near_offsets, stored.ravel(), side="right") - 1))
     return belief, (top, n_disagree, other_similarity, near)
 
 

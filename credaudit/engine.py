@@ -454,7 +454,7 @@ def staged_shuffle(
     n_sources, n_dest = max(len(rows.parts), 1), len(final) - 1
     runs_in, runs_out = int(np.ceil(np.sqrt(n_sources))), int(np.ceil(np.sqrt(n_dest)))
     source = rows.locate(index)[1]
-    dest = np.searchsorted(final, np.arange(n, dtype=np.int64), side="right") - 1
+    dest = np.repeat(np.arange(n_dest, dtype=np.int64), np.diff(final))
     route = (source * runs_in // n_sources) * runs_out + dest * runs_out // n_dest
     order = np.argsort(route, kind="stable")  # intermediate row j is new row order[j]
     routed = route[order]
@@ -630,9 +630,13 @@ class LocalEngine:
 
     def __init__(self, block_rows: int | None = None, threads: int = 1) -> None:
         self.block_rows = block_rows
-        self.keeps_blocks = block_rows is not None
         self.threads = max(1, threads)
         self.reads = ReadLog()
+
+    @property
+    def keeps_blocks(self) -> bool:
+        """With ``block_rows``, ``map_rows`` keeps one block per range (as Ray does), not one array."""
+        return self.block_rows is not None
 
     def share(self, value: Any) -> Any:
         return value

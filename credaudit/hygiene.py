@@ -153,7 +153,7 @@ def score_outliers(
     # By blocks of the graph, where the engine keeps it: the float64 copy of every row's
     # similarities would be 0.8 GB at 10M rows.
     knn_distance = np.empty(graph.n_rows)
-    for numbers, distance in map_stored(engine, _knn_distance, graph.edges, k, spanning=True):
+    for numbers, distance in graph.map_blocks(engine, _knn_distance, k):
         knn_distance[numbers] = distance
     rows = engine.place(embeddings)
     sums = sum((s for _, s in map_stored(engine, _class_sums, rows, engine.share(labels), n_classes)), np.zeros(1))
@@ -335,7 +335,7 @@ def near_duplicate_groups(
     """
     n = graph.n_rows
     low = min(threshold, vector_threshold)
-    edges, block_rows = graph.edges, max(1, _PAIR_BLOCK // max(graph.k, 1))
+    block_rows = max(1, _PAIR_BLOCK // max(graph.k, 1))
     words, position = None, None
     if texts is not None:
         texts = pl.Series(texts, dtype=pl.String)  # once, for the words and the exact copies
@@ -343,7 +343,7 @@ def near_duplicate_groups(
         # the candidate pairs are made and tested per block of rows, so that at most one block's
         # pairs exist at a time here (every graph edge can be a candidate: 17M at 1,000,000 rows).
         used = np.zeros(n, dtype=bool)
-        for _, ends in map_stored(engine, _pairs_above, edges, threshold, True, block_rows=block_rows, spanning=True):
+        for _, ends in graph.map_blocks(engine, _pairs_above, threshold, True, block_rows=block_rows):
             used[ends] = True
         used_rows = np.flatnonzero(used)
         position = np.full(n, -1, dtype=np.int64)
@@ -351,8 +351,8 @@ def near_duplicate_groups(
         if used_rows.size:
             words = _word_sets(texts.gather(used_rows))
     rows, cols = [], []
-    for _, (pair_rows, pair_cols, pair_sims) in map_stored(
-        engine, _pairs_above, edges, low, False, block_rows=block_rows, spanning=True
+    for _, (pair_rows, pair_cols, pair_sims) in graph.map_blocks(
+        engine, _pairs_above, low, False, block_rows=block_rows
     ):
         if texts is None:
             keep = pair_sims >= vector_threshold

@@ -15,6 +15,7 @@ run (:func:`estimate_recall`). On CUDA the exact search runs as blocked matrix p
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,26 @@ class NeighborGraph:
                 "(read_rows), or gather it with NeighborGraph.gathered"
             )
         return whole
+
+    def ranges(self, block_rows: int | None = None) -> list[tuple[int, int]]:
+        """The ranges of stored rows every map over the graph runs over: :func:`row_blocks` of at
+        most ``block_rows`` rows, across the graph's blocks (the search makes blocks of a few
+        k-means lists, about 16,000 rows, and one task per such block would multiply a stage's
+        tasks). Send each range's task the blocks it spans: ``range_parts(graph.edges)``."""
+        return row_blocks(self.n_rows, block_rows)
+
+    def map_blocks(
+        self,
+        engine: Engine,
+        fn: Callable[..., Any],
+        *shared: Any,
+        block_rows: int | None = None,
+        also: tuple[Rows, ...] = (),
+        reads: Any = None,
+    ) -> Iterator[tuple[np.ndarray, Any]]:
+        """:func:`~credaudit.engine.map_stored` of ``fn`` over the graph's :meth:`ranges`: yields
+        (the range's row numbers, ``fn``'s result)."""
+        return map_stored(engine, fn, self.edges, *shared, block_rows=block_rows, also=also, reads=reads, spanning=True)
 
     def gathered(self, engine: Engine) -> tuple[np.ndarray, np.ndarray]:
         """(indices, similarities), each (N, k), in row order in this process: for the algorithms
@@ -250,16 +271,16 @@ def build_knn_graph(
         graph, _ = engine.map_rows(_exact_graph_block, blocks, dim=k, rows=rows, done=progress.advance)
         progress.finish()
 
+    result = NeighborGraph(graph, method="ivf" if use_ivf else "exact")
     # The approximate search may find fewer than k + 1 rows for rows whose probed lists are
     # small (-1 padding); those few rows get an exact search so every row has k real neighbours.
     missing = np.concatenate(
-        [numbers[short] for numbers, short in map_stored(engine, _short_rows, graph, k, spanning=True)]
-        or [np.zeros(0, np.int64)]
+        [numbers[short] for numbers, short in result.map_blocks(engine, _short_rows, k)] or [np.zeros(0, np.int64)]
     )
     if missing.size:
         sims, idx = search_rows(rows, missing, None, k + 1, engine=engine)
         engine.replace_rows(graph, missing, _without_self(idx, sims, missing, k))
-    return NeighborGraph(graph, method="ivf" if use_ivf else "exact")
+    return result
 
 
 def _exact_graph_block(item: tuple[int, int, int], layout, *parts: np.ndarray) -> tuple[np.ndarray, None]:
@@ -280,13 +301,12 @@ def _short_rows(item: tuple[int, int], k: int, layout, *parts: np.ndarray) -> np
 def neighbour_blocks(
     engine: Engine, graph: NeighborGraph, target: Rows, *, k: int, block_rows: int | None = None
 ) -> dict[tuple[int, int], np.ndarray | None]:
-    """For each range of ``row_blocks(graph.n_rows, block_rows)`` (a spanning map over the graph,
-    ``map_stored(..., spanning=True)``), the blocks of ``target`` (rows
-    laid out anyhow, e.g. the vectors) holding its rows' first ``k`` neighbours: what a block
-    function reading the graph and those rows' neighbours in ``target`` is sent. The driver does
+    """For each range of ``graph.ranges(block_rows)``, the blocks of ``target`` (rows laid out
+    anyhow, e.g. the vectors) holding its rows' first ``k`` neighbours: what a block function
+    reading the graph and those rows' neighbours in ``target`` is sent. The driver does
     not hold the graph, so one map over it finds them (None for every range where ``target`` is
     one block: nothing to choose)."""
-    blocks = row_blocks(graph.n_rows, block_rows)
+    blocks = graph.ranges(block_rows)
     if len(target.parts) == 1:
         return dict.fromkeys(blocks)
     found = engine.map(
@@ -577,7 +597,7 @@ def restrict_graph(
     shared_keep = engine.share(keep)
     restricted, short = engine.map_rows(
         _restrict_block,
-        row_blocks(graph.n_rows),
+        graph.ranges(),
         shared_keep,
         k,
         dim=k,

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from credaudit.engine import LOCAL, Engine, Rows, map_stored, range_parts, read_many, read_rows, usable_cores
+from credaudit.engine import LOCAL, Engine, Rows, range_parts, read_many, read_rows, usable_cores
 from credaudit.neighbors import NeighborGraph, neighbour_blocks
 from credaudit.progress import NullProgress, Progress
 
@@ -197,7 +197,7 @@ def consensus_counts(
     -------
     ConsensusCounts
     """
-    edges, spans = graph.edges, range_parts(graph.edges)
+    spans = range_parts(graph.edges)
     shared_labels = engine.share(labels)
     tight = None
     if triple_share < 1.0:
@@ -207,23 +207,16 @@ def consensus_counts(
         near = neighbour_blocks(engine, graph, rows, k=2, block_rows=block_rows)
         reads = lambda item: (spans(item), near[item])  # noqa: E731
         tightness = np.empty(len(labels), dtype=np.float32)
-        for numbers, block in map_stored(
-            engine, _tightness_block, edges, block_rows=block_rows, also=(rows,), reads=reads, spanning=True
+        for numbers, block in graph.map_blocks(
+            engine, _tightness_block, block_rows=block_rows, also=(rows,), reads=reads
         ):
             tightness[numbers] = block
         tight = _tightest(tightness, triple_share)
         del tightness
     parts = (
         counted
-        for _, counted in map_stored(
-            engine,
-            _count_block,
-            edges,
-            shared_labels,
-            engine.share(tight),
-            n_classes,
-            block_rows=block_rows,
-            spanning=True,
+        for _, counted in graph.map_blocks(
+            engine, _count_block, shared_labels, engine.share(tight), n_classes, block_rows=block_rows
         )
     )
     return ConsensusCounts.merge(parts, n_classes)

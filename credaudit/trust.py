@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from credaudit.engine import LOCAL, Engine, map_stored, read_rows
+from credaudit.engine import LOCAL, Engine, read_rows
 from credaudit.neighbors import NeighborGraph
 from credaudit.noise import Interval, NoiseEstimate
 
@@ -100,7 +100,7 @@ def knn_label_agreement(labels: np.ndarray, graph: NeighborGraph, k: int, *, eng
     once would be an (N, k) array (0.8 GB of int64 at 10M rows and k = 10).
     """
     shared = engine.share(labels)
-    agreeing = sum(count for _, count in map_stored(engine, _agreeing, graph.edges, shared, k, spanning=True))
+    agreeing = sum(count for _, count in graph.map_blocks(engine, _agreeing, shared, k))
     return agreeing / (len(labels) * k)
 
 
